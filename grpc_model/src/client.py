@@ -1,0 +1,89 @@
+"""A small synchronous client for the ModzyModel protocol, used by the reference CLI and the tests."""
+
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
+from grpc_model.src.metadata import TestCase, output_differences
+from grpc_model.src.settings import MIB
+
+
+class ModelClient:
+    def __init__(self, target: str, timeout: float | None = 60.0, max_message_bytes: int = 250 * MIB) -> None:
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self.stub = ModzyModelStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def status(self) -> pb.StatusResponse:
+        return self.stub.Status(pb.StatusRequest(), timeout=self.timeout)
+
+    def run(
+        self, items: Sequence[Mapping[str, bytes]], detect_drift: bool = False, explain: bool = False
+    ) -> pb.RunResponse:
+        request = pb.RunRequest(
+            inputs=[pb.InputItem(input=item) for item in items], detect_drift=detect_drift, explain=explain
+        )
+        return self.stub.Run(request, timeout=self.timeout)
+
+    def shutdown(self) -> pb.ShutdownResponse:
+        return self.stub.Shutdown(pb.ShutdownRequest(), timeout=self.timeout)
+
+    def health(self, service: str = "") -> str:
+        """The health service's answer for `service` ("" is the whole server), e.g. "SERVING"."""
+        response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def wait_for_health(self, wanted: str, seconds: float) -> str:
+        """Polls health until it reports `wanted` or `seconds` pass; returns the last answer.
+
+        "UNREACHABLE" stands for a server that did not answer at all.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                answer = self.health()
+            except grpc.RpcError:
+                answer = "UNREACHABLE"
+            if answer == wanted or time.monotonic() >= deadline:
+                return answer
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "ModelClient":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def check_test_case(
+    client: ModelClient, case: TestCase, batch_size: int = 1, detect_drift: bool = False, explain: bool = False
+) -> list[str]:
+    """Sends the case's inputs `batch_size` times in one Run call; returns every problem found."""
+    response = client.run([case.inputs] * batch_size, detect_drift, explain)
+    if len(response.outputs) != batch_size:
+        return [f"expected {batch_size} output items, got {len(response.outputs)}"]
+    problems = []
+    for index, item in enumerate(response.outputs):
+        where = f"item {index + 1}/{batch_size}"
+        if not item.success:
+            problems.append(f"{where} failed: {item.output.get('error', b'').decode(errors='replace')}")
+        else:
+            problems += [f"{where}: {problem}" for problem in output_differences(case.expected, item.output)]
+    return problems

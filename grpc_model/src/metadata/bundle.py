@@ -1,0 +1,112 @@
+"""Loading and checking an asset bundle: `asset_bundle/<version>/`.
+
+Every problem is a `BundleError` whose message names the file, the key path and what
+was expected, because the person reading it is a model author at start-up, not a
+developer reading a traceback.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec
+
+MODEL_YAML = "model.yaml"
+DOCKER_METADATA_YAML = "docker_metadata.yaml"
+TEST_CASES_DIR = "test_cases"
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class BundleError(Exception):
+    """The asset bundle is missing, malformed or out of step with the served version."""
+
+
+@dataclass(frozen=True)
+class AssetBundle:
+    """One validated version of the model's metadata."""
+
+    path: Path
+    spec: ModelSpec
+    docker: DockerMetadata | None
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def test_cases_dir(self) -> Path:
+        return self.path / TEST_CASES_DIR
+
+
+def load_bundle(root: Path, version: str) -> AssetBundle:
+    """Loads `root/<version>/` and checks that the directory, `model.yaml` and `version` agree."""
+    path = root / version
+    if not path.is_dir():
+        available = ", ".join(available_versions(root)) or "none"
+        raise BundleError(
+            f"no asset bundle for version {version} at {path} (versions found: {available}). "
+            f"Create it with `scripts/new_version.py {version}`, or set __version__ in "
+            f"grpc_model/__init__.py to the version you want to serve."
+        )
+    spec = parse_file(path / MODEL_YAML, ModelSpec)
+    if spec.version != version:
+        raise BundleError(
+            f"{path / MODEL_YAML}: version: is {spec.version} but the served version is {version} "
+            f"(the directory name and grpc_model.__version__). Set `version: {version}` in the file, "
+            f"or use `scripts/new_version.py` to move every place to a new version at once."
+        )
+    docker_path = path / DOCKER_METADATA_YAML
+    docker = parse_file(docker_path, DockerMetadata) if docker_path.exists() else None
+    return AssetBundle(path=path, spec=spec, docker=docker)
+
+
+def available_versions(root: Path) -> list[str]:
+    """The bundle versions under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    versions = [p.name for p in root.iterdir() if (p / MODEL_YAML).is_file()]
+    return sorted(versions, key=_version_key)
+
+
+def parse_file(path: Path, schema: type[_Model]) -> _Model:
+    """Reads one YAML file into `schema`, turning every failure into a `BundleError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}: cannot be read: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise BundleError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise BundleError(f"{path}: {len(error.errors())} problem(s):\n{_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key_path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        given = "" if problem["type"] == "missing" else f" (got {_shorten(repr(problem['input']))})"
+        lines.append(f"  {key_path}: {problem['msg']}{given}")
+    return "\n".join(lines)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (-1,)

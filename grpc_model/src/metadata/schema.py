@@ -1,0 +1,155 @@
+"""The schema of `model.yaml` (specification 0.4) and `docker_metadata.yaml`.
+
+Field names follow the YAML (camelCase) so that validation errors and the generated
+JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_size`.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SemanticVersion = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class _Section(BaseModel):
+    """Shared rules: unknown keys are errors, blank (null) values fall back to defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_blank_values(cls, data: Any) -> Any:
+        # A key left empty in YAML (`summary:`) is null: treat it as absent so its default
+        # applies, and a required key reports "Field required" rather than a type error.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+def _without_blanks(items: Any) -> Any:
+    """Drops the empty entries the template leaves in lists (`tags: [-]`)."""
+    if isinstance(items, list):
+        return [item for item in items if item not in (None, {}, "")]
+    return items
+
+
+class Description(_Section):
+    summary: str = ""
+    details: str = ""
+    technical: str = ""
+    performance: str = ""
+
+
+class Filter(_Section):
+    type: str = ""
+    label: str = ""
+
+
+class Metric(_Section):
+    label: str = ""
+    type: str = ""
+    value: float | None = None
+    description: str = ""
+
+
+class InputFile(_Section):
+    acceptedMediaTypes: list[NonBlank] = Field(min_length=1)
+    maxSize: NonBlank
+    description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_media_types(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "acceptedMediaTypes" in data:
+            data = {**data, "acceptedMediaTypes": _without_blanks(data["acceptedMediaTypes"])}
+        return data
+
+
+class OutputFile(_Section):
+    mediaType: NonBlank
+    maxSize: NonBlank
+    description: str = ""
+
+
+class Memory(_Section):
+    size: str = ""
+
+
+class Cpu(_Section):
+    count: float = Field(default=1.0, ge=0)
+
+
+class Gpu(_Section):
+    count: int = Field(default=0, ge=0)
+
+
+class Resources(_Section):
+    memory: Memory = Memory()
+    cpu: Cpu = Cpu()
+    gpu: Gpu = Gpu()
+
+
+class Timeout(_Section):
+    status: str = ""
+    run: str = ""
+
+
+class Internal(_Section):
+    recommended: bool = False
+    experimental: bool = False
+    available: bool = True
+
+
+class Features(_Section):
+    adversarialDefense: bool = False
+    maxBatchSize: int = Field(default=1, ge=1)
+    retrainable: bool = False
+    resultsFormat: str | None = None
+    driftFormat: str | None = None
+    explanationFormat: str | None = None
+
+
+class ModelSpec(_Section):
+    """`asset_bundle/<version>/model.yaml`."""
+
+    specification: NonBlank
+    type: Literal["grpc", "file"] = "grpc"
+    source: str = ""
+    version: SemanticVersion
+    name: NonBlank
+    author: NonBlank
+    description: Description = Description()
+    releaseNotes: str = ""
+    tags: list[str] = []
+    filters: list[Filter] = []
+    metrics: list[Metric] = []
+    inputs: dict[str, InputFile] = Field(min_length=1)
+    outputs: dict[str, OutputFile] = Field(min_length=1)
+    resources: Resources = Resources()
+    timeout: Timeout = Timeout()
+    internal: Internal = Internal()
+    features: Features = Features()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_lists(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {
+                key: _without_blanks(value) if key in ("tags", "filters", "metrics") else value
+                for key, value in data.items()
+            }
+        return data
+
+
+class DockerImage(_Section):
+    registry: str = ""
+    repo_prefix: str = ""
+    repo_suffix: str = ""
+
+
+class DockerMetadata(_Section):
+    """`asset_bundle/<version>/docker_metadata.yaml`."""
+
+    dockerMetadata: list[DockerImage] = []
+    id: str = ""

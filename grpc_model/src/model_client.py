@@ -1,0 +1,134 @@
+"""Reference client: `python -m grpc_model.src.model_client [options]` (see `--help`).
+
+Without input options it runs every functional test case of the served version and
+exits non-zero if any item fails or any output differs from the expected files.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from grpc_model.src.client import ModelClient, check_test_case
+from grpc_model.src.metadata import BundleError, load_test_case
+from grpc_model.src.settings import PROJECT_ROOT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with ModelClient(f"{args.host}:{args.port}", timeout=args.timeout) as client:
+        try:
+            return _main(client, args)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+        except (BundleError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+
+def _main(client: ModelClient, args: argparse.Namespace) -> int:
+    if args.health:
+        answer = client.wait_for_health("SERVING", args.wait)
+        print(answer)
+        return 0 if answer == "SERVING" else 1
+    if args.shutdown:
+        shutdown = client.shutdown()
+        print(f"Shutdown: {shutdown.status_code} {shutdown.status}: {shutdown.message}")
+        return 0 if shutdown.status_code == 200 else 1
+
+    status = client.status()
+    print(f"Status: {status.status_code} {status.status}: {status.message}")
+    if status.status_code != 200:
+        return 1
+    info = status.model_info
+    print(
+        f"Model: {info.model_name} {info.model_version} by {info.model_author}; max batch {status.features.batch_size}"
+    )
+    input_names = [model_input.filename for model_input in status.inputs]
+    if args.input:
+        return _run_inputs(client, args, _read_inputs(args.input, input_names))
+    cases = args.test_case or _bundled_cases(info.model_version)
+    if not cases:
+        print("error: no test cases found; pass --input NAME=PATH or --test-case DIR", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in cases:
+        problems = check_test_case(
+            client, load_test_case(path, input_names), args.batch_size, args.detect_drift, args.explain
+        )
+        print(f"{'PASS' if not problems else 'FAIL'} {path.name} (batch size {args.batch_size})")
+        for problem in problems:
+            print(f"    {problem}")
+        failed += bool(problems)
+    print(f"{len(cases) - failed} of {len(cases)} test cases passed")
+    return 1 if failed else 0
+
+
+def _run_inputs(client: ModelClient, args: argparse.Namespace, item: Mapping[str, bytes]) -> int:
+    response = client.run([item] * args.batch_size, args.detect_drift, args.explain)
+    print(f"Run: {response.status_code} {response.status}: {response.message}")
+    for index, output in enumerate(response.outputs):
+        print(f"item {index + 1}: {'success' if output.success else 'FAILED'}")
+        for name, content in output.output.items():
+            print(f"  {name}: {_render(content)}")
+    return 0 if response.outputs and all(output.success for output in response.outputs) else 1
+
+
+def _read_inputs(pairs: list[str], input_names: list[str]) -> dict[str, bytes]:
+    item = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --input {pair!r} must look like NAME=PATH")
+        if name not in input_names:
+            raise SystemExit(f"error: the model has no input {name!r}; its inputs are {input_names}")
+        item[name] = Path(path).read_bytes()
+    missing = sorted(set(input_names) - item.keys())
+    if missing:
+        print(f"warning: no file given for input(s) {missing}", file=sys.stderr)
+    return item
+
+
+def _bundled_cases(version: str) -> list[Path]:
+    root = PROJECT_ROOT / "asset_bundle" / version / "test_cases"
+    return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+
+
+def _render(content: bytes) -> str:
+    try:
+        return json.dumps(json.loads(content), ensure_ascii=False)
+    except ValueError:
+        pass
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(content)} bytes>"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m grpc_model.src.model_client",
+        description="Call a ModzyModel server. By default, check every functional test case of the served version.",
+    )
+    parser.add_argument("--host", default="localhost", help="server host (default: localhost)")
+    parser.add_argument("--port", type=int, default=45000, help="server port (default: 45000)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default: 60)")
+    parser.add_argument(
+        "--input", action="append", metavar="NAME=PATH", help="an input file of one item, e.g. input.txt=hello.txt"
+    )
+    parser.add_argument("--test-case", action="append", type=Path, metavar="DIR", help="a test-case directory")
+    parser.add_argument("--batch-size", type=int, default=1, help="send the item N times in one Run call")
+    parser.add_argument("--detect-drift", action="store_true", help="set detect_drift on the Run call")
+    parser.add_argument("--explain", action="store_true", help="set explain on the Run call")
+    parser.add_argument("--health", action="store_true", help="print the health status; exit 0 only if SERVING")
+    parser.add_argument("--wait", type=float, default=0.0, help="with --health: seconds to wait for SERVING")
+    parser.add_argument("--shutdown", action="store_true", help="ask the server to shut down")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Entry point: `python -m grpc_model.src.model_server [--flags]` (see `--help`)."""
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from grpc_model.src.metadata import BundleError
+from grpc_model.src.runtime import WrapperImportError
+from grpc_model.src.server import serve
+from grpc_model.src.settings import settings_from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except ValidationError as error:
+        print(f"invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        asyncio.run(serve(settings))
+    except (BundleError, WrapperImportError) as error:
+        logging.getLogger("grpc_model").critical("cannot start: %s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

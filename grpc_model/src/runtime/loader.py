@@ -1,0 +1,69 @@
+"""Finding and instantiating the user's model wrapper class."""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+
+SingleMethod = Callable[[ModelInput, bool, bool], ModelOutput]
+BatchMethod = Callable[[list[ModelInput], bool, bool], list[ModelOutput]]
+
+# Current names first; the seed template's names are accepted so old wrappers run unchanged.
+SINGLE_METHOD_NAMES = ("handle_single_input", "handle_discrete_input")
+BATCH_METHOD_NAMES = ("handle_input_batch", "handle_discrete_input_batch")
+
+
+class WrapperImportError(Exception):
+    """The configured wrapper class cannot be found or does not fulfil the contract."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A wrapper instance with its methods resolved once, at load time."""
+
+    name: str
+    instance: Any
+    single: SingleMethod
+    batch: BatchMethod | None
+
+
+def import_wrapper_class(path: str) -> type:
+    """Imports `package.module:ClassName`."""
+    module_name, sep, class_name = path.partition(":")
+    if not sep or not module_name or not class_name:
+        raise WrapperImportError(f"model class {path!r} must look like 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise WrapperImportError(f"cannot import module {module_name!r} of model class {path!r}: {error}") from error
+    wrapper_class = getattr(module, class_name, None)
+    if not isinstance(wrapper_class, type):
+        raise WrapperImportError(f"module {module_name!r} has no class {class_name!r}")
+    if _user_method(wrapper_class, SINGLE_METHOD_NAMES) is None:
+        raise WrapperImportError(f"{path} must define one of {' or '.join(SINGLE_METHOD_NAMES)}")
+    return wrapper_class
+
+
+def instantiate(wrapper_class: type) -> LoadedModel:
+    """Runs the wrapper's `__init__` (the one-time load) and resolves its methods."""
+    instance = wrapper_class()
+    single_name = _user_method(wrapper_class, SINGLE_METHOD_NAMES)
+    batch_name = _user_method(wrapper_class, BATCH_METHOD_NAMES)
+    assert single_name is not None  # checked by import_wrapper_class
+    return LoadedModel(
+        name=wrapper_class.__name__,
+        instance=instance,
+        single=getattr(instance, single_name),
+        batch=getattr(instance, batch_name) if batch_name else None,
+    )
+
+
+def _user_method(wrapper_class: type, names: tuple[str, ...]) -> str | None:
+    """The first of `names` that the user's class implements (the base class only has stubs)."""
+    for name in names:
+        implementation = getattr(wrapper_class, name, None)
+        if callable(implementation) and implementation is not getattr(ModelWrapper, name, None):
+            return name
+    return None

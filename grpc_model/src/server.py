@@ -1,0 +1,91 @@
+"""Wiring: builds the gRPC server from the settings and runs it until shutdown.
+
+The only module that knows every part (settings, metadata, runtime, servicer, health,
+reflection); nothing imports it but the entry point and the tests.
+"""
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import grpc_model
+from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import add_ModzyModelServicer_to_server
+from grpc_model.src.metadata import load_bundle
+from grpc_model.src.runtime import ModelLoadError, ModelRuntime
+from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService
+from grpc_model.src.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    service: ModzyModelService
+    settings: Settings
+
+    async def wait_for_shutdown_request(self) -> None:
+        await self.service.shutdown_requested.wait()
+
+    async def stop(self) -> None:
+        """Refuses new calls, lets in-flight calls finish within the grace period, then releases the model."""
+        self.service.request_shutdown()
+        await self.service.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        self.service.runtime.close()
+        logger.info("server stopped")
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    """Starts serving; raises BundleError or WrapperImportError before binding when the setup is wrong."""
+    bundle = load_bundle(settings.asset_bundle_dir, grpc_model.__version__)
+    runtime = ModelRuntime(settings.model_class, max_batch_size=bundle.spec.features.maxBatchSize)
+    health_servicer = health.aio.HealthServicer()
+    service = ModzyModelService(runtime, bundle.spec, health_servicer)
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ]
+    )
+    add_ModzyModelServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    for name in HEALTH_SERVICES:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    logger.info(
+        "serving %s %s (%s) on %s:%d", bundle.spec.name, bundle.version, settings.model_class, settings.host, port
+    )
+    if settings.load_model_at_startup:
+        try:
+            await service.ensure_model_loaded()
+        except ModelLoadError as error:
+            logger.error("%s; the server stays up and the next Status call tries again", error)
+    return RunningServer(server=server, port=port, service=service, settings=settings)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until Shutdown, SIGTERM or SIGINT, then drains gracefully."""
+    running = await start_server(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, running.service, signum)
+    await running.wait_for_shutdown_request()
+    await running.stop()
+
+
+def _on_signal(service: ModzyModelService, signum: int) -> None:
+    logger.info("received %s; shutting down", signal.Signals(signum).name)
+    service.request_shutdown()

@@ -1,0 +1,145 @@
+"""The ModzyModel protocol: turns Status, Run and Shutdown calls into runtime calls.
+
+Nothing here knows how the model runs; nothing in the runtime knows about protobuf.
+"""
+
+import asyncio
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
+from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModzyModel"].full_name
+HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health checkers expect
+
+
+class ModzyModelService(ModzyModelServicer):
+    def __init__(self, runtime: ModelRuntime, spec: ModelSpec, health_servicer: health.aio.HealthServicer) -> None:
+        self.runtime = runtime
+        self.health = health_servicer
+        self.shutdown_requested = asyncio.Event()
+        self._metadata = status_metadata(spec)
+
+    async def ensure_model_loaded(self) -> None:
+        """Loads the model if needed and reports SERVING once it is; raises ModelLoadError."""
+        await self.runtime.load()
+        if not self.shutdown_requested.is_set():
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
+        started = time.perf_counter()
+        try:
+            await self.ensure_model_loaded()
+        except ModelLoadError as error:
+            response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
+        else:
+            response = pb.StatusResponse(status_code=200, status="OK", message="Model is loaded.")
+        response.MergeFrom(self._metadata)
+        logger.info("Status: %d in %.1f ms", response.status_code, (time.perf_counter() - started) * 1000)
+        return response
+
+    async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> pb.RunResponse:  # type: ignore[type-arg]
+        started = time.perf_counter()
+        count = len(request.inputs)
+        try:
+            results = await self.runtime.run(
+                [dict(item.input) for item in request.inputs], request.detect_drift, request.explain
+            )
+        except ModelNotLoadedError as error:
+            message = str(error)
+            outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]
+            return pb.RunResponse(status_code=503, status="Service Unavailable", message=message, outputs=outputs)
+        except Exception as error:
+            # A bug in the framework itself: fail this call loudly, keep the server up.
+            logger.exception("Run failed inside the framework")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+        succeeded = sum(result.success for result in results)
+        response = pb.RunResponse(
+            status_code=200,
+            status="OK",
+            message=f"Inference executed: {succeeded} of {count} items succeeded.",
+            outputs=[pb.OutputItem(output=result.output, success=result.success) for result in results],
+        )
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "Run: %d items (%d failed) in %.1f ms, %.1f items/s",
+            count,
+            count - succeeded,
+            elapsed * 1000,
+            count / elapsed if elapsed > 0 else 0.0,
+        )
+        return response
+
+    async def Shutdown(
+        self,
+        request: pb.ShutdownRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.ShutdownResponse:
+        logger.info("Shutdown requested by %s", context.peer())
+        self.request_shutdown()
+        return pb.ShutdownResponse(status_code=200, status="OK", message="Model server is shutting down.")
+
+    def request_shutdown(self) -> None:
+        """Wakes the serving loop, which reports NOT_SERVING, drains in-flight calls and stops."""
+        self.shutdown_requested.set()
+
+    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus.ValueType") -> None:
+        for name in HEALTH_SERVICES:
+            await self.health.set(name, status)
+
+
+def status_metadata(spec: ModelSpec) -> pb.StatusResponse:
+    """The model.yaml part of every StatusResponse, built once."""
+    features = spec.features
+    return pb.StatusResponse(
+        model_info=pb.ModelInfo(
+            model_name=spec.name,
+            model_version=spec.version,
+            model_author=spec.author,
+            model_type=spec.type,
+            source=spec.source,
+        ),
+        description=pb.ModelDescription(
+            summary=spec.description.summary,
+            details=spec.description.details,
+            technical=spec.description.technical,
+            performance=spec.description.performance,
+        ),
+        inputs=[
+            pb.ModelInput(
+                filename=name,
+                accepted_media_types=file.acceptedMediaTypes,
+                max_size=file.maxSize,
+                description=file.description,
+            )
+            for name, file in spec.inputs.items()
+        ],
+        outputs=[
+            pb.ModelOutput(
+                filename=name, media_type=file.mediaType, max_size=file.maxSize, description=file.description
+            )
+            for name, file in spec.outputs.items()
+        ],
+        resources=pb.ModelResources(
+            required_ram=spec.resources.memory.size,
+            num_cpus=spec.resources.cpu.count,
+            num_gpus=spec.resources.gpu.count,
+        ),
+        timeout=pb.ModelTimeout(status=spec.timeout.status, run=spec.timeout.run),
+        features=pb.ModelFeatures(
+            adversarial_defense=features.adversarialDefense,
+            batch_size=features.maxBatchSize,
+            retrainable=features.retrainable,
+            results_format=features.resultsFormat or "",
+            drift_format=features.driftFormat or "",
+            explanation_format=features.explanationFormat or "",
+        ),
+    )

@@ -1,0 +1,85 @@
+"""The server's one settings object.
+
+Precedence, highest first: command-line flag, environment variable, default. Every
+field's environment variable is `GRPC_MODEL_<FIELD NAME IN CAPITALS>`, except the port,
+which also answers to `PSC_MODEL_PORT`, the name the platform sets.
+"""
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import grpc_model
+
+ENV_PREFIX = "GRPC_MODEL_"
+PROJECT_ROOT = Path(grpc_model.__file__).resolve().parent.parent
+MIB = 1024 * 1024
+
+
+def _default_asset_bundle_dir() -> Path:
+    """`./asset_bundle` when the server runs from a project directory, else the one beside the code."""
+    local = Path("asset_bundle")
+    return local if local.is_dir() else PROJECT_ROOT / "asset_bundle"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host: str = Field(default="[::]", description="Address to listen on; `[::]` is every interface.")
+    port: int = Field(
+        default=45000,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("port", "PSC_MODEL_PORT", f"{ENV_PREFIX}PORT"),
+        description="TCP port to listen on (0 picks a free one). Also read from `PSC_MODEL_PORT`.",
+    )
+    model_class: str = Field(
+        default="model_lib.src.model:ExampleModel",
+        description="The model wrapper to serve, as `package.module:ClassName`.",
+    )
+    asset_bundle_dir: Path = Field(
+        default_factory=_default_asset_bundle_dir,
+        description="Directory holding one `<version>/` bundle per model version.",
+    )
+    load_model_at_startup: bool = Field(
+        default=False,
+        description="Load the model when the server starts instead of on the first Status call.",
+    )
+    max_receive_message_bytes: int = Field(
+        default=250 * MIB, gt=0, description="Largest request message accepted, in bytes."
+    )
+    max_send_message_bytes: int = Field(default=250 * MIB, gt=0, description="Largest response message sent, in bytes.")
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR.")
+
+
+def env_var(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def flag(field: str) -> str:
+    """The command-line flag that sets `field`."""
+    return "--" + field.replace("_", "-")
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    """Builds the settings from command-line flags over environment variables over defaults."""
+    parser = argparse.ArgumentParser(
+        prog="python -m grpc_model.src.model_server",
+        description="Serve a model over the ModzyModel gRPC protocol.",
+    )
+    for name, field in Settings.model_fields.items():
+        help_text = f"{field.description} Environment: {env_var(name)}."
+        if field.annotation is bool:
+            parser.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag(name), dest=name, metavar=name.upper(), help=help_text)
+    given: dict[str, Any] = {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not None}
+    return Settings(**given)

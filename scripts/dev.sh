@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The project's commands, each installing what it needs first (into .tools/ and .venv/).
+#
+#   scripts/dev.sh serve [server flags]   run the server with the configured model (port 45000)
+#   scripts/dev.sh test                   lock check, lint, format check, type check, every test
+#   scripts/dev.sh functional             only the functional test cases of the served version
+#   scripts/dev.sh install                only install
+#
+# Needs bash and Python 3.11+ (`python3`, or set PYTHON). Poetry is installed, pinned,
+# into .tools/; the project and its locked dependencies into .venv/.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+POETRY_VERSION=2.5.1
+python=${PYTHON:-python3}
+export POETRY_VIRTUALENVS_IN_PROJECT=true POETRY_NO_INTERACTION=1
+
+install() {
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: Python 3.11 or newer is needed as '$python' (set PYTHON=/path/to/python3.11)" >&2
+    exit 1
+  fi
+  if [ ! -x .tools/bin/poetry ] || ! .tools/bin/poetry --version 2>/dev/null | grep -q " $POETRY_VERSION)"; then
+    echo "installing poetry $POETRY_VERSION into .tools/"
+    "$python" -m venv .tools
+    .tools/bin/python -m pip install --quiet "poetry==$POETRY_VERSION"
+  fi
+  .tools/bin/poetry check --lock --quiet || {
+    echo "error: poetry.lock is out of date with pyproject.toml: run '.tools/bin/poetry lock'" >&2
+    exit 1
+  }
+  .tools/bin/poetry env use --quiet "$(command -v "$python")"
+  .tools/bin/poetry sync --quiet
+}
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+case "$command" in
+  install)
+    install
+    ;;
+  serve)
+    install
+    exec .venv/bin/python -m grpc_model.src.model_server "$@"
+    ;;
+  test)
+    install
+    echo "== ruff check" && .venv/bin/ruff check .
+    echo "== ruff format --check" && .venv/bin/ruff format --check .
+    echo "== mypy" && .venv/bin/mypy
+    echo "== pytest" && exec .venv/bin/pytest "$@"
+    ;;
+  functional)
+    install
+    exec .venv/bin/pytest grpc_model/tests/test_functional.py "$@"
+    ;;
+  *)
+    sed -n '2,10p' "$0" >&2
+    exit 2
+    ;;
+esac
