@@ -85,6 +85,7 @@ class ModzyModelService(ModzyModelServicer):
     ) -> pb.ShutdownResponse:
         logger.info("Shutdown requested by %s", context.peer())
         self.request_shutdown()
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING before the caller hears back
         return pb.ShutdownResponse(status_code=200, status="OK", message="Model server is shutting down.")
 
     def request_shutdown(self) -> None:

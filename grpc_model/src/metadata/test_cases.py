@@ -15,6 +15,8 @@ from grpc_model.src.metadata.bundle import AssetBundle, BundleError
 
 @dataclass(frozen=True)
 class TestCase:
+    __test__ = False  # not a pytest test class, despite the name
+
     name: str
     inputs: dict[str, bytes]
     expected: dict[str, bytes]

@@ -1,0 +1,65 @@
+"""Shared fixtures: a clean environment, and real servers on loopback ports they chose."""
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from grpc_model.src.client import ModelClient
+from grpc_model.src.server import RunningServer, start_server
+from grpc_model.src.settings import ENV_PREFIX, Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps a developer's own server settings out of the tests."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX) or name == "PSC_MODEL_PORT":
+            monkeypatch.delenv(name)
+
+
+class ServerThread:
+    """A real grpc.aio server on its own event loop in a background thread, bound to 127.0.0.1:0."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
+        self.thread.start()
+        self.running: RunningServer = self.call(start_server(settings))
+        self.client = ModelClient(f"127.0.0.1:{self.running.port}", timeout=30)
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.call(self.running.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+
+ServerFactory = Callable[..., ServerThread]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServerFactory]:
+    """`serve(model_class=..., **settings)` starts a server; every one is stopped after the test."""
+    servers: list[ServerThread] = []
+
+    def start(**overrides: Any) -> ServerThread:
+        settings = Settings(**{"host": "127.0.0.1", "port": 0, "shutdown_grace_seconds": 5, **overrides})
+        servers.append(ServerThread(settings))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def example_server(serve: ServerFactory) -> ServerThread:
+    return serve()

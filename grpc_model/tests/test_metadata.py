@@ -1,0 +1,139 @@
+"""model.yaml validation and asset-bundle loading: every broken file gets a message naming the key."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpc_model.src.metadata import BundleError, load_bundle, load_test_case, load_test_cases, output_differences
+from grpc_model.src.settings import PROJECT_ROOT
+
+EXAMPLE = PROJECT_ROOT / "asset_bundle" / "0.1.0"
+
+
+@pytest.fixture
+def bundle_root(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE, tmp_path / "0.1.0")
+    return tmp_path
+
+
+def edit_model_yaml(root: Path, edit: dict[str, object]) -> None:
+    """Sets (or, with None, removes) key paths like `features/maxBatchSize` in the copied model.yaml."""
+    path = root / "0.1.0" / "model.yaml"
+    data = yaml.safe_load(path.read_text())
+    for key_path, value in edit.items():
+        *parents, last = key_path.split("/")
+        node = data
+        for parent in parents:
+            node = node[parent]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_the_example_bundle_loads(bundle_root: Path) -> None:
+    bundle = load_bundle(bundle_root, "0.1.0")
+    assert bundle.spec.name == "Hello World"
+    assert bundle.spec.features.maxBatchSize == 8
+    assert list(bundle.spec.inputs) == ["input.txt"]
+    assert bundle.docker is not None
+    assert bundle.docker.id == "hello-world"
+
+
+def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
+    path = bundle_root / "0.1.0" / "model.yaml"
+    text = path.read_text()
+    for line in ["  summary: Greets the person whose name is the last word of a text file.", "  maxBatchSize: 8"]:
+        text = text.replace(line, line.split(":")[0] + ":")
+    text = text.replace("tags:\n  - example\n  - text", "tags:\n  -")
+    path.write_text(text)
+
+    spec = load_bundle(bundle_root, "0.1.0").spec
+
+    assert spec.description.summary == ""
+    assert spec.features.maxBatchSize == 1
+    assert spec.tags == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"name": None}, "name: Field required"),
+        ({"author": ""}, "author: String should have at least 1 character"),
+        ({"features/maxBatchSize": "eight"}, "features.maxBatchSize: Input should be a valid integer"),
+        ({"features/maxBatchSize": 0}, "features.maxBatchSize: Input should be greater than or equal to 1"),
+        ({"features/batchSize": 4}, "features.batchSize: Extra inputs are not permitted"),
+        ({"inputs": {}}, "inputs: Dictionary should have at least 1 item"),
+        ({"inputs/input.txt/maxSize": None}, "inputs.input.txt.maxSize: Field required"),
+        ({"inputs/input.txt/acceptedMediaTypes": [None]}, "inputs.input.txt.acceptedMediaTypes: List should have"),
+        ({"outputs/results.json/mediaType": None}, "outputs.results.json.mediaType: Field required"),
+        ({"resources/gpu/count": -1}, "resources.gpu.count: Input should be greater than or equal to 0"),
+        ({"type": "rest"}, "type: Input should be 'grpc' or 'file'"),
+        ({"version": "1.0"}, "version: String should match pattern"),
+    ],
+)
+def test_broken_model_yaml_names_the_file_and_key(bundle_root: Path, edit: dict[str, object], expected: str) -> None:
+    edit_model_yaml(bundle_root, edit)
+    with pytest.raises(BundleError) as raised:
+        load_bundle(bundle_root, "0.1.0")
+    message = str(raised.value)
+    assert str(bundle_root / "0.1.0" / "model.yaml") in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("name: [unclosed", "not valid YAML"),
+        ("- a list", "expected a mapping of keys at the top level, got list"),
+        ("", "expected a mapping of keys at the top level, got NoneType"),
+    ],
+)
+def test_unreadable_model_yaml(bundle_root: Path, content: str, expected: str) -> None:
+    (bundle_root / "0.1.0" / "model.yaml").write_text(content)
+    with pytest.raises(BundleError, match=expected):
+        load_bundle(bundle_root, "0.1.0")
+
+
+def test_a_version_mismatch_says_what_to_change(bundle_root: Path) -> None:
+    edit_model_yaml(bundle_root, {"version": "0.2.0"})
+    with pytest.raises(BundleError, match=r"version: is 0.2.0 but the served version is 0.1.0.*Set `version: 0.1.0`"):
+        load_bundle(bundle_root, "0.1.0")
+
+
+def test_a_missing_bundle_lists_the_versions_found(bundle_root: Path) -> None:
+    with pytest.raises(BundleError, match=r"no asset bundle for version 9.9.9 .*versions found: 0.1.0"):
+        load_bundle(bundle_root, "9.9.9")
+
+
+def test_missing_model_yaml(tmp_path: Path) -> None:
+    (tmp_path / "0.1.0").mkdir()
+    with pytest.raises(BundleError, match=r"model\.yaml: file not found"):
+        load_bundle(tmp_path, "0.1.0")
+
+
+def test_test_cases_are_loaded_with_inputs_and_expectations(bundle_root: Path) -> None:
+    cases = load_test_cases(load_bundle(bundle_root, "0.1.0"))
+    assert len(cases) >= 4
+    assert all(set(case.inputs) == {"input.txt"} and "results.json" in case.expected for case in cases)
+
+
+def test_a_test_case_missing_an_input_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(BundleError, match=r"missing input file\(s\) \['input.txt'\]"):
+        load_test_case(tmp_path, ["input.txt"])
+
+
+def test_json_outputs_compare_as_json_and_others_as_bytes() -> None:
+    expected = {"r.json": b'{"a": 1, "b": [1, 2]}', "img.png": b"\x89PNG"}
+    assert output_differences(expected, {"r.json": b'{"b":[1,2],"a":1}', "img.png": b"\x89PNG"}) == []
+    assert output_differences(expected, {"r.json": b'{"a": 2, "b": [1, 2]}', "img.png": b"\x89PNG"}) == [
+        'r.json: expected \'{"a": 1, "b": [1, 2]}\', got \'{"a": 2, "b": [1, 2]}\''
+    ]
+    assert output_differences(expected, {"r.json": expected["r.json"], "img.png": b"\x89PNh"}) == [
+        "img.png: expected <4 bytes of binary data>, got <4 bytes of binary data>"
+    ]
+    assert output_differences(expected, {"r.json": expected["r.json"]}) == ["missing output file 'img.png'"]

@@ -1,0 +1,102 @@
+"""The wire contract: the proto's names and numbers, and generated code that matches it."""
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.settings import PROJECT_ROOT
+
+GENERATED = Path("grpc_model/src/auto_generated/model2_template")
+S, B, I32, F, MSG = (
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_BYTES,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_FLOAT,
+    FieldDescriptor.TYPE_MESSAGE,
+)
+BOOL = FieldDescriptor.TYPE_BOOL
+
+# message -> [(field name, number, type, repeated)], exactly as existing clients expect them.
+CONTRACT = {
+    "StatusRequest": [],
+    "ShutdownRequest": [],
+    "ModelInfo": [
+        ("model_name", 1, S, False), ("model_version", 2, S, False), ("model_author", 3, S, False),
+        ("model_type", 4, S, False), ("source", 5, S, False),
+    ],
+    "ModelDescription": [(n, i, S, False) for i, n in enumerate(["summary", "details", "technical", "performance"], 1)],
+    "ModelInput": [
+        ("filename", 1, S, False), ("accepted_media_types", 2, S, True), ("max_size", 3, S, False),
+        ("description", 4, S, False),
+    ],
+    "ModelOutput": [(n, i, S, False) for i, n in enumerate(["filename", "media_type", "max_size", "description"], 1)],
+    "ModelResources": [("required_ram", 1, S, False), ("num_cpus", 2, F, False), ("num_gpus", 3, I32, False)],
+    "ModelTimeout": [("status", 1, S, False), ("run", 2, S, False)],
+    "ModelFeatures": [
+        ("adversarial_defense", 1, BOOL, False), ("batch_size", 2, I32, False), ("retrainable", 3, BOOL, False),
+        ("results_format", 4, S, False), ("drift_format", 5, S, False), ("explanation_format", 6, S, False),
+    ],
+    "StatusResponse": [
+        ("status_code", 1, I32, False), ("status", 2, S, False), ("message", 3, S, False),
+        ("model_info", 4, MSG, False), ("description", 5, MSG, False),
+        ("inputs", 6, MSG, True), ("outputs", 7, MSG, True),
+        ("resources", 8, MSG, False), ("timeout", 9, MSG, False), ("features", 10, MSG, False),
+    ],
+    "InputItem": [("input", 1, MSG, True)],
+    "RunRequest": [("inputs", 1, MSG, True), ("detect_drift", 2, BOOL, False), ("explain", 3, BOOL, False)],
+    "OutputItem": [("output", 1, MSG, True), ("success", 2, BOOL, False)],
+    "RunResponse": [
+        ("status_code", 1, I32, False), ("status", 2, S, False), ("message", 3, S, False), ("outputs", 4, MSG, True),
+    ],
+    "ShutdownResponse": [("status_code", 1, I32, False), ("status", 2, S, False), ("message", 3, S, False)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("message", sorted(CONTRACT))
+def test_message_fields_match_the_contract(message: str) -> None:
+    descriptor = pb.DESCRIPTOR.message_types_by_name[message]
+    fields = [(f.name, f.number, f.type, f.is_repeated) for f in descriptor.fields]
+    assert fields == CONTRACT[message]
+    assert descriptor.full_name == message  # no package
+
+
+@pytest.mark.parametrize(("message", "field"), [("InputItem", "input"), ("OutputItem", "output")])
+def test_file_maps_are_string_to_bytes(message: str, field: str) -> None:
+    entry = pb.DESCRIPTOR.message_types_by_name[message].fields_by_name[field].message_type
+    assert entry is not None
+    assert entry.GetOptions().map_entry
+    assert [(f.name, f.type) for f in entry.fields] == [("key", S), ("value", B)]
+
+
+def test_service_methods_and_full_names() -> None:
+    service = pb.DESCRIPTOR.services_by_name["ModzyModel"]
+    assert pb.DESCRIPTOR.package == ""
+    assert service.full_name == "ModzyModel"
+    methods = {m.name: (m.input_type.name, m.output_type.name) for m in service.methods}
+    assert methods == {
+        "Status": ("StatusRequest", "StatusResponse"),
+        "Run": ("RunRequest", "RunResponse"),
+        "Shutdown": ("ShutdownRequest", "ShutdownResponse"),
+    }
+
+
+def test_java_options() -> None:
+    options = pb.DESCRIPTOR.GetOptions()
+    assert options.java_package == "com.modzy.model.grpc"
+    assert options.java_multiple_files
+
+
+def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts/compile_protocol_buffers.sh"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    names = sorted(p.name for p in (tmp_path / GENERATED).iterdir())
+    assert names == sorted(p.name for p in (PROJECT_ROOT / GENERATED).iterdir() if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / GENERATED, PROJECT_ROOT / GENERATED, names, shallow=False)
+    assert (mismatch, errors) == ([], []), "run scripts/compile_protocol_buffers.sh and commit the result"

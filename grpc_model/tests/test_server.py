@@ -1,0 +1,213 @@
+"""The ModzyModel service over real gRPC calls: Status, Run, health and reflection."""
+
+import json
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.wrappers import Echo, FailsFirstInit, Slow
+
+TESTS = "grpc_model.tests.wrappers"
+
+
+def test_status_loads_the_model_and_returns_the_full_metadata(example_server: ServerThread) -> None:
+    status = example_server.client.status()
+
+    assert (status.status_code, status.status) == (200, "OK")
+    assert status.model_info == pb.ModelInfo(
+        model_name="Hello World", model_version="0.1.0", model_author="Example Team", model_type="grpc",
+        source="Example Team",
+    )  # fmt: skip
+    assert status.description.summary.startswith("Greets the person")
+    assert "#OVERVIEW" in status.description.technical
+    assert status.inputs == [
+        pb.ModelInput(
+            filename="input.txt",
+            accepted_media_types=["text/plain"],
+            max_size="1M",
+            description="A UTF-8 text whose last word is the name to greet.",
+        )
+    ]
+    assert [(o.filename, o.media_type, o.max_size) for o in status.outputs] == [
+        ("results.json", "application/json", "1M")
+    ]
+    assert status.resources == pb.ModelResources(required_ram="256M", num_cpus=1.0, num_gpus=0)
+    assert status.timeout == pb.ModelTimeout(status="20s", run="20s")
+    assert status.features == pb.ModelFeatures(batch_size=8)
+
+
+def test_status_twice_keeps_the_loaded_model(example_server: ServerThread) -> None:
+    assert example_server.client.status().status_code == 200
+    model = example_server.running.service.runtime._model
+    assert example_server.client.status().status_code == 200
+    assert example_server.running.service.runtime._model is model
+
+
+def test_run_before_status_fails_every_item_clearly(example_server: ServerThread) -> None:
+    response = example_server.client.run([{"input.txt": b"a"}, {"input.txt": b"b"}])
+
+    assert response.status_code == 503
+    assert len(response.outputs) == 2
+    for item in response.outputs:
+        assert not item.success
+        assert b"not loaded" in item.output["error"]
+        assert b"Status" in item.output["error"]
+
+
+def test_run_answers_each_item_in_order(example_server: ServerThread) -> None:
+    example_server.client.status()
+    names = [f"Person{i}" for i in range(20)]  # more than maxBatchSize (8): processed in slices
+
+    response = example_server.client.run([{"input.txt": f"I am {name}".encode()} for name in names])
+
+    assert response.status_code == 200
+    greetings = [json.loads(item.output["results.json"])["data"]["result"]["greeting"] for item in response.outputs]
+    assert greetings == [f"Hello. Nice to meet you, {name}" for name in names]
+    assert all(item.success for item in response.outputs)
+
+
+def test_one_failing_item_leaves_the_others_intact(example_server: ServerThread) -> None:
+    example_server.client.status()
+
+    response = example_server.client.run(
+        [{"input.txt": b"Hi Ann"}, {"input.txt": b"\xff\xfe"}, {"other.txt": b"x"}, {"input.txt": b"Hi Bo"}]
+    )
+
+    assert [item.success for item in response.outputs] == [True, False, False, True]
+    assert b"UTF-8" in response.outputs[1].output["error"]
+    assert b"input.txt" in response.outputs[2].output["error"]
+    assert set(response.outputs[1].output) == {"error"}
+    assert b"Bo" in response.outputs[3].output["results.json"]
+    assert "2 of 4" in response.message
+
+
+def test_empty_run_request_gets_no_outputs(example_server: ServerThread) -> None:
+    example_server.client.status()
+    response = example_server.client.run([])
+    assert (response.status_code, len(response.outputs)) == (200, 0)
+
+
+def test_flags_reach_the_model(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:Echo")
+    server.client.status()
+
+    response = server.client.run([{"a": b"1"}], detect_drift=True, explain=False)
+
+    assert json.loads(response.outputs[0].output["flags.json"]) == {"detect_drift": True, "explain": False}
+
+
+def test_a_batch_is_one_call_to_the_batch_method(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:Echo")
+    server.client.status()
+    Echo.batch_sizes.clear()
+
+    response = server.client.run([{"a": bytes([i])} for i in range(8)])
+
+    assert Echo.batch_sizes == [8]
+    assert [item.output["a"] for item in response.outputs] == [bytes([i]) for i in range(8)]
+
+
+@pytest.mark.parametrize("wrapper", ["RaisingBatch", "WrongCountBatch", "SingleOnly"])
+def test_misbehaving_batch_method_falls_back_to_single_items(serve: ServerFactory, wrapper: str) -> None:
+    server = serve(model_class=f"{TESTS}:{wrapper}")
+    server.client.status()
+
+    response = server.client.run([{"a": b"1"}, {"a": b"fail"}, {"a": b"3"}])
+
+    assert [item.success for item in response.outputs] == [True, False, True]
+    assert [item.output.get("a") for item in response.outputs] == [b"1", None, b"3"]
+    assert response.outputs[1].output["error"] == b"ValueError: asked to fail"
+
+
+def test_failing_load_reports_500_and_the_server_stays_up(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:FailingInit")
+
+    status = server.client.status()
+
+    assert (status.status_code, status.status) == (500, "Internal Server Error")
+    assert "weights file /models/weights.pt not found" in status.message
+    assert status.model_info.model_name == "Hello World"  # metadata is still there
+    assert server.client.health() == "NOT_SERVING"
+    assert server.client.status().status_code == 500  # still answering
+
+
+def test_a_later_status_retries_a_failed_load(serve: ServerFactory) -> None:
+    FailsFirstInit.attempts = 0
+    server = serve(model_class=f"{TESTS}:FailsFirstInit")
+
+    first, second = server.client.status(), server.client.status()
+
+    assert (first.status_code, second.status_code) == (500, 200)
+    assert "weights not there yet" in first.message
+    assert server.client.health() == "SERVING"
+
+
+def test_health_is_not_serving_until_loaded_then_serving(example_server: ServerThread) -> None:
+    client = example_server.client
+    assert client.health() == "NOT_SERVING"
+    assert client.health("ModzyModel") == "NOT_SERVING"
+
+    client.status()
+
+    assert client.health() == "SERVING"
+    assert client.health("ModzyModel") == "SERVING"
+
+
+def test_load_at_startup_serves_without_a_status_call(serve: ServerFactory) -> None:
+    server = serve(load_model_at_startup=True)
+    assert server.client.health() == "SERVING"
+    assert server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
+
+
+def test_health_goes_not_serving_on_shutdown(example_server: ServerThread) -> None:
+    client = example_server.client
+    client.status()
+    statuses: list[int] = []
+    watch = client.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    statuses.append(next(watch).status)
+
+    assert client.shutdown().status_code == 200
+    statuses.append(next(watch).status)
+    watch.cancel()
+
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+def test_status_and_health_answer_while_the_model_is_busy(serve: ServerFactory) -> None:
+    Slow.started.clear()
+    Slow.release.clear()
+    server = serve(model_class=f"{TESTS}:Slow")
+    server.client.status()
+    busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]))
+    assert Slow.started.wait(timeout=10)
+
+    assert server.client.status().status_code == 200
+    assert server.client.health() == "SERVING"
+
+    Slow.release.set()
+    assert busy.result(timeout=10).outputs[0].output == {"slept.txt": b"done"}
+
+
+def test_reflection_lists_the_services(example_server: ServerThread) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(example_server.client.channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    response = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+
+    names = {service.name for service in response.list_services_response.service}
+    assert {"ModzyModel", "grpc.health.v1.Health"} <= names
+
+
+def test_message_over_the_limit_is_resource_exhausted(serve: ServerFactory) -> None:
+    server = serve(max_receive_message_bytes=1024)
+    server.client.status()
+
+    with pytest.raises(grpc.RpcError) as raised:
+        server.client.run([{"input.txt": b"x" * 4096}])
+
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert server.client.run([{"input.txt": b"small"}]).outputs[0].success  # still serving

@@ -1,0 +1,58 @@
+"""Settings: defaults, environment, flags, their precedence, and the README's table."""
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var, flag, settings_from_args
+
+
+def test_defaults() -> None:
+    settings = settings_from_args([])
+    assert settings.port == 45000
+    assert settings.host == "[::]"
+    assert settings.model_class == "model_lib.src.model:ExampleModel"
+    assert settings.max_receive_message_bytes == settings.max_send_message_bytes == 250 * 1024 * 1024
+    assert settings.load_model_at_startup is False
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRPC_MODEL_PORT", "5000")
+    monkeypatch.setenv("GRPC_MODEL_MODEL_CLASS", "pkg.mod:Env")
+    monkeypatch.setenv("GRPC_MODEL_LOAD_MODEL_AT_STARTUP", "true")
+    assert settings_from_args([]).port == 5000
+    assert settings_from_args([]).load_model_at_startup is True
+
+    settings = settings_from_args(["--port", "6000", "--no-load-model-at-startup"])
+
+    assert (settings.port, settings.model_class, settings.load_model_at_startup) == (6000, "pkg.mod:Env", False)
+
+
+def test_the_platform_port_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSC_MODEL_PORT", "45001")
+    assert settings_from_args([]).port == 45001
+    assert settings_from_args(["--port", "45002"]).port == 45002
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), [(["--port", "99999"], "port"), (["--shutdown-grace-seconds", "x"], "shutdown_grace_seconds")]
+)
+def test_invalid_values_name_the_setting(args: list[str], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        settings_from_args(args)
+
+
+def test_unknown_flags_are_rejected() -> None:
+    with pytest.raises(SystemExit):
+        settings_from_args(["--prot", "1"])
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    for name in Settings.model_fields:
+        assert any(f"`{env_var(name)}`" in row and f"`{flag(name)}`" in row for row in rows), (
+            f"README's configuration table has no row for {name} ({env_var(name)}, {flag(name)})"
+        )
+    assert re.search(r"`PSC_MODEL_PORT`", readme)

@@ -1,0 +1,119 @@
+"""Small purpose-built model wrappers that the tests serve instead of the example model."""
+
+import json
+import sys
+import threading
+import time
+from typing import ClassVar
+
+from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+
+
+class Echo(ModelWrapper):
+    """Returns its input files plus the flags it saw; records every batch it was given."""
+
+    batch_sizes: ClassVar[list[int]] = []
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if b"fail" in model_input.values():
+            raise ValueError("asked to fail")
+        flags = json.dumps({"detect_drift": detect_drift, "explain": explain}).encode()
+        return {**model_input, "flags.json": flags}
+
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        type(self).batch_sizes.append(len(model_inputs))
+        return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs]
+
+
+class SingleOnly(Echo):
+    """No batch method: the base class's NotImplementedError applies."""
+
+    handle_input_batch = ModelWrapper.handle_input_batch
+
+
+class RaisingBatch(Echo):
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        raise RuntimeError("batch exploded")
+
+
+class WrongCountBatch(Echo):
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs[1:]]
+
+
+class BadOutput(ModelWrapper):
+    """Returns text where bytes are required, or not a dict at all."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if "not-a-dict" in model_input:
+            return [b"oops"]  # type: ignore[return-value]
+        return {"results.json": "a str, not bytes"}  # type: ignore[dict-item]
+
+
+class Exiting(ModelWrapper):
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        sys.exit(3)
+
+
+class FailingInit(ModelWrapper):
+    def __init__(self) -> None:
+        raise RuntimeError("weights file /models/weights.pt not found")
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        raise AssertionError("never loaded")
+
+
+class FailsFirstInit(Echo):
+    """Fails to load the first time only, like a model whose weights arrive late."""
+
+    attempts = 0
+
+    def __init__(self) -> None:
+        type(self).attempts += 1
+        if type(self).attempts == 1:
+            raise OSError("weights not there yet")
+
+
+class Slow(ModelWrapper):
+    """Holds the model thread until `release` is set (or 10 s pass)."""
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        type(self).started.set()
+        type(self).release.wait(timeout=10)
+        return {"slept.txt": b"done"}
+
+
+class SlowInit(Echo):
+    def __init__(self) -> None:
+        time.sleep(0.5)
+
+
+class SeedNames:
+    """Written for the seed template: its method names, no base class."""
+
+    def handle_discrete_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        return {"single.txt": b"1"}
+
+    def handle_discrete_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        return [{"batch.txt": b"1"} for _ in model_inputs]
+
+
+class NoMethods:
+    pass
+
+
+class SleepsOneSecond(ModelWrapper):
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        time.sleep(1)
+        return {"slept.txt": b"done"}
