@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 import grpc_model
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import add_ModzyModelServicer_to_server
 from grpc_model.src.metadata import load_bundle
-from grpc_model.src.runtime import ModelLoadError, ModelRuntime
+from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService
 from grpc_model.src.settings import Settings
 
@@ -38,16 +38,32 @@ class RunningServer:
         self.service.request_shutdown()
         await self.service.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds)
-        self.service.runtime.close()
+        await self.service.runtime.close()
         logger.info("server stopped")
 
 
 async def start_server(settings: Settings) -> RunningServer:
     """Starts serving; raises BundleError or WrapperImportError before binding when the setup is wrong."""
     bundle = load_bundle(settings.asset_bundle_dir, grpc_model.__version__)
-    runtime = ModelRuntime(settings.model_class, max_batch_size=bundle.spec.features.maxBatchSize)
+    options = EngineOptions(
+        max_batch_size=bundle.spec.features.maxBatchSize,
+        model_threads=settings.model_threads,
+        workers=settings.workers,
+        adaptive_batching=settings.adaptive_batching,
+        batch_wait_seconds=settings.batch_wait_ms / 1000,
+        max_queued_items=settings.max_queued_items,
+    )
+    runtime = ModelRuntime(settings.model_class, options)
     health_servicer = health.aio.HealthServicer()
+    for name in HEALTH_SERVICES:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     service = ModzyModelService(runtime, bundle.spec, health_servicer)
+    if settings.load_model_at_startup or settings.workers > 0:
+        # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
+        try:
+            await service.ensure_model_loaded()
+        except ModelLoadError as error:
+            logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
     server = grpc.aio.server(
         options=[
@@ -60,19 +76,11 @@ async def start_server(settings: Settings) -> RunningServer:
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    for name in HEALTH_SERVICES:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
     logger.info(
         "serving %s %s (%s) on %s:%d", bundle.spec.name, bundle.version, settings.model_class, settings.host, port
     )
-    if settings.load_model_at_startup:
-        try:
-            await service.ensure_model_loaded()
-        except ModelLoadError as error:
-            logger.error("%s; the server stays up and the next Status call tries again", error)
     return RunningServer(server=server, port=port, service=service, settings=settings)
 
 

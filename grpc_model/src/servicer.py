@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
 from grpc_model.src.metadata import ModelSpec
-from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime
+from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime, QueueFullError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class ModzyModelService(ModzyModelServicer):
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]
             return pb.RunResponse(status_code=503, status="Service Unavailable", message=message, outputs=outputs)
+        except QueueFullError as error:
+            logger.warning("Run: %d items refused: %s", count, error)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except Exception as error:
             # A bug in the framework itself: fail this call loudly, keep the server up.
             logger.exception("Run failed inside the framework")

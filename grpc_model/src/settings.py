@@ -53,6 +53,32 @@ class Settings(BaseSettings):
         default=250 * MIB, gt=0, description="Largest request message accepted, in bytes."
     )
     max_send_message_bytes: int = Field(default=250 * MIB, gt=0, description="Largest response message sent, in bytes.")
+    model_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Model calls that may run at once in this process; above 1 needs `thread_safe = True` "
+        "on the wrapper.",
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes, each running its own copy of the model (for models that hold the GIL); "
+        "0 runs the model in the server process. Implies loading the model at start-up.",
+    )
+    adaptive_batching: bool = Field(
+        default=True,
+        description="Combine items of concurrent Run calls into batch calls of up to `features.maxBatchSize`.",
+    )
+    batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest time a partial batch waits for more items while other batches run, in ms.",
+    )
+    max_queued_items: int = Field(
+        default=10_000,
+        ge=1,
+        description="Items that may wait for the model; calls beyond it get RESOURCE_EXHAUSTED.",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
     )

@@ -1,25 +1,30 @@
 """The model runtime without gRPC: loading the wrapper and the batch/single contract."""
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime, WrapperImportError
+from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelNotLoadedError, ModelRuntime, WrapperImportError
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.tests.wrappers import Echo
 
 TESTS = "grpc_model.tests.wrappers"
 
 
-def run(runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool = False) -> list[ItemResult]:
-    async def load_and_run() -> list[ItemResult]:
-        await runtime.load()
-        return await runtime.run(items, drift, False)
+def make_runtime(model_class: str, max_batch_size: int = 4, **options: Any) -> ModelRuntime:
+    return ModelRuntime(model_class, EngineOptions(max_batch_size=max_batch_size, **options))
 
-    try:
-        return asyncio.run(load_and_run())
-    finally:
-        runtime.close()
+
+def run(model_runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool = False) -> list[ItemResult]:
+    async def load_and_run() -> list[ItemResult]:
+        await model_runtime.load()
+        try:
+            return await model_runtime.run(items, drift, False)
+        finally:
+            await model_runtime.close()
+
+    return asyncio.run(load_and_run())
 
 
 @pytest.mark.parametrize(
@@ -33,24 +38,24 @@ def run(runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool = Fals
 )
 def test_a_wrong_model_class_is_named_at_construction(model_class: str, message: str) -> None:
     with pytest.raises(WrapperImportError, match=message.replace("(", r"\(")):
-        ModelRuntime(model_class, max_batch_size=4)
+        make_runtime(model_class, 4)
 
 
 def test_run_before_load_raises() -> None:
-    runtime = ModelRuntime(f"{TESTS}:Echo", max_batch_size=4)
+    runtime = make_runtime(f"{TESTS}:Echo", 4)
     with pytest.raises(ModelNotLoadedError, match="call Status first"):
         asyncio.run(runtime.run([{"a": b"1"}], False, False))
 
 
 def test_load_error_carries_the_models_message() -> None:
-    runtime = ModelRuntime(f"{TESTS}:FailingInit", max_batch_size=4)
+    runtime = make_runtime(f"{TESTS}:FailingInit", 4)
     with pytest.raises(ModelLoadError, match="FailingInit failed to load: RuntimeError: weights file"):
         asyncio.run(runtime.load())
     assert not runtime.is_loaded
 
 
 def test_concurrent_loads_instantiate_once() -> None:
-    runtime = ModelRuntime(f"{TESTS}:SlowInit", max_batch_size=4)
+    runtime = make_runtime(f"{TESTS}:SlowInit", 4)
 
     async def load_three_times() -> list[bool]:
         return list(await asyncio.gather(runtime.load(), runtime.load(), runtime.load()))
@@ -60,7 +65,7 @@ def test_concurrent_loads_instantiate_once() -> None:
 
 def test_items_are_sliced_by_max_batch_size() -> None:
     Echo.batch_sizes.clear()
-    results = run(ModelRuntime(f"{TESTS}:Echo", max_batch_size=4), [{"i": bytes([i])} for i in range(10)])
+    results = run(make_runtime(f"{TESTS}:Echo", 4), [{"i": bytes([i])} for i in range(10)])
 
     assert Echo.batch_sizes == [4, 4, 2]
     assert [r.output["i"] for r in results] == [bytes([i]) for i in range(10)]
@@ -68,25 +73,25 @@ def test_items_are_sliced_by_max_batch_size() -> None:
 
 def test_a_single_item_uses_the_single_method() -> None:
     Echo.batch_sizes.clear()
-    results = run(ModelRuntime(f"{TESTS}:Echo", max_batch_size=4), [{"i": b"x"}])
+    results = run(make_runtime(f"{TESTS}:Echo", 4), [{"i": b"x"}])
     assert Echo.batch_sizes == []
     assert results[0].success
 
 
 def test_seed_template_method_names_are_used() -> None:
-    runtime_results = run(ModelRuntime(f"{TESTS}:SeedNames", max_batch_size=4), [{"a": b""}, {"a": b""}])
+    runtime_results = run(make_runtime(f"{TESTS}:SeedNames", 4), [{"a": b""}, {"a": b""}])
     assert [r.output for r in runtime_results] == [{"batch.txt": b"1"}] * 2
-    single = run(ModelRuntime(f"{TESTS}:SeedNames", max_batch_size=4), [{"a": b""}])
+    single = run(make_runtime(f"{TESTS}:SeedNames", 4), [{"a": b""}])
     assert single[0].output == {"single.txt": b"1"}
 
 
 def test_output_that_is_not_bytes_fails_only_that_item() -> None:
-    results = run(ModelRuntime(f"{TESTS}:BadOutput", max_batch_size=1), [{"a": b""}, {"not-a-dict": b""}])
+    results = run(make_runtime(f"{TESTS}:BadOutput", 1), [{"a": b""}, {"not-a-dict": b""}])
     assert [r.success for r in results] == [False, False]
     assert b"output 'results.json' of type str" in results[0].output["error"]
     assert b"returned list for this item" in results[1].output["error"]
 
 
 def test_sys_exit_in_the_model_fails_the_item_not_the_server() -> None:
-    results = run(ModelRuntime(f"{TESTS}:Exiting", max_batch_size=1), [{"a": b""}])
+    results = run(make_runtime(f"{TESTS}:Exiting", 1), [{"a": b""}])
     assert results == [ItemResult({"error": b"SystemExit: 3"}, success=False)]

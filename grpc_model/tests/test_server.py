@@ -9,7 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.tests.conftest import ServerFactory, ServerThread
-from grpc_model.tests.wrappers import Echo, FailsFirstInit, Slow
+from grpc_model.tests.wrappers import Counted, Echo, FailsFirstInit, Slow
 
 TESTS = "grpc_model.tests.wrappers"
 
@@ -40,11 +40,11 @@ def test_status_loads_the_model_and_returns_the_full_metadata(example_server: Se
     assert status.features == pb.ModelFeatures(batch_size=8)
 
 
-def test_status_twice_keeps_the_loaded_model(example_server: ServerThread) -> None:
-    assert example_server.client.status().status_code == 200
-    model = example_server.running.service.runtime._model
-    assert example_server.client.status().status_code == 200
-    assert example_server.running.service.runtime._model is model
+def test_status_twice_keeps_the_loaded_model(serve: ServerFactory) -> None:
+    Counted.instances = 0
+    server = serve(model_class=f"{TESTS}:Counted")
+    assert [server.client.status().status_code for _ in range(3)] == [200, 200, 200]
+    assert Counted.instances == 1
 
 
 def test_run_before_status_fails_every_item_clearly(example_server: ServerThread) -> None:

@@ -27,6 +27,13 @@ class Echo(ModelWrapper):
         return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs]
 
 
+class Counted(Echo):
+    instances = 0
+
+    def __init__(self) -> None:
+        type(self).instances += 1
+
+
 class SingleOnly(Echo):
     """No batch method: the base class's NotImplementedError applies."""
 

@@ -6,7 +6,7 @@ model; it only calls the methods below, so any library, framework or hardware wo
 """
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 ModelInput = dict[str, bytes]
 """One input item: file name (as declared under `inputs` in model.yaml) to its bytes."""
@@ -29,6 +29,11 @@ class ModelWrapper:
     The seed template named the methods `handle_discrete_input` and
     `handle_discrete_input_batch`; wrappers written with those names work unchanged.
     """
+
+    thread_safe: ClassVar[bool] = False
+    """Set to True only if one instance may run several calls at once on different threads
+    (true of most models that release the GIL, e.g. PyTorch inference without shared state).
+    The server then allows `GRPC_MODEL_MODEL_THREADS` > 1; otherwise calls run one at a time."""
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         """Run the model on one item and return its output files.

@@ -1,7 +1,16 @@
-"""The model runtime: loading the wrapper and running items through it."""
+"""The model runtime: loading the wrapper and scheduling items through it."""
 
+from grpc_model.src.runtime.batching import QueueFullError
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import WrapperImportError
-from grpc_model.src.runtime.model_runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime
+from grpc_model.src.runtime.model_runtime import EngineOptions, ModelLoadError, ModelNotLoadedError, ModelRuntime
 
-__all__ = ["ItemResult", "ModelLoadError", "ModelNotLoadedError", "ModelRuntime", "WrapperImportError"]
+__all__ = [
+    "EngineOptions",
+    "ItemResult",
+    "ModelLoadError",
+    "ModelNotLoadedError",
+    "ModelRuntime",
+    "QueueFullError",
+    "WrapperImportError",
+]

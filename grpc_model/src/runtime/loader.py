@@ -27,6 +27,7 @@ class LoadedModel:
     instance: Any
     single: SingleMethod
     batch: BatchMethod | None
+    thread_safe: bool
 
 
 def import_wrapper_class(path: str) -> type:
@@ -57,6 +58,7 @@ def instantiate(wrapper_class: type) -> LoadedModel:
         instance=instance,
         single=getattr(instance, single_name),
         batch=getattr(instance, batch_name) if batch_name else None,
+        thread_safe=bool(getattr(wrapper_class, "thread_safe", False)),
     )
 
 

@@ -1,42 +1,65 @@
-"""The model's lifecycle on the server: loading once, then running items off the event loop.
+"""The model's lifecycle on the server: load once, then run items off the event loop.
 
-The wrapper is not assumed to be thread-safe, so every call into it (the load included)
-runs on one dedicated thread; the event loop stays free to answer Status and health
-while the model works.
+Loading builds the execution strategy the configuration asks for: threads in this
+process (one by default, since wrappers are not assumed thread-safe) or worker
+processes, with an adaptive batcher in front unless batching is switched off.
 """
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from grpc_model.src.runtime.items import ItemResult, process_items
-from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
+from grpc_model.src.runtime.batching import Batcher
+from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor
+from grpc_model.src.runtime.items import ItemResult
+from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
+from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
 from model_lib.src.model_wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
-    """The wrapper's `__init__` raised; the message says why."""
+    """The wrapper's `__init__` raised, or its workers could not start; the message says why."""
 
 
 class ModelNotLoadedError(Exception):
     """Run was called before the model was loaded."""
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How model calls are scheduled; see the README's configuration table."""
+
+    max_batch_size: int = 1
+    model_threads: int = 1
+    workers: int = 0
+    adaptive_batching: bool = True
+    batch_wait_seconds: float = 0.005
+    max_queued_items: int = 10_000
+
+
 class ModelRuntime:
-    def __init__(self, model_class: str, max_batch_size: int) -> None:
-        """Imports the wrapper class now, so a typo in its name stops start-up, not the first call."""
+    def __init__(self, model_class: str, options: EngineOptions) -> None:
+        """Imports the wrapper class now, so a wrong name stops start-up, not the first call."""
+        self.model_class = model_class
         self.wrapper_class = import_wrapper_class(model_class)
-        self.max_batch_size = max_batch_size
-        self._model: LoadedModel | None = None
+        self.options = options
+        thread_safe = bool(getattr(self.wrapper_class, "thread_safe", False))
+        if options.model_threads > 1 and not thread_safe:
+            raise WrapperImportError(
+                f"model_threads is {options.model_threads}, but {self.wrapper_class.__name__} does not declare "
+                "`thread_safe = True`; declare it if one instance can serve several threads at once, "
+                "or use worker processes"
+            )
+        self._executor: ModelExecutor | None = None
+        self._batcher: Batcher | None = None
         self._load_lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     @property
     def is_loaded(self) -> bool:
-        return self._model is not None
+        return self._executor is not None
 
     async def load(self) -> bool:
         """Loads the model unless it is loaded; True when this call did the loading.
@@ -45,31 +68,52 @@ class ModelRuntime:
         leaves the runtime unloaded, so a later call tries again.
         """
         async with self._load_lock:
-            if self._model is not None:
+            if self._executor is not None:
                 return False
-            loop = asyncio.get_running_loop()
+            name = self.wrapper_class.__name__
             try:
-                self._model = await loop.run_in_executor(self._executor, instantiate, self.wrapper_class)
+                model = await asyncio.to_thread(instantiate, self.wrapper_class)
+                executor = await self._start_executor(model)
             except BaseException as error:
-                logger.exception("loading %s failed", self.wrapper_class.__name__)
-                raise ModelLoadError(
-                    f"{self.wrapper_class.__name__} failed to load: {type(error).__name__}: {error}"
-                ) from error
-            logger.info("model %s loaded", self.wrapper_class.__name__)
+                logger.exception("loading %s failed", name)
+                raise ModelLoadError(f"{name} failed to load: {type(error).__name__}: {error}") from error
+            if self.options.adaptive_batching:
+                # Without a batch method, a "batch" is a loop of single calls: keep items apart
+                # so that they spread over the slots instead.
+                batch_size = self.options.max_batch_size if model.batch is not None else 1
+                self._batcher = Batcher(
+                    executor, batch_size, self.options.batch_wait_seconds, self.options.max_queued_items
+                )
+            self._executor = executor
+            logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
             return True
 
+    async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
+        if self.options.workers == 0:
+            return ThreadExecutor(model, self.options.model_threads)
+        pool = WorkerPool(self.model_class, self.options.workers, loaded=model)
+        try:
+            await pool.start()
+        except WorkerStartError as error:
+            raise ModelLoadError(str(error)) from error
+        return pool
+
     async def run(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
-        """One result per item, in order; items are given to the model in slices of `max_batch_size`."""
-        model = self._model
-        if model is None:
+        """One result per item, in order."""
+        executor = self._executor
+        if executor is None:
             raise ModelNotLoadedError("the model is not loaded: call Status first, which loads it")
-        loop = asyncio.get_running_loop()
+        if self._batcher is not None:
+            return await self._batcher.submit(items, detect_drift, explain)
         results: list[ItemResult] = []
-        for start in range(0, len(items), self.max_batch_size):
-            chunk = items[start : start + self.max_batch_size]
-            results += await loop.run_in_executor(self._executor, process_items, model, chunk, detect_drift, explain)
+        size = self.options.max_batch_size
+        for start in range(0, len(items), size):
+            results += await executor.run_batch(items[start : start + size], detect_drift, explain)
         return results
 
-    def close(self) -> None:
-        """Releases the model thread; work already running finishes on its own."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Fails what is still queued and releases threads and worker processes."""
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._executor is not None:
+            await self._executor.close()
