@@ -35,6 +35,8 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return
         self.client.close()
         self.call(self.running.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,6 +1,7 @@
 """Small purpose-built model wrappers that the tests serve instead of the example model."""
 
 import json
+import os
 import sys
 import threading
 import time
@@ -124,3 +125,32 @@ class SleepsOneSecond(ModelWrapper):
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         time.sleep(1)
         return {"slept.txt": b"done"}
+
+
+class Pid(ModelWrapper):
+    """Answers with the process that ran it, after a pause that lets calls overlap."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if model_input.get("action") == b"die":
+            os._exit(1)
+        time.sleep(0.2)
+        return {"pid": str(os.getpid()).encode()}
+
+
+class Overlapping(ModelWrapper):
+    """Thread-safe; records how many of its calls ran at the same time."""
+
+    thread_safe = True
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        cls = type(self)
+        with cls.lock:
+            cls.running += 1
+            cls.most = max(cls.most, cls.running)
+        time.sleep(0.2)
+        with cls.lock:
+            cls.running -= 1
+        return {"ok": b"1"}

@@ -65,6 +65,11 @@ class Batcher:
         """Queues the items and returns their results in order."""
         if not items:
             return []
+        if len(items) > self.max_queued_items:
+            raise QueueFullError(
+                f"this call has {len(items)} items, more than the server queues at once ({self.max_queued_items}); "
+                "split it into smaller calls"
+            )
         if self._queued + len(items) > self.max_queued_items:
             raise QueueFullError(
                 f"server busy: {self._queued} items are queued and this call adds {len(items)}, "

@@ -15,7 +15,10 @@ from model_lib.src.model_wrapper import ModelInput
 
 
 class ModelExecutor(Protocol):
-    slots: int
+    @property
+    def slots(self) -> int:
+        """How many model calls may run at once."""
+        ...
 
     async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
         """One result per item, in order (a batch call with per-item fallback)."""

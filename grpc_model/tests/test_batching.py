@@ -1,0 +1,249 @@
+"""The adaptive batcher: every caller gets exactly its own outputs, in order, whatever the mix."""
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grpc_model.src.runtime.batching import Batcher, QueueFullError
+from grpc_model.src.runtime.execution import ThreadExecutor
+from grpc_model.src.runtime.items import ItemResult
+from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
+from model_lib.src.model_wrapper import ModelInput
+
+TESTS = "grpc_model.tests.wrappers"
+T = TypeVar("T")
+
+
+@dataclass
+class Recorded:
+    flags: tuple[bool, bool]
+    ids: list[bytes]
+    dispatched_at: float
+
+
+@dataclass
+class RecordingExecutor:
+    """The real thread executor around a test wrapper, recording every batch it is given."""
+
+    inner: ThreadExecutor
+    delay: float = 0.0
+    batches: list[Recorded] = field(default_factory=list)
+
+    @property
+    def slots(self) -> int:
+        return self.inner.slots
+
+    async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+        self.batches.append(Recorded((detect_drift, explain), [item["id"] for item in items], time.monotonic()))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await self.inner.run_batch(items, detect_drift, explain)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def executor(wrapper: str, slots: int = 1, delay: float = 0.0) -> RecordingExecutor:
+    model = instantiate(import_wrapper_class(f"{TESTS}:{wrapper}"))
+    return RecordingExecutor(ThreadExecutor(model, slots), delay)
+
+
+@dataclass
+class Call:
+    items: list[ModelInput]
+    flags: tuple[bool, bool]
+    start_delay: float
+
+
+calls_strategy = st.lists(
+    st.builds(
+        Call,
+        items=st.lists(st.sampled_from([b"ok", b"ok", b"ok", b"fail"]), max_size=12).map(
+            lambda values: [{"value": value} for value in values]
+        ),
+        flags=st.tuples(st.booleans(), st.booleans()),
+        start_delay=st.sampled_from([0.0, 0.0, 0.001, 0.003]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    calls=calls_strategy,
+    max_batch_size=st.integers(1, 8),
+    slots=st.integers(1, 3),
+    wrapper=st.sampled_from(["Echo", "RaisingBatch", "WrongCountBatch"]),
+)
+def test_every_caller_gets_its_own_outputs_in_order(
+    calls: list[Call], max_batch_size: int, slots: int, wrapper: str
+) -> None:
+    for call_index, call in enumerate(calls):  # ids make every item traceable to its caller
+        for item_index, item in enumerate(call.items):
+            item["id"] = f"{call_index}:{item_index}".encode()
+    recorder = executor(wrapper, slots)
+    batcher = Batcher(recorder, max_batch_size, max_wait_seconds=0.002, max_queued_items=10_000)
+
+    async def one_call(call: Call) -> list[ItemResult]:
+        await asyncio.sleep(call.start_delay)
+        return await batcher.submit(call.items, *call.flags)
+
+    async def all_calls() -> list[list[ItemResult]]:
+        try:
+            return list(await asyncio.gather(*(one_call(call) for call in calls)))
+        finally:
+            await batcher.close()
+            await recorder.close()
+
+    answers = asyncio.run(all_calls())
+
+    for call, results in zip(calls, answers, strict=True):
+        assert len(results) == len(call.items)
+        for item, result in zip(call.items, results, strict=True):
+            if item["value"] == b"fail":
+                assert result == ItemResult({"error": b"ValueError: asked to fail"}, success=False)
+            else:
+                assert result.success
+                assert result.output["id"] == item["id"]  # its own output, in its own place
+                assert (
+                    result.output["flags.json"]
+                    == (
+                        f'{{"detect_drift": {str(call.flags[0]).lower()}, "explain": {str(call.flags[1]).lower()}}}'
+                    ).encode()
+                )
+    dispatched = [item_id for batch in recorder.batches for item_id in batch.ids]
+    expected = [item["id"] for call in calls for item in call.items]
+    assert sorted(dispatched) == sorted(expected)  # nothing lost, nothing run twice
+    flags_of = {item["id"]: call.flags for call in calls for item in call.items}
+    for batch in recorder.batches:
+        assert 1 <= len(batch.ids) <= max_batch_size
+        assert {flags_of[item_id] for item_id in batch.ids} == {batch.flags}  # flags never mixed
+
+
+def run_async(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
+
+
+def test_an_idle_model_gets_items_at_once() -> None:
+    recorder = executor("Echo")
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0.5, max_queued_items=100)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await batcher.submit([{"id": b"1"}], False, False)
+        await batcher.close()
+        return time.monotonic() - started
+
+    assert run_async(scenario) < 0.25  # far below the 0.5 s window: no waiting while idle
+    assert [batch.ids for batch in recorder.batches] == [[b"1"]]
+
+
+def test_while_busy_a_partial_batch_waits_for_more_items() -> None:
+    recorder = executor("Echo", slots=2, delay=0.3)
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0.2, max_queued_items=100)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await asyncio.sleep(0.05)  # "busy" now holds one slot
+        second = asyncio.create_task(batcher.submit([{"id": b"a"}], False, False))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(batcher.submit([{"id": b"b"}], False, False))
+        await asyncio.gather(first, second, third)
+        await batcher.close()
+
+    run_async(scenario)
+    assert [batch.ids for batch in recorder.batches] == [[b"busy"], [b"a", b"b"]]
+
+
+def test_the_window_bounds_the_wait_for_a_partial_batch() -> None:
+    window = 0.05
+    recorder = executor("Echo", slots=2, delay=1.0)
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=window, max_queued_items=100)
+
+    async def scenario() -> float:
+        busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await asyncio.sleep(0.05)
+        enqueued = time.monotonic()
+        waiting = asyncio.create_task(batcher.submit([{"id": b"alone"}], False, False))
+        await asyncio.sleep(0.5)
+        await asyncio.gather(busy, waiting)
+        await batcher.close()
+        return enqueued
+
+    enqueued = run_async(scenario)
+    waited = recorder.batches[1].dispatched_at - enqueued
+    assert window * 0.8 <= waited <= window + 0.15  # dispatched when the window closed, not before or much after
+
+
+def test_a_full_batch_leaves_without_waiting() -> None:
+    recorder = executor("Echo", slots=2, delay=0.5)
+    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=10.0, max_queued_items=100)
+
+    async def scenario() -> None:
+        busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(batcher.submit([{"id": bytes([i])} for i in range(3)], False, False), timeout=5)
+        await busy
+        await batcher.close()
+
+    run_async(scenario)
+    assert [len(batch.ids) for batch in recorder.batches] == [1, 3]
+
+
+def test_the_queue_is_bounded() -> None:
+    recorder = executor("Echo", delay=0.3)
+    batcher = Batcher(recorder, max_batch_size=2, max_wait_seconds=0, max_queued_items=4)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(batcher.submit([{"id": b"0"}], False, False))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(batcher.submit([{"id": bytes([i])} for i in range(4)], False, False))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError, match="4 items are queued and this call adds 1, over the limit of 4"):
+            await batcher.submit([{"id": b"x"}], False, False)
+        await asyncio.gather(running, queued)
+        await batcher.close()
+
+    run_async(scenario)
+
+
+def test_a_cancelled_caller_items_are_not_run() -> None:
+    recorder = executor("Echo", delay=0.2)
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0, max_queued_items=100)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(batcher.submit([{"id": b"first"}], False, False))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(batcher.submit([{"id": b"gone"}], False, False))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        kept = await batcher.submit([{"id": b"kept"}], False, False)
+        assert kept[0].output["id"] == b"kept"
+        await running
+        await batcher.close()
+
+    run_async(scenario)
+    assert [batch.ids for batch in recorder.batches] == [[b"first"], [b"kept"]]
+
+
+def test_close_fails_what_is_still_queued() -> None:
+    recorder = executor("Echo", delay=0.3)
+    batcher = Batcher(recorder, max_batch_size=1, max_wait_seconds=0, max_queued_items=100)
+
+    async def scenario() -> list[ItemResult]:
+        running = asyncio.create_task(batcher.submit([{"id": b"1"}], False, False))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(batcher.submit([{"id": b"2"}], False, False))
+        await asyncio.sleep(0.01)
+        await batcher.close()
+        await running
+        return await queued
+
+    assert run_async(scenario) == [ItemResult({"error": b"the server shut down before this item ran"}, success=False)]

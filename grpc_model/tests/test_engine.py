@@ -1,0 +1,127 @@
+"""The engine behind a live server: model threads, worker processes and back-pressure."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.runtime import WrapperImportError
+from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.wrappers import Overlapping
+
+TESTS = "grpc_model.tests.wrappers"
+
+
+def concurrent_runs(server: ServerThread, requests: list[list[dict[str, bytes]]]) -> list[pb.RunResponse]:
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(server.client.run, requests))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve: ServerFactory) -> None:
+    Overlapping.most = 0
+    server = serve(model_class=f"{TESTS}:Overlapping", model_threads=4)
+    server.client.status()
+
+    responses = concurrent_runs(server, [[{"a": b"1"}]] * 8)
+
+    assert all(r.outputs[0].success for r in responses)
+    assert Overlapping.most == 4
+
+
+def test_by_default_model_calls_run_one_at_a_time(serve: ServerFactory) -> None:
+    Overlapping.most = 0
+    server = serve(model_class=f"{TESTS}:Overlapping")
+    server.client.status()
+    concurrent_runs(server, [[{"a": b"1"}]] * 4)
+    assert Overlapping.most == 1
+
+
+def test_model_threads_need_a_thread_safe_wrapper(serve: ServerFactory) -> None:
+    with pytest.raises(WrapperImportError, match="does not declare `thread_safe = True`"):
+        serve(model_class=f"{TESTS}:Echo", model_threads=2)
+
+
+def test_worker_processes_share_the_load_and_are_stopped(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:Pid", workers=2)
+    assert server.client.health() == "SERVING"  # workers imply loading at start-up
+
+    responses = concurrent_runs(server, [[{"a": b"1"}]] * 6)
+
+    pids = {int(r.outputs[0].output["pid"]) for r in responses}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    server.stop()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_dead_worker_fails_its_items_and_is_replaced(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:Pid", workers=1)
+
+    died = server.client.run([{"action": b"die"}])
+
+    assert not died.outputs[0].success
+    assert re.match(rb"the model's worker process \d+ died \(exit code 1\)", died.outputs[0].output["error"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the replacement loads the model afresh
+        after = server.client.run([{"a": b"1"}])
+        if after.outputs[0].success:
+            break
+    assert after.outputs[0].success
+
+
+def test_workers_do_not_outlive_a_killed_server() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", "--port", "0", "--workers", "2"],
+        cwd=PROJECT_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    worker_pids: list[int] = []
+    for line in process.stderr:
+        match = re.search(r"worker processes ready \(fork\): \[([\d, ]+)\]", line)
+        if match:
+            worker_pids = [int(pid) for pid in match.group(1).split(",")]
+            break
+    assert len(worker_pids) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    process.stderr.close()
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in worker_pids)
+
+
+def test_a_full_queue_gets_resource_exhausted(serve: ServerFactory) -> None:
+    server = serve(model_class=f"{TESTS}:Overlapping", max_queued_items=3)
+    server.client.status()
+    busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})] * 3))
+    time.sleep(0.05)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        server.client.run([{"a": b"1"}] * 2)
+
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "2 items are queued and this call adds 2, over the limit of 3" in str(raised.value.details())
+    assert len(busy.result(timeout=10).outputs) == 3
+    assert server.client.run([{"a": b"1"}]).outputs[0].success  # serving again once drained
+    with pytest.raises(grpc.RpcError, match="this call has 4 items, more than the server queues at once"):
+        server.client.run([{"a": b"1"}] * 4)
