@@ -4,6 +4,7 @@
 #   scripts/dev.sh serve [server flags]   run the server with the configured model (port 45000)
 #   scripts/dev.sh test                   lock check, lint, format check, type check, every test
 #   scripts/dev.sh functional             only the functional test cases of the served version
+#   scripts/dev.sh bench [--duration S]   the benchmark (scripts/bench.py); writes docs/bench/
 #   scripts/dev.sh install                only install
 #
 # Needs bash and Python 3.11+ (`python3`, or set PYTHON). Poetry is installed, pinned,
@@ -31,7 +32,7 @@ install() {
     exit 1
   }
   .tools/bin/poetry env use --quiet "$(command -v "$python")"
-  .tools/bin/poetry sync --quiet
+  .tools/bin/poetry sync --quiet "$@"
 }
 
 command=${1:-}
@@ -51,12 +52,16 @@ case "$command" in
     echo "== mypy" && .venv/bin/mypy
     echo "== pytest" && exec .venv/bin/pytest "$@"
     ;;
+  bench)
+    install --with bench
+    exec .venv/bin/python scripts/bench.py "$@"
+    ;;
   functional)
     install
     exec .venv/bin/pytest grpc_model/tests/test_functional.py "$@"
     ;;
   *)
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac

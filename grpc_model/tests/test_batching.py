@@ -39,11 +39,15 @@ class RecordingExecutor:
     def slots(self) -> int:
         return self.inner.slots
 
-    async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+    ) -> "asyncio.Future[list[ItemResult]]":
         self.batches.append(Recorded((detect_drift, explain), [item["id"] for item in items], time.monotonic()))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await self.inner.run_batch(items, detect_drift, explain)
+        return asyncio.ensure_future(self._delayed(items, detect_drift, explain))
+
+    async def _delayed(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+        await asyncio.sleep(self.delay)
+        return await self.inner.start_batch(items, detect_drift, explain)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -13,12 +13,10 @@ whatever order batches finish in.
 """
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult
@@ -33,14 +31,16 @@ class QueueFullError(Exception):
     """More items are waiting than the configured bound allows."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     item: ModelInput
     future: "asyncio.Future[ItemResult]"
-    enqueued_at: float = field(default_factory=time.monotonic)
+    enqueued_at: float  # the event loop's clock (monotonic)
 
 
 class Batcher:
+    """Event-driven: a submit, a finished batch or the window's timer each run `_pump` once."""
+
     def __init__(
         self, executor: ModelExecutor, max_batch_size: int, max_wait_seconds: float, max_queued_items: int
     ) -> None:
@@ -53,9 +53,7 @@ class Batcher:
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
-        self._wakeup: asyncio.Event | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
@@ -76,11 +74,11 @@ class Batcher:
                 f"over the limit of {self.max_queued_items}; retry later"
             )
         loop = asyncio.get_running_loop()
-        group = self._groups.setdefault((detect_drift, explain), deque())
-        pending = [_Pending(item, loop.create_future()) for item in items]
-        group.extend(pending)
+        now = loop.time()
+        pending = [_Pending(item, loop.create_future(), now) for item in items]
+        self._groups.setdefault((detect_drift, explain), deque()).extend(pending)
         self._queued += len(pending)
-        self._wake(loop)
+        self._pump()
         try:
             return [await entry.future for entry in pending]
         except asyncio.CancelledError:
@@ -91,65 +89,66 @@ class Batcher:
 
     async def close(self) -> None:
         """Stops dispatching and fails whatever is still queued."""
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queued = 0
         for group in self._groups.values():
             while group:
                 entry = group.popleft()
                 if not entry.future.done():
                     entry.future.set_result(ItemResult.failure("the server shut down before this item ran"))
-        self._queued = 0
 
-    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._dispatcher is None:
-            self._wakeup = asyncio.Event()
-            self._dispatcher = loop.create_task(self._dispatch_forever(self._wakeup), name="batcher")
-        assert self._wakeup is not None
-        self._wakeup.set()
-
-    async def _dispatch_forever(self, wakeup: asyncio.Event) -> None:
-        while True:
+    def _pump(self) -> None:
+        """Starts every batch that may start now; arms the timer for a partial batch that must wait."""
+        while self._in_flight < self.executor.slots:
             self._drop_cancelled()
-            if self._queued == 0 or self._in_flight >= self.executor.slots:
-                wakeup.clear()
-                await wakeup.wait()
-                continue
+            if self._queued == 0:
+                return
             flags, group = min(
                 ((flags, group) for flags, group in self._groups.items() if group),
                 key=lambda pair: pair[1][0].enqueued_at,
             )
             if len(group) < self.max_batch_size and self._in_flight > 0:
-                remaining = group[0].enqueued_at + self.max_wait_seconds - time.monotonic()
-                if remaining > 0:
-                    wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wakeup.wait(), remaining)
-                    continue  # look again: the batch may be full, or a slot idle, or the window over
+                deadline = group[0].enqueued_at + self.max_wait_seconds
+                loop = asyncio.get_running_loop()
+                if loop.time() < deadline:
+                    if self._timer is None or self._timer.when() > deadline:
+                        if self._timer is not None:
+                            self._timer.cancel()
+                        self._timer = loop.call_at(deadline, self._on_timer)
+                    return
             batch = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
             self._queued -= len(batch)
-            self._in_flight += 1
-            task = asyncio.create_task(self._run(batch, flags, wakeup))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start(batch, flags)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
 
     def _drop_cancelled(self) -> None:
         for group in self._groups.values():
             while group and group[0].future.cancelled():
                 group.popleft()
                 self._queued -= 1
-        # Cancelled entries further back are skipped when their batch runs.
 
-    async def _run(self, batch: list[_Pending], flags: Flags, wakeup: asyncio.Event) -> None:
+    def _start(self, batch: list[_Pending], flags: Flags) -> None:
         live = [entry for entry in batch if not entry.future.cancelled()]
-        try:
-            results = await self.executor.run_batch([entry.item for entry in live], *flags) if live else []
-        except Exception as error:
-            logger.exception("a batch of %d items failed in the executor", len(live))
-            results = [ItemResult.failure(f"internal error: {type(error).__name__}: {error}")] * len(live)
-        finally:
-            self._in_flight -= 1
-            wakeup.set()
+        if not live:
+            return
+        self._in_flight += 1
+        running = self.executor.start_batch([entry.item for entry in live], *flags)
+        running.add_done_callback(lambda done: self._finish(live, done))
+
+    def _finish(self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]") -> None:
+        self._in_flight -= 1
+        if done.cancelled() or done.exception() is not None:
+            error = "cancelled" if done.cancelled() else f"{type(done.exception()).__name__}: {done.exception()}"
+            logger.error("a batch of %d items failed in the executor: %s", len(live), error)
+            results = [ItemResult.failure(f"internal error: {error}")] * len(live)
+        else:
+            results = done.result()
         for entry, result in zip(live, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)
+        self._pump()

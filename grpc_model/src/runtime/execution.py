@@ -1,12 +1,16 @@
 """Where model calls run: threads of this process, or worker processes (see workers.py).
 
-An executor offers `slots` model calls at once; `run_batch` waits for a free slot, so
-callers may oversubscribe it safely. The batcher keeps at most `slots` batches in flight.
+An executor offers `slots` model calls at once; a batch started while every slot is busy
+waits for one, so callers may oversubscribe it safely. The batcher keeps at most `slots`
+batches in flight.
 """
 
 import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from grpc_model.src.runtime.items import ItemResult, process_items
@@ -20,24 +24,64 @@ class ModelExecutor(Protocol):
         """How many model calls may run at once."""
         ...
 
-    async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
-        """One result per item, in order (a batch call with per-item fallback)."""
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+    ) -> "asyncio.Future[list[ItemResult]]":
+        """Starts one batch (a batch call with per-item fallback); the future holds one result per item, in order.
+
+        A future rather than a coroutine: the batcher chains on it without a task per batch.
+        """
         ...
 
     async def close(self) -> None: ...
 
 
 class ThreadExecutor:
-    """Runs the model on `threads` dedicated threads, keeping the event loop free."""
+    """Runs the model on `threads` dedicated threads, keeping the event loop free.
+
+    A plain queue and `call_soon_threadsafe` rather than `run_in_executor`: the hop to the
+    model thread and back is paid once per batch, and for small models it is most of what
+    the framework costs, so it is kept to the minimum.
+    """
 
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model
         self.slots = threads
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"model-{index}", daemon=True) for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+    ) -> "asyncio.Future[list[ItemResult]]":
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, process_items, self.model, items, detect_drift, explain)
+        future: asyncio.Future[list[ItemResult]] = loop.create_future()
+        self._jobs.put(_Job(loop, future, items, detect_drift, explain))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            results = process_items(self.model, job.items, job.detect_drift, job.explain)
+            with contextlib.suppress(RuntimeError):  # the loop closed while the model worked: nobody waits
+                job.loop.call_soon_threadsafe(_resolve, job.future, results)
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+@dataclass(frozen=True)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: "asyncio.Future[list[ItemResult]]"
+    items: Sequence[ModelInput]
+    detect_drift: bool
+    explain: bool
+
+
+def _resolve(future: "asyncio.Future[list[ItemResult]]", results: list[ItemResult]) -> None:
+    if not future.done():
+        future.set_result(results)

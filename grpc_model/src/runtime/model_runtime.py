@@ -108,7 +108,7 @@ class ModelRuntime:
         results: list[ItemResult] = []
         size = self.options.max_batch_size
         for start in range(0, len(items), size):
-            results += await executor.run_batch(items[start : start + size], detect_drift, explain)
+            results += await executor.start_batch(items[start : start + size], detect_drift, explain)
         return results
 
     async def close(self) -> None:

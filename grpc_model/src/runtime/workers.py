@@ -149,7 +149,12 @@ class WorkerPool:
             self._idle.put_nowait(worker)
         logger.info("%d worker processes ready (%s): %s", self.slots, context.get_start_method(), self.pids)
 
-    async def run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+    ) -> "asyncio.Future[list[ItemResult]]":
+        return asyncio.ensure_future(self._run_batch(items, detect_drift, explain))
+
+    async def _run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
         worker = await self._idle.get()
         loop = asyncio.get_running_loop()
         try:

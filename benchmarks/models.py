@@ -1,0 +1,82 @@
+"""Model profiles for the benchmark; kept out of the example model.
+
+Each profile's cost is the same here and in the bare servicer (bare_server.py), so the
+two differ only by the framework. Payloads use the files declared in the bench bundle:
+`input.bin` in, `output.bin` out.
+"""
+
+import os
+import time
+
+from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+
+COST_SECONDS = 0.020
+# Pure-Python loop iterations worth 5 ms on the benchmark machine; calibrated by scripts/bench.py.
+CPU_ITERATIONS = int(os.environ.get("BENCH_CPU_ITERATIONS", "100000"))
+OK = {"output.bin": b"ok"}
+
+
+def burn_cpu(iterations: int = CPU_ITERATIONS) -> int:
+    """Work that holds the GIL, like a model written in pure Python."""
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total
+
+
+class Echo(ModelWrapper):
+    """No work at all: what remains is the framework's own cost."""
+
+    thread_safe = True
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        return {"output.bin": model_input["input.bin"]}
+
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        return [{"output.bin": item["input.bin"]} for item in model_inputs]
+
+
+class SleepItem(ModelWrapper):
+    """20 ms per item with the GIL released: an I/O- or device-bound model without batching."""
+
+    thread_safe = True
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        time.sleep(COST_SECONDS)
+        return OK
+
+
+class SleepBatch(ModelWrapper):
+    """20 ms per call whatever the batch size: a GPU-like model."""
+
+    thread_safe = True
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        time.sleep(COST_SECONDS)
+        return OK
+
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        time.sleep(COST_SECONDS)
+        return [OK] * len(model_inputs)
+
+
+class Cpu(ModelWrapper):
+    """5 ms of pure-Python work per item, GIL held."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        burn_cpu()
+        return OK
+
+
+class Weights(Echo):
+    """Echo with 256 MB of read-only weights, to measure what worker processes cost in memory."""
+
+    thread_safe = False
+    WEIGHT_BYTES = 256 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.weights = os.urandom(1024) * (self.WEIGHT_BYTES // 1024)

@@ -1,0 +1,447 @@
+"""Benchmark: this engine against the original template's behaviour and a bare grpcio servicer.
+
+    scripts/dev.sh bench [--duration S] [--profiles echo,cpu] [--out DIR]
+
+For each model profile (benchmarks/models.py) and each configuration it starts a server
+process on 127.0.0.1, drives it with a grpc.aio load generator at several concurrencies
+and records requests/s, items/s, latency percentiles, the server's CPU time per request
+(user+system of the server and its workers, from /proc) and its peak memory (RSS and
+PSS summed over the server and its workers). It writes results.json, results.md and
+throughput.png to --out (default docs/bench) and prints the table and the targets.
+Loopback only; every run is bounded by --duration.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
+
+import grpc_model  # noqa: E402
+from benchmarks.models import burn_cpu  # noqa: E402
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb  # noqa: E402
+from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub  # noqa: E402
+from grpc_model.src.client import ModelClient  # noqa: E402
+
+MESSAGE_LIMIT = 300 * 1024 * 1024
+SMALL = b"x" * 64
+LARGE = os.urandom(1024) * (50 * 1024)  # 50 MiB
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOGS = Path(tempfile.gettempdir()) / "grpc-model-bench"  # each server's output, for when a point looks wrong
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: str
+    payload: bytes
+    concurrencies: tuple[int, ...]
+    engine_flags: tuple[str, ...]  # the engine's best settings for this profile
+
+
+PROFILES = [
+    Profile("echo", "Echo", SMALL, (1, 8, 32, 128), ("--batch-wait-ms", "0")),
+    Profile("sleep-item", "SleepItem", SMALL, (1, 8, 32, 128), ("--model-threads", "128")),
+    Profile("sleep-batch", "SleepBatch", SMALL, (1, 8, 32, 64, 128), ("--model-threads", "2")),
+    Profile("cpu", "Cpu", SMALL, (1, 8, 32, 128), ("--workers", "2")),
+    # 128 x 50 MiB in flight would need ~13 GB on each side of the connection: not on this machine.
+    Profile("large", "Echo", LARGE, (1, 8), ()),
+]
+TEMPLATE_FLAGS = ("--no-adaptive-batching", "--model-threads", "1", "--workers", "0")
+CONFIGS = ("engine", "template", "bare")
+
+
+@dataclass
+class Point:
+    profile: str
+    config: str
+    concurrency: int
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    requests_per_s: float = 0.0
+    items_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu_us_per_request: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
+
+
+@dataclass
+class Results:
+    machine: dict[str, str]
+    points: list[Point] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- processes and /proc --------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for current in pids:
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pids += [int(child) for child in children]
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS, PSS) summed over the processes, in MB; PSS counts shared pages once."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss / 1024, pss / 1024
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A server process on a free loopback port, answering once `__init__` returns."""
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
+        self.port = free_port()
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with open(LOGS / f"{name}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        with grpc.insecure_channel(self.target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        try:
+            with ModelClient(self.target, timeout=10) as client:
+                client.shutdown()
+            self.process.wait(timeout=30)
+        except (grpc.RpcError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str]) -> Server:
+    if config == "bare":
+        return Server([sys.executable, "-m", "benchmarks.bare_server", profile.name], env, f"{profile.name}-bare")
+    flags = profile.engine_flags if config == "engine" else TEMPLATE_FLAGS
+    command = [
+        sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
+        "--model-class", f"benchmarks.models:{profile.model}", "--asset-bundle-dir", str(bundle),
+        "--max-receive-message-bytes", str(MESSAGE_LIMIT), "--max-send-message-bytes", str(MESSAGE_LIMIT),
+        "--log-level", "WARNING", *flags,
+    ]  # fmt: skip
+    return Server(command, env, f"{profile.name}-{config}")
+
+
+def bench_bundle(directory: Path) -> Path:
+    """The example bundle with binary files and maxBatchSize 32, as the profiles need."""
+    version = grpc_model.__version__
+    spec = yaml.safe_load((ROOT / "asset_bundle" / version / "model.yaml").read_text())
+    spec["inputs"] = {"input.bin": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "100M"}}
+    spec["outputs"] = {"output.bin": {"mediaType": "application/octet-stream", "maxSize": "100M"}}
+    spec["features"]["maxBatchSize"] = 32
+    (directory / version).mkdir(parents=True)
+    (directory / version / "model.yaml").write_text(yaml.safe_dump(spec))
+    return directory
+
+
+# ---- load generation --------------------------------------------------------------------
+
+
+async def drive(target: str, payload: bytes, concurrency: int, seconds: float, pids: list[int], point: Point) -> None:
+    request = pb.RunRequest(inputs=[pb.InputItem(input={"input.bin": payload})])
+    options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = ModzyModelStub(channel)
+        status = await stub.Status(pb.StatusRequest(), timeout=120)
+        assert status.status_code == 200, status.message
+        latencies: list[float] = []
+        errors = 0
+        stop_at = 0.0
+
+        async def caller(record: bool) -> None:
+            nonlocal errors
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                try:
+                    response = await stub.Run(request, timeout=120)
+                    ok = len(response.outputs) == 1 and response.outputs[0].success
+                except grpc.RpcError:
+                    ok = False
+                if record:
+                    latencies.append(time.perf_counter() - started)
+                    errors += not ok
+
+        stop_at = time.monotonic() + min(0.5, seconds / 4)  # warm-up: connections, threads, caches
+        await asyncio.gather(*(caller(False) for _ in range(concurrency)))
+
+        peak = [0.0, 0.0]
+
+        async def sample_memory() -> None:
+            while True:
+                rss, pss = memory_mb(process_tree(pids[0]))
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.create_task(sample_memory())
+        cpu_before, started = cpu_seconds(process_tree(pids[0])), time.monotonic()
+        stop_at = started + seconds
+        await asyncio.gather(*(caller(True) for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+        cpu_used = cpu_seconds(process_tree(pids[0])) - cpu_before
+        sampler.cancel()
+
+    latencies.sort()
+    count = len(latencies)
+    point.requests, point.errors, point.seconds = count, errors, round(elapsed, 2)
+    point.requests_per_s = point.items_per_s = round(count / elapsed, 1)
+    for name, quantile in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
+        setattr(point, name, round(latencies[min(count - 1, int(quantile * count))] * 1000, 2))
+    point.cpu_us_per_request = round(cpu_used / count * 1e6, 1)
+    point.peak_rss_mb, point.peak_pss_mb = round(peak[0], 1), round(peak[1], 1)
+
+
+# ---- single measurements ------------------------------------------------------------------
+
+
+def calibrate_cpu_iterations(target_seconds: float = 0.005) -> int:
+    iterations = 100_000
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        burn_cpu(iterations)
+        timings.append(time.perf_counter() - started)
+    return int(iterations * target_seconds / statistics.median(timings))
+
+
+def cold_start_seconds(env: dict[str, str], runs: int = 3) -> float:
+    """Median time from starting the example server (loading at start-up) to health SERVING."""
+    timings = []
+    for _ in range(runs):
+        started = time.monotonic()
+        command = [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
+                   "--load-model-at-startup"]  # fmt: skip
+        server = Server(command, env, "cold-start")
+        with ModelClient(server.target, timeout=5) as client:
+            assert client.wait_for_health("SERVING", 30) == "SERVING"
+        timings.append(time.monotonic() - started)
+        server.stop()
+    return statistics.median(timings)
+
+
+async def worker_memory(bundle: Path, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Total RSS and PSS of a server holding 256 MB of weights, in-process and with 1 and 2 workers."""
+    memory = {}
+    for workers in (0, 1, 2):
+        command = [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
+                   "--model-class", "benchmarks.models:Weights", "--asset-bundle-dir", str(bundle),
+                   "--load-model-at-startup", "--workers", str(workers)]  # fmt: skip
+        server = Server(command, env, f"weights-{workers}")
+        point = Point("weights", f"workers={workers}", 8)
+        await drive(server.target, SMALL, 8, 1.0, [server.process.pid], point)
+        rss, pss = memory_mb(process_tree(server.process.pid))
+        memory[f"workers={workers}"] = {"rss_mb": round(rss, 1), "pss_mb": round(pss, 1)}
+        server.stop()
+    return memory
+
+
+# ---- report -----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    memory = Path("/proc/meminfo").read_text().split()[1]
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(memory) // 1024 // 1024} GiB",
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "os": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def find(results: Results, profile: str, config: str, concurrency: int) -> Point | None:
+    return next(
+        (p for p in results.points if (p.profile, p.config, p.concurrency) == (profile, config, concurrency)), None
+    )
+
+
+def ratio(results: Results, profile: str, concurrency: int, metric: str, over: str, under: str) -> float | None:
+    top, bottom = find(results, profile, over, concurrency), find(results, profile, under, concurrency)
+    if top is None or bottom is None or not getattr(bottom, metric):
+        return None
+    return float(getattr(top, metric)) / float(getattr(bottom, metric))
+
+
+def targets(results: Results) -> list[tuple[str, str, float | None, Callable[[float], bool]]]:
+    """(target, measured as, value, check) for each target of the engine issue."""
+    large_payload_mb = len(LARGE) / 1e6
+    large = find(results, "large", "engine", 1)
+    cold = results.extras.get("cold_start_s")
+    return [
+        ("echo c=32: server CPU/request <= 1.2x bare", "engine/bare", ratio(results, "echo", 32, "cpu_us_per_request", "engine", "bare"), lambda v: v <= 1.2),
+        ("echo c=32: requests/s >= 0.9x bare", "engine/bare", ratio(results, "echo", 32, "requests_per_s", "engine", "bare"), lambda v: v >= 0.9),
+        ("echo c=1: p99 <= 1.3x bare", "engine/bare", ratio(results, "echo", 1, "p99_ms", "engine", "bare"), lambda v: v <= 1.3),
+        ("sleep-item c=32: requests/s >= 25x template", "engine/template", ratio(results, "sleep-item", 32, "requests_per_s", "engine", "template"), lambda v: v >= 25),
+        ("sleep-batch c=64: items/s >= 25x template", "engine/template", ratio(results, "sleep-batch", 64, "items_per_s", "engine", "template"), lambda v: v >= 25),
+        ("sleep-batch c=64: p99 <= 3x 20 ms", "p99 ms / 20", (find(results, "sleep-batch", "engine", 64) or Point("", "", 0)).p99_ms / 20 or None, lambda v: v <= 3),
+        ("cpu c=8, 2 workers: >= 1.6x template", "engine/template", ratio(results, "cpu", 8, "requests_per_s", "engine", "template"), lambda v: v >= 1.6),
+        ("large c=1: latency <= 1.5x bare", "engine/bare p50", ratio(results, "large", 1, "p50_ms", "engine", "bare"), lambda v: v <= 1.5),
+        ("large c=1: peak RSS < 4x payload", "RSS / payload", large.peak_rss_mb * 1.048576 / large_payload_mb if large else None, lambda v: v < 4),
+        ("cold start to SERVING < 1 s", "seconds (median of 3)", cold, lambda v: v < 1),
+    ]  # fmt: skip
+
+
+def markdown(results: Results) -> str:
+    lines = ["| profile | config | conc. | req/s | items/s | p50 ms | p90 ms | p99 ms | server CPU µs/req | peak RSS MB | peak PSS MB | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for p in results.points:
+        lines.append(
+            f"| {p.profile} | {p.config} | {p.concurrency} | {p.requests_per_s} | {p.items_per_s} | {p.p50_ms} | "
+            f"{p.p90_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} | {p.peak_pss_mb} | {p.errors} |"
+        )
+    lines += ["", "| target | measured as | value | met |", "|---|---|---:|---|"]
+    for name, measured_as, value, check in targets(results):
+        shown = "n/a" if value is None else f"{value:.2f}"
+        met = "n/a" if value is None else ("yes" if check(value) else "**no**")
+        lines.append(f"| {name} | {measured_as} | {shown} | {met} |")
+    if "worker_memory" in results.extras:
+        lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
+        for name, memory in results.extras["worker_memory"].items():
+            lines.append(f"| {name} | {memory['rss_mb']} | {memory['pss_mb']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profiles = list(dict.fromkeys(p.profile for p in results.points))
+    figure, axes = plt.subplots(1, len(profiles), figsize=(4 * len(profiles), 3.6), squeeze=False)
+    for axis, profile in zip(axes[0], profiles, strict=True):
+        for config in CONFIGS:
+            points = [p for p in results.points if p.profile == profile and p.config == config]
+            if points:
+                axis.plot([p.concurrency for p in points], [p.items_per_s for p in points], marker="o", label=config)
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_title(profile)
+        axis.set_xlabel("concurrent calls")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("items/s")
+    axes[0][0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
+    parser.add_argument("--profiles", default=",".join(p.name for p in PROFILES), help="comma-separated profiles")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    parser.add_argument("--concurrencies", help="comma-separated, instead of each profile's own")
+    parser.add_argument("--engine-flags", help="server flags for the engine configuration, instead of the profile's")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench", help="output directory")
+    args = parser.parse_args()
+    chosen = [
+        replace(
+            profile,
+            concurrencies=tuple(int(c) for c in args.concurrencies.split(","))
+            if args.concurrencies
+            else profile.concurrencies,
+            engine_flags=tuple(args.engine_flags.split()) if args.engine_flags is not None else profile.engine_flags,
+        )
+        for profile in PROFILES
+        if profile.name in args.profiles.split(",")
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    env = {**os.environ, "BENCH_CPU_ITERATIONS": str(calibrate_cpu_iterations()), "PYTHONPATH": str(ROOT)}
+    results = Results(machine=machine())
+    results.extras["cpu_iterations_for_5ms"] = int(env["BENCH_CPU_ITERATIONS"])
+    bundle = bench_bundle(Path(tempfile.mkdtemp(prefix="bench-bundle-")))
+    try:
+        results.extras["cold_start_s"] = round(cold_start_seconds(env), 3)
+        for profile in chosen:
+            for config in args.configs.split(","):
+                server = start_server(profile, config, bundle, env)
+                try:
+                    for concurrency in profile.concurrencies:
+                        point = Point(profile.name, config, concurrency)
+                        await drive(
+                            server.target, profile.payload, concurrency, args.duration, [server.process.pid], point
+                        )
+                        results.points.append(point)
+                        print(f"{profile.name:12} {config:9} c={concurrency:<4} {point.requests_per_s:>9} req/s "
+                              f"p99 {point.p99_ms:>8} ms  cpu {point.cpu_us_per_request:>8} us/req  "
+                              f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
+                finally:
+                    server.stop()
+        if "cpu" in args.profiles:
+            results.extras["worker_memory"] = await worker_memory(bundle, env)
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)
+
+    (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2))
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    plot(results, args.out / "throughput.png")
+    print(table)
+    print(f"machine: {json.dumps(results.machine)}")
+    print(f"wrote {args.out}/results.json, results.md, throughput.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
