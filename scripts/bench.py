@@ -13,6 +13,7 @@ Loopback only; every run is bounded by --duration.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -118,6 +119,25 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def reset_peak_rss(pids: list[int]) -> None:
+    """Restarts the kernel's RSS high-water mark (VmHWM) of each process, so each point has its own."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """The kernel's exact peak RSS (VmHWM), summed over the processes."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return total / 1024
+
+
 def memory_mb(pids: list[int]) -> tuple[float, float]:
     """(RSS, PSS) summed over the processes, in MB; PSS counts shared pages once."""
     rss = pss = 0
@@ -149,8 +169,8 @@ class Server:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        with grpc.insecure_channel(self.target) as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
+        with ModelClient(self.target, timeout=120) as client:
+            grpc.channel_ready_future(client.channel).result(timeout=120)
 
     @property
     def target(self) -> str:
@@ -229,12 +249,14 @@ async def drive(target: str, payload: bytes, concurrency: int, seconds: float, p
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 await asyncio.sleep(0.1)
 
+        reset_peak_rss(process_tree(pids[0]))
         sampler = asyncio.create_task(sample_memory())
         cpu_before, started = cpu_seconds(process_tree(pids[0])), time.monotonic()
         stop_at = started + seconds
         await asyncio.gather(*(caller(True) for _ in range(concurrency)))
         elapsed = time.monotonic() - started
         cpu_used = cpu_seconds(process_tree(pids[0])) - cpu_before
+        peak[0] = max(peak[0], peak_rss_mb(process_tree(pids[0])))
         sampler.cancel()
 
     latencies.sort()
@@ -424,7 +446,7 @@ async def main() -> int:
                         )
                         results.points.append(point)
                         print(f"{profile.name:12} {config:9} c={concurrency:<4} {point.requests_per_s:>9} req/s "
-                              f"p99 {point.p99_ms:>8} ms  cpu {point.cpu_us_per_request:>8} us/req  "
+                              f"p50 {point.p50_ms:>8} ms p99 {point.p99_ms:>8} ms  cpu {point.cpu_us_per_request:>8} us/req  "
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()

@@ -21,6 +21,9 @@ class ModelClient:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # Notice a server that is still starting soon after it listens (the default backoff is 1 s).
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self.stub = ModzyModelStub(self.channel)

@@ -66,11 +66,11 @@ class ModzyModelService(ModzyModelServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
         succeeded = sum(result.success for result in results)
         response = pb.RunResponse(
-            status_code=200,
-            status="OK",
-            message=f"Inference executed: {succeeded} of {count} items succeeded.",
-            outputs=[pb.OutputItem(output=result.output, success=result.success) for result in results],
+            status_code=200, status="OK", message=f"Inference executed: {succeeded} of {count} items succeeded."
         )
+        for result in results:
+            # Filled in place: building OutputItems first would copy every output file once more.
+            response.outputs.add(success=result.success).output.update(result.output)
         elapsed = time.perf_counter() - started
         logger.info(
             "Run: %d items (%d failed) in %.1f ms, %.1f items/s",

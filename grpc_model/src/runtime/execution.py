@@ -47,7 +47,7 @@ class ThreadExecutor:
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model
         self.slots = threads
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"model-{index}", daemon=True) for index in range(threads)
         ]
@@ -59,14 +59,12 @@ class ThreadExecutor:
     ) -> "asyncio.Future[list[ItemResult]]":
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[ItemResult]] = loop.create_future()
-        self._jobs.put(_Job(loop, future, items, detect_drift, explain))
+        self._jobs.put(Job(loop, future, items, detect_drift, explain))
         return future
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            results = process_items(self.model, job.items, job.detect_drift, job.explain)
-            with contextlib.suppress(RuntimeError):  # the loop closed while the model worked: nobody waits
-                job.loop.call_soon_threadsafe(_resolve, job.future, results)
+            job.resolve(process_items(self.model, job.items, job.detect_drift, job.explain))
 
     async def close(self) -> None:
         for _ in self._threads:
@@ -74,14 +72,21 @@ class ThreadExecutor:
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
+    """A batch handed from the event loop to a thread, and the way back."""
+
     loop: asyncio.AbstractEventLoop
     future: "asyncio.Future[list[ItemResult]]"
     items: Sequence[ModelInput]
     detect_drift: bool
     explain: bool
 
+    def resolve(self, results: list[ItemResult]) -> None:
+        """Called from the thread: completes the future on the loop's own thread."""
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            self.loop.call_soon_threadsafe(_set_result, self.future, results)
 
-def _resolve(future: "asyncio.Future[list[ItemResult]]", results: list[ItemResult]) -> None:
+
+def _set_result(future: "asyncio.Future[list[ItemResult]]", results: list[ItemResult]) -> None:
     if not future.done():
         future.set_result(results)

@@ -17,12 +17,14 @@ import gc
 import logging
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
+from grpc_model.src.runtime.execution import Job
 from grpc_model.src.runtime.items import ItemResult, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
 from model_lib.src.model_wrapper import ModelInput
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 READY = "ready"
 STOP_SECONDS = 5.0
 START_SECONDS = 300.0
+REPLACE_ATTEMPTS = 3
 
 # The loaded model a forked worker inherits; set in the server process just before forking.
 _inherited_model: LoadedModel | None = None
@@ -116,16 +119,21 @@ class _Worker:
 
 
 class WorkerPool:
-    """`count` worker processes behind the executor interface; one batch per worker at a time."""
+    """`count` worker processes behind the executor interface; one batch per worker at a time.
+
+    Each worker has a thread in the server that feeds it batches from a shared queue and
+    hands the results back to the event loop, so a batch costs one pickle each way and no
+    task on the loop. A thread whose worker dies fails that batch, starts a replacement and
+    carries on with it.
+    """
 
     def __init__(self, model_class: str, count: int, loaded: LoadedModel | None) -> None:
         self.model_class = model_class
         self.slots = count
         self._loaded = loaded
         self._workers: list[_Worker] = []
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._io = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker-io")
-        self._replacing: set[asyncio.Task[None]] = set()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
 
     @property
     def pids(self) -> list[int]:
@@ -143,48 +151,56 @@ class WorkerPool:
         try:
             await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in self._workers))
         except WorkerStartError:
-            await self.close()
+            await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
             raise
-        for worker in self._workers:
-            self._idle.put_nowait(worker)
+        for index in range(self.slots):
+            thread = threading.Thread(target=self._feed, args=(index,), name=f"worker-io-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         logger.info("%d worker processes ready (%s): %s", self.slots, context.get_start_method(), self.pids)
 
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
     ) -> "asyncio.Future[list[ItemResult]]":
-        return asyncio.ensure_future(self._run_batch(items, detect_drift, explain))
-
-    async def _run_batch(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
-        worker = await self._idle.get()
         loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(self._io, worker.call, list(items), detect_drift, explain)
-        except WorkerDiedError as error:
-            logger.error("%s; its %d items fail and a new worker starts", error, len(items))
-            task = asyncio.create_task(self._replace(worker))
-            self._replacing.add(task)
-            task.add_done_callback(self._replacing.discard)
-            return [ItemResult.failure(str(error))] * len(items)
-        self._idle.put_nowait(worker)
-        return results
+        future: asyncio.Future[list[ItemResult]] = loop.create_future()
+        self._jobs.put(Job(loop, future, items, detect_drift, explain))
+        return future
 
-    async def _replace(self, dead: _Worker) -> None:
-        await asyncio.to_thread(dead.stop)
-        self._workers.remove(dead)
-        worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
-        self._workers.append(worker)
-        try:
-            await asyncio.to_thread(worker.wait_ready)
-        except WorkerStartError:
-            logger.exception("a replacement worker failed to start; serving with one worker fewer")
-            return
-        self._idle.put_nowait(worker)
-        logger.info("replacement worker %s ready", worker.process.pid)
+    def _feed(self, index: int) -> None:
+        """One worker's thread: batches in, results out, a replacement when the worker dies."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                results = self._workers[index].call(list(job.items), job.detect_drift, job.explain)
+            except WorkerDiedError as error:
+                logger.error("%s; its %d items fail and a new worker starts", error, len(job.items))
+                results = [ItemResult.failure(str(error))] * len(job.items)
+                job.resolve(results)
+                if not self._replace(index):
+                    return
+                continue
+            job.resolve(results)
+
+    def _replace(self, index: int) -> bool:
+        """Spawns a fresh worker in slot `index` (forking a serving process is unsafe); False if it cannot."""
+        self._workers[index].stop()
+        for attempt in range(1, REPLACE_ATTEMPTS + 1):
+            worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
+            self._workers[index] = worker
+            try:
+                worker.wait_ready()
+            except WorkerStartError:
+                logger.exception("replacement worker failed to start (attempt %d of %d)", attempt, REPLACE_ATTEMPTS)
+                worker.stop()
+                continue
+            logger.info("replacement worker %s ready", worker.process.pid)
+            return True
+        logger.critical("no replacement worker could start; serving with one worker fewer")
+        return False
 
     async def close(self) -> None:
-        """Stops every worker (killing any that do not stop within a few seconds)."""
-        for task in list(self._replacing):
-            task.cancel()
+        """Stops the feeding threads and every worker (killing any that do not stop within a few seconds)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        await asyncio.gather(*(asyncio.to_thread(thread.join, STOP_SECONDS) for thread in self._threads))
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
-        self._workers = []
-        self._io.shutdown(wait=False, cancel_futures=True)
