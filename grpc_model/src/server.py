@@ -19,6 +19,7 @@ from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService
 from grpc_model.src.settings import Settings
+from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ async def start_server(settings: Settings) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    service = ModzyModelService(runtime, bundle.spec, health_servicer)
+    validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
+    service = ModzyModelService(runtime, bundle.spec, health_servicer, validator)
     if settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
         try:

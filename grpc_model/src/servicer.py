@@ -13,7 +13,8 @@ from grpc_health.v1 import health, health_pb2
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
 from grpc_model.src.metadata import ModelSpec
-from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelRuntime, QueueFullError
+from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelNotLoadedError, ModelRuntime, QueueFullError
+from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,15 @@ HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health c
 
 
 class ModzyModelService(ModzyModelServicer):
-    def __init__(self, runtime: ModelRuntime, spec: ModelSpec, health_servicer: health.aio.HealthServicer) -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        spec: ModelSpec,
+        health_servicer: health.aio.HealthServicer,
+        validator: InputValidator,
+    ) -> None:
         self.runtime = runtime
+        self.validator = validator
         self.health = health_servicer
         self.shutdown_requested = asyncio.Event()
         self._metadata = status_metadata(spec)
@@ -49,10 +57,14 @@ class ModzyModelService(ModzyModelServicer):
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> pb.RunResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         count = len(request.inputs)
+        checked = [self.validator.check(item.input) for item in request.inputs]
         try:
-            results = await self.runtime.run(
-                [dict(item.input) for item in request.inputs], request.detect_drift, request.explain
+            answers = iter(
+                await self.runtime.run(
+                    [item for item, error in checked if error is None], request.detect_drift, request.explain
+                )
             )
+            results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
         except ModelNotLoadedError as error:
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]

@@ -8,7 +8,7 @@ which also answers to `PSC_MODEL_PORT`, the name the platform sets.
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         default=250 * MIB, gt=0, description="Largest request message accepted, in bytes."
     )
     max_send_message_bytes: int = Field(default=250 * MIB, gt=0, description="Largest response message sent, in bytes.")
+    undeclared_inputs: Literal["reject", "ignore"] = Field(
+        default="reject",
+        description="An input file that model.yaml does not declare fails its item (`reject`) or is dropped "
+        "before the model sees the item (`ignore`).",
+    )
     model_threads: int = Field(
         default=1,
         ge=1,

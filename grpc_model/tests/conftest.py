@@ -4,13 +4,16 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import grpc_model
 from grpc_model.src.client import ModelClient
 from grpc_model.src.server import RunningServer, start_server
-from grpc_model.src.settings import ENV_PREFIX, Settings
+from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +68,25 @@ def serve() -> Iterator[ServerFactory]:
 @pytest.fixture
 def example_server(serve: ServerFactory) -> ServerThread:
     return serve()
+
+
+@pytest.fixture(scope="session")
+def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example bundle with one binary input `a`, which the test wrappers use."""
+    root = tmp_path_factory.mktemp("bundle")
+    spec = yaml.safe_load((PROJECT_ROOT / "asset_bundle" / grpc_model.__version__ / "model.yaml").read_text())
+    spec["inputs"] = {"a": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "1M"}}
+    spec["outputs"] = {"out": {"mediaType": "application/octet-stream", "maxSize": "1M"}}
+    (root / grpc_model.__version__).mkdir()
+    (root / grpc_model.__version__ / "model.yaml").write_text(yaml.safe_dump(spec))
+    return root
+
+
+@pytest.fixture
+def serve_wrapper(serve: ServerFactory, test_bundle: Path) -> ServerFactory:
+    """`serve_wrapper("Echo", **settings)` serves a wrapper of wrappers.py with the test bundle."""
+
+    def start(name: str, **overrides: Any) -> ServerThread:
+        return serve(model_class=f"grpc_model.tests.wrappers:{name}", asset_bundle_dir=test_bundle, **overrides)
+
+    return start

@@ -17,8 +17,6 @@ from grpc_model.src.settings import PROJECT_ROOT
 from grpc_model.tests.conftest import ServerFactory, ServerThread
 from grpc_model.tests.wrappers import Overlapping
 
-TESTS = "grpc_model.tests.wrappers"
-
 
 def concurrent_runs(server: ServerThread, requests: list[list[dict[str, bytes]]]) -> list[pb.RunResponse]:
     with ThreadPoolExecutor(len(requests)) as pool:
@@ -33,9 +31,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve: ServerFactory) -> None:
+def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve_wrapper: ServerFactory) -> None:
     Overlapping.most = 0
-    server = serve(model_class=f"{TESTS}:Overlapping", model_threads=4)
+    server = serve_wrapper("Overlapping", model_threads=4)
     server.client.status()
 
     responses = concurrent_runs(server, [[{"a": b"1"}]] * 8)
@@ -44,21 +42,21 @@ def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve: ServerFa
     assert Overlapping.most == 4
 
 
-def test_by_default_model_calls_run_one_at_a_time(serve: ServerFactory) -> None:
+def test_by_default_model_calls_run_one_at_a_time(serve_wrapper: ServerFactory) -> None:
     Overlapping.most = 0
-    server = serve(model_class=f"{TESTS}:Overlapping")
+    server = serve_wrapper("Overlapping")
     server.client.status()
     concurrent_runs(server, [[{"a": b"1"}]] * 4)
     assert Overlapping.most == 1
 
 
-def test_model_threads_need_a_thread_safe_wrapper(serve: ServerFactory) -> None:
+def test_model_threads_need_a_thread_safe_wrapper(serve_wrapper: ServerFactory) -> None:
     with pytest.raises(WrapperImportError, match="does not declare `thread_safe = True`"):
-        serve(model_class=f"{TESTS}:Echo", model_threads=2)
+        serve_wrapper("Echo", model_threads=2)
 
 
-def test_worker_processes_share_the_load_and_are_stopped(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:Pid", workers=2)
+def test_worker_processes_share_the_load_and_are_stopped(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Pid", workers=2)
     assert server.client.health() == "SERVING"  # workers imply loading at start-up
 
     responses = concurrent_runs(server, [[{"a": b"1"}]] * 6)
@@ -70,10 +68,10 @@ def test_worker_processes_share_the_load_and_are_stopped(serve: ServerFactory) -
     assert not any(alive(pid) for pid in pids)
 
 
-def test_a_dead_worker_fails_its_items_and_is_replaced(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:Pid", workers=1)
+def test_a_dead_worker_fails_its_items_and_is_replaced(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Pid", workers=1)
 
-    died = server.client.run([{"action": b"die"}])
+    died = server.client.run([{"a": b"die"}])
 
     assert not died.outputs[0].success
     assert re.match(rb"the model's worker process \d+ died \(exit code 1\)", died.outputs[0].output["error"])
@@ -110,8 +108,8 @@ def test_workers_do_not_outlive_a_killed_server() -> None:
     assert not any(alive(pid) for pid in worker_pids)
 
 
-def test_a_full_queue_gets_resource_exhausted(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:Overlapping", max_queued_items=3)
+def test_a_full_queue_gets_resource_exhausted(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Overlapping", max_queued_items=3)
     server.client.status()
     busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})] * 3))
     time.sleep(0.05)

@@ -92,8 +92,16 @@ def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_drains_in_flight_calls_and_exits_0(processes: list[ServerProcess], signum: signal.Signals) -> None:
-    server = start(processes, "--model-class", "grpc_model.tests.wrappers:SleepsOneSecond")
+def test_a_signal_drains_in_flight_calls_and_exits_0(
+    processes: list[ServerProcess], signum: signal.Signals, test_bundle: Path
+) -> None:
+    server = start(
+        processes,
+        "--model-class",
+        "grpc_model.tests.wrappers:SleepsOneSecond",
+        "--asset-bundle-dir",
+        str(test_bundle),
+    )
     with server.client() as client:
         client.status()
         in_flight = client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]), timeout=30)

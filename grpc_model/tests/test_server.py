@@ -11,8 +11,6 @@ from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.tests.conftest import ServerFactory, ServerThread
 from grpc_model.tests.wrappers import Counted, Echo, FailsFirstInit, Slow
 
-TESTS = "grpc_model.tests.wrappers"
-
 
 def test_status_loads_the_model_and_returns_the_full_metadata(example_server: ServerThread) -> None:
     status = example_server.client.status()
@@ -40,9 +38,9 @@ def test_status_loads_the_model_and_returns_the_full_metadata(example_server: Se
     assert status.features == pb.ModelFeatures(batch_size=8)
 
 
-def test_status_twice_keeps_the_loaded_model(serve: ServerFactory) -> None:
+def test_status_twice_keeps_the_loaded_model(serve_wrapper: ServerFactory) -> None:
     Counted.instances = 0
-    server = serve(model_class=f"{TESTS}:Counted")
+    server = serve_wrapper("Counted")
     assert [server.client.status().status_code for _ in range(3)] == [200, 200, 200]
     assert Counted.instances == 1
 
@@ -78,7 +76,7 @@ def test_one_failing_item_leaves_the_others_intact(example_server: ServerThread)
     )
 
     assert [item.success for item in response.outputs] == [True, False, False, True]
-    assert b"UTF-8" in response.outputs[1].output["error"]
+    assert response.outputs[1].output["error"] == b"input.txt: content is not text/plain"
     assert b"input.txt" in response.outputs[2].output["error"]
     assert set(response.outputs[1].output) == {"error"}
     assert b"Bo" in response.outputs[3].output["results.json"]
@@ -91,8 +89,8 @@ def test_empty_run_request_gets_no_outputs(example_server: ServerThread) -> None
     assert (response.status_code, len(response.outputs)) == (200, 0)
 
 
-def test_flags_reach_the_model(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:Echo")
+def test_flags_reach_the_model(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Echo")
     server.client.status()
 
     response = server.client.run([{"a": b"1"}], detect_drift=True, explain=False)
@@ -100,8 +98,8 @@ def test_flags_reach_the_model(serve: ServerFactory) -> None:
     assert json.loads(response.outputs[0].output["flags.json"]) == {"detect_drift": True, "explain": False}
 
 
-def test_a_batch_is_one_call_to_the_batch_method(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:Echo")
+def test_a_batch_is_one_call_to_the_batch_method(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Echo")
     server.client.status()
     Echo.batch_sizes.clear()
 
@@ -112,8 +110,8 @@ def test_a_batch_is_one_call_to_the_batch_method(serve: ServerFactory) -> None:
 
 
 @pytest.mark.parametrize("wrapper", ["RaisingBatch", "WrongCountBatch", "SingleOnly"])
-def test_misbehaving_batch_method_falls_back_to_single_items(serve: ServerFactory, wrapper: str) -> None:
-    server = serve(model_class=f"{TESTS}:{wrapper}")
+def test_misbehaving_batch_method_falls_back_to_single_items(serve_wrapper: ServerFactory, wrapper: str) -> None:
+    server = serve_wrapper(wrapper)
     server.client.status()
 
     response = server.client.run([{"a": b"1"}, {"a": b"fail"}, {"a": b"3"}])
@@ -123,8 +121,8 @@ def test_misbehaving_batch_method_falls_back_to_single_items(serve: ServerFactor
     assert response.outputs[1].output["error"] == b"ValueError: asked to fail"
 
 
-def test_failing_load_reports_500_and_the_server_stays_up(serve: ServerFactory) -> None:
-    server = serve(model_class=f"{TESTS}:FailingInit")
+def test_failing_load_reports_500_and_the_server_stays_up(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("FailingInit")
 
     status = server.client.status()
 
@@ -135,9 +133,9 @@ def test_failing_load_reports_500_and_the_server_stays_up(serve: ServerFactory) 
     assert server.client.status().status_code == 500  # still answering
 
 
-def test_a_later_status_retries_a_failed_load(serve: ServerFactory) -> None:
+def test_a_later_status_retries_a_failed_load(serve_wrapper: ServerFactory) -> None:
     FailsFirstInit.attempts = 0
-    server = serve(model_class=f"{TESTS}:FailsFirstInit")
+    server = serve_wrapper("FailsFirstInit")
 
     first, second = server.client.status(), server.client.status()
 
@@ -177,10 +175,10 @@ def test_health_goes_not_serving_on_shutdown(example_server: ServerThread) -> No
     assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
 
 
-def test_status_and_health_answer_while_the_model_is_busy(serve: ServerFactory) -> None:
+def test_status_and_health_answer_while_the_model_is_busy(serve_wrapper: ServerFactory) -> None:
     Slow.started.clear()
     Slow.release.clear()
-    server = serve(model_class=f"{TESTS}:Slow")
+    server = serve_wrapper("Slow")
     server.client.status()
     busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]))
     assert Slow.started.wait(timeout=10)

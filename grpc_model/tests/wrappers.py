@@ -131,7 +131,7 @@ class Pid(ModelWrapper):
     """Answers with the process that ran it, after a pause that lets calls overlap."""
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        if model_input.get("action") == b"die":
+        if model_input.get("a") == b"die":
             os._exit(1)
         time.sleep(0.2)
         return {"pid": str(os.getpid()).encode()}

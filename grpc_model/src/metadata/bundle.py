@@ -89,10 +89,11 @@ def parse_file(path: Path, schema: type[_Model]) -> _Model:
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        raise BundleError(f"{path}: {len(error.errors())} problem(s):\n{_describe(error)}") from None
+        raise BundleError(f"{path}: {len(error.errors())} problem(s):\n{describe_errors(error)}") from None
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(error: ValidationError) -> str:
+    """One line per problem: the key path, pydantic's message and (shortened) what was given."""
     lines = []
     for problem in error.errors():
         key_path = ".".join(str(part) for part in problem["loc"]) or "(top level)"

@@ -6,10 +6,31 @@ JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_s
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from grpc_model.src.metadata.units import parse_duration, parse_size
 
 SemanticVersion = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _checked_size(text: str) -> str:
+    if text:
+        parse_size(text)
+    return text
+
+
+def _checked_duration(text: str) -> str:
+    if text:
+        parse_duration(text)
+    return text
+
+
+Size = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_size)]
+"""A size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
+Duration = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_duration)]
+"""A duration as written (`20s`, `1500ms`, `2m`); kept as text for Status, checked at load."""
+RequiredSize = Annotated[NonBlank, AfterValidator(_checked_size)]
 
 
 class _Section(BaseModel):
@@ -55,7 +76,7 @@ class Metric(_Section):
 
 class InputFile(_Section):
     acceptedMediaTypes: list[NonBlank] = Field(min_length=1)
-    maxSize: NonBlank
+    maxSize: RequiredSize
     description: str = ""
 
     @model_validator(mode="before")
@@ -68,12 +89,12 @@ class InputFile(_Section):
 
 class OutputFile(_Section):
     mediaType: NonBlank
-    maxSize: NonBlank
+    maxSize: RequiredSize
     description: str = ""
 
 
 class Memory(_Section):
-    size: str = ""
+    size: Size = ""
 
 
 class Cpu(_Section):
@@ -91,8 +112,8 @@ class Resources(_Section):
 
 
 class Timeout(_Section):
-    status: str = ""
-    run: str = ""
+    status: Duration = ""
+    run: Duration = ""
 
 
 class Internal(_Section):

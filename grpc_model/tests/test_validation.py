@@ -1,0 +1,208 @@
+"""Input validation against model.yaml: sizes, durations, media types, declared files."""
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.metadata.bundle import describe_errors
+from grpc_model.src.metadata.units import parse_duration, parse_size
+from grpc_model.src.validation import InputValidator, matches
+from grpc_model.tests.conftest import ServerFactory, ServerThread
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("100", 100), ("100B", 100), ("512K", 512 * 1024), ("5M", 5 * 1024**2), ("1G", 1024**3), ("1.5MB", 1572864),
+     ("2 KiB", 2048), ("1kb", 1024), (" 3m ", 3 * 1024**2)],
+)  # fmt: skip
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "five", "5 X", "-1", "1.2.3M", "M"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a size; write bytes or a number with K, M, G or T"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("20s", 20), ("1500ms", 1.5), ("2m", 120), ("1h", 3600), ("3", 3)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "20 sec", "-1s", "0s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|longer than zero"):
+        parse_duration(text)
+
+
+def spec(**inputs: Any) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "specification": "0.4",
+            "version": "1.0.0",
+            "name": "n",
+            "author": "a",
+            "inputs": inputs,
+            "outputs": {"results.json": {"mediaType": "application/json", "maxSize": "1M"}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("maxSize", "5 lots", "inputs.in.maxSize: Value error, '5 lots' is not a size"),
+        ("timeout", {"run": "a while"}, "timeout.run: Value error, 'a while' is not a duration"),
+    ],
+)
+def test_bad_sizes_and_durations_in_model_yaml_name_the_key(key: str, value: object, expected: str) -> None:
+    data: dict[str, Any] = {
+        "specification": "0.4", "version": "1.0.0", "name": "n", "author": "a",
+        "inputs": {"in": {"acceptedMediaTypes": ["text/plain"], "maxSize": "1K"}},
+        "outputs": {"o": {"mediaType": "text/plain", "maxSize": "1K"}},
+    }  # fmt: skip
+    if key == "maxSize":
+        data["inputs"]["in"]["maxSize"] = value
+    else:
+        data[key] = value
+    with pytest.raises(ValidationError) as raised:
+        ModelSpec.model_validate(data)
+    assert expected in describe_errors(raised.value)  # the message users see at start-up
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
+SAMPLES = {
+    "text/plain": (b"hello \xc3\xa9", b"\xff\xfe"),
+    "application/json": (b'{"a": [1, 2]}', b"{not json"),
+    "image/png": (PNG, b"PNG"),
+    "image/jpeg": (b"\xff\xd8\xff\xe0rest", b"\xff\xd8"),
+    "image/gif": (b"GIF89a....", b"GIF90a"),
+    "image/tiff": (b"II*\x00....", b"II+\x00"),
+    "image/bmp": (b"BM....", b"MB"),
+    "application/pdf": (b"%PDF-1.7", b"PDF"),
+    "audio/wav": (b"RIFF\x00\x00\x00\x00WAVEfmt ", b"RIFF\x00\x00\x00\x00AVI "),
+    "application/zip": (b"PK\x03\x04....", b"PK\x01\x02"),
+}
+
+
+@pytest.mark.parametrize("media_type", sorted(SAMPLES))
+def test_sniffers_accept_their_type_and_reject_others(media_type: str) -> None:
+    good, bad = SAMPLES[media_type]
+    assert matches(media_type, good) is True
+    assert matches(media_type, bad) is False
+
+
+def test_media_type_forms() -> None:
+    assert matches("Text/Plain; charset=utf-8", b"hi") is True
+    assert matches("audio/x-wav", b"RIFF\x00\x00\x00\x00WAVE") is True
+    assert matches("image/*", PNG) is True
+    assert matches("image/*", b"%PDF-") is False
+    assert matches("application/octet-stream", b"\x00\xff") is True
+    assert matches("model/x-custom", b"anything") is None
+
+
+def test_an_unknown_media_type_passes_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        validator = InputValidator(spec(scan={"acceptedMediaTypes": ["model/x-custom"], "maxSize": "1K"}))
+    assert "model/x-custom" in caplog.text
+    assert validator.check({"scan": b"\x00\x01"}) == ({"scan": b"\x00\x01"}, None)
+
+
+TEXT_AND_IMAGE = spec(
+    **{
+        "text.txt": {"acceptedMediaTypes": ["text/plain"], "maxSize": "10"},
+        "image": {"acceptedMediaTypes": ["image/png", "image/jpeg"], "maxSize": "1K"},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        ({"text.txt": b"hi", "image": PNG}, None),
+        ({"text.txt": b"hi", "image": b"\xff\xd8\xff\xe0"}, None),
+        ({"image": PNG}, "text.txt: missing; this model needs text.txt, image"),
+        ({"text.txt": b"hi", "image": PNG, "extra": b""},
+         "extra: not an input of this model (its inputs: text.txt, image)"),
+        ({"text.txt": b"x" * 11, "image": PNG}, "text.txt: 11 bytes is larger than its maxSize 10 (10 bytes)"),
+        ({"text.txt": b"\xff", "image": PNG}, "text.txt: content is not text/plain"),
+        ({"text.txt": b"hi", "image": b"GIF89a"}, "image: content is not image/png or image/jpeg"),
+        ({}, "text.txt, image: missing; this model needs text.txt, image"),
+    ],
+)  # fmt: skip
+def test_items_are_checked_against_the_declared_inputs(item: dict[str, bytes], error: str | None) -> None:
+    checked, problem = InputValidator(TEXT_AND_IMAGE).check(item)
+    assert problem == error
+    assert checked == (item if error is None else {})
+
+
+def test_undeclared_files_can_be_ignored() -> None:
+    item = {"text.txt": b"hi", "image": PNG, "extra": b"?"}
+    assert InputValidator(TEXT_AND_IMAGE, reject_undeclared=False).check(item) == (
+        {"text.txt": b"hi", "image": PNG},
+        None,
+    )
+
+
+def test_invalid_items_fail_alone_over_grpc(example_server: ServerThread) -> None:
+    example_server.client.status()
+    response = example_server.client.run(
+        [{"input.txt": b"Hi Al"}, {"input.txt": b"x" * (1024 * 1024 + 1)}, {"input.txt": b"Hi Bo", "x": b""}]
+    )
+    assert [item.success for item in response.outputs] == [True, False, False]
+    assert b"larger than its maxSize 1M" in response.outputs[1].output["error"]
+    assert response.outputs[2].output["error"] == b"x: not an input of this model (its inputs: input.txt)"
+
+
+def test_ignored_undeclared_files_do_not_reach_the_model(serve: ServerFactory) -> None:
+    server = serve(undeclared_inputs="ignore")
+    server.client.status()
+    response = server.client.run([{"input.txt": b"Hi Al", "x": b"\xff"}])
+    assert response.outputs[0].success
+
+
+def expected_success(item: dict[str, bytes]) -> bool:
+    if set(item) != {"input.txt"} or len(item["input.txt"]) > 1024 * 1024:
+        return False
+    try:
+        return bool(item["input.txt"].decode("utf-8").split())
+    except UnicodeDecodeError:
+        return False
+
+
+items_strategy = st.dictionaries(
+    st.sampled_from(["input.txt", "input.txt", "input.txt", "image.png", "x"]),
+    st.one_of(st.binary(max_size=64), st.text(max_size=32).map(str.encode)),
+    max_size=2,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(items=st.lists(items_strategy, max_size=20), detect_drift=st.booleans(), explain=st.booleans())
+def test_random_requests_get_one_answer_per_item(
+    example_server: ServerThread, items: list[dict[str, bytes]], detect_drift: bool, explain: bool
+) -> None:
+    client = example_server.client
+    client.status()
+
+    response = client.run(items, detect_drift, explain)
+
+    assert len(response.outputs) == len(items)
+    for item, output in zip(items, response.outputs, strict=True):
+        assert output.success == expected_success(item), (item, output)
+        if output.success:
+            name = item["input.txt"].decode().split()[-1].strip('"')
+            assert json.loads(output.output["results.json"])["data"]["result"]["greeting"].endswith(name)
+        else:
+            assert set(output.output) == {"error"}
+            assert output.output["error"]
+    assert client.health() == "SERVING"
