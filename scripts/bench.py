@@ -297,6 +297,27 @@ def cold_start_seconds(env: dict[str, str], runs: int = 3) -> float:
     return statistics.median(timings)
 
 
+async def one_big_call(bundle: Path, env: dict[str, str], items: int = 256) -> dict[str, dict[str, float]]:
+    """Median latency of single calls carrying `items` items, with and without the batcher (sleep-batch, echo)."""
+    request = pb.RunRequest(inputs=[pb.InputItem(input={"input.bin": SMALL})] * items)
+    latencies: dict[str, dict[str, float]] = {}
+    for profile in (p for p in PROFILES if p.name in ("echo", "sleep-batch")):
+        for config in ("engine", "template"):
+            server = start_server(profile, config, bundle, env)
+            async with grpc.aio.insecure_channel(server.target) as channel:
+                stub = ModzyModelStub(channel)
+                await stub.Status(pb.StatusRequest(), timeout=60)
+                timings = []
+                for _ in range(7):
+                    started = time.perf_counter()
+                    response = await stub.Run(request, timeout=60)
+                    timings.append(time.perf_counter() - started)
+                    assert len(response.outputs) == items
+            server.stop()
+            latencies.setdefault(profile.name, {})[config] = round(statistics.median(timings) * 1000, 2)
+    return latencies
+
+
 async def worker_memory(bundle: Path, env: dict[str, str]) -> dict[str, dict[str, float]]:
     """Total RSS and PSS of a server holding 256 MB of weights, in-process and with 1 and 2 workers."""
     memory = {}
@@ -376,6 +397,10 @@ def markdown(results: Results) -> str:
         shown = "n/a" if value is None else f"{value:.2f}"
         met = "n/a" if value is None else ("yes" if check(value) else "**no**")
         lines.append(f"| {name} | {measured_as} | {shown} | {met} |")
+    if "one_call_of_256_items_ms" in results.extras:
+        lines += ["", "| one call of 256 items, median of 7 | engine ms | template ms |", "|---|---:|---:|"]
+        for name, pair in results.extras["one_call_of_256_items_ms"].items():
+            lines.append(f"| {name} | {pair['engine']} | {pair['template']} |")
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -452,6 +477,8 @@ async def main() -> int:
                     server.stop()
         if "cpu" in args.profiles:
             results.extras["worker_memory"] = await worker_memory(bundle, env)
+        if "echo" in args.profiles and "sleep-batch" in args.profiles:
+            results.extras["one_call_of_256_items_ms"] = await one_big_call(bundle, env)
     finally:
         shutil.rmtree(bundle, ignore_errors=True)
 
