@@ -40,8 +40,10 @@ class ModelClient:
         )
         return self.stub.Run(request, timeout=self.timeout)
 
-    def shutdown(self) -> pb.ShutdownResponse:
-        return self.stub.Shutdown(pb.ShutdownRequest(), timeout=self.timeout)
+    def shutdown(self, token: str | None = None) -> pb.ShutdownResponse:
+        """Asks the server to stop; `token` goes in the `shutdown-token` metadata when the server requires one."""
+        metadata = (("shutdown-token", token),) if token else None
+        return self.stub.Shutdown(pb.ShutdownRequest(), timeout=self.timeout, metadata=metadata)
 
     def health(self, service: str = "") -> str:
         """The health service's answer for `service` ("" is the whole server), e.g. "SERVING"."""

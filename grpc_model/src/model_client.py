@@ -6,6 +6,7 @@ exits non-zero if any item fails or any output differs from the expected files.
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ def _main(client: ModelClient, args: argparse.Namespace) -> int:
         print(answer)
         return 0 if answer == "SERVING" else 1
     if args.shutdown:
-        shutdown = client.shutdown()
+        shutdown = client.shutdown(args.shutdown_token)
         print(f"Shutdown: {shutdown.status_code} {shutdown.status}: {shutdown.message}")
         return 0 if shutdown.status_code == 200 else 1
 
@@ -127,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--health", action="store_true", help="print the health status; exit 0 only if SERVING")
     parser.add_argument("--wait", type=float, default=0.0, help="with --health: seconds to wait for SERVING")
     parser.add_argument("--shutdown", action="store_true", help="ask the server to shut down")
+    parser.add_argument(
+        "--shutdown-token",
+        default=os.environ.get("GRPC_MODEL_SHUTDOWN_TOKEN"),
+        help="with --shutdown: the server's token (default: $GRPC_MODEL_SHUTDOWN_TOKEN)",
+    )
     return parser
 
 

@@ -59,7 +59,9 @@ async def start_server(settings: Settings) -> RunningServer:
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    service = ModzyModelService(runtime, bundle.spec, health_servicer, validator)
+    service = ModzyModelService(
+        runtime, bundle.spec, health_servicer, validator, settings.shutdown, settings.shutdown_token
+    )
     if settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
         try:

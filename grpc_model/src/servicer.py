@@ -4,6 +4,7 @@ Nothing here knows how the model runs; nothing in the runtime knows about protob
 """
 
 import asyncio
+import hmac
 import logging
 import time
 
@@ -19,6 +20,7 @@ from grpc_model.src.validation import InputValidator
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModzyModel"].full_name
+SHUTDOWN_TOKEN_METADATA = "shutdown-token"
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health checkers expect
 
 
@@ -29,9 +31,13 @@ class ModzyModelService(ModzyModelServicer):
         spec: ModelSpec,
         health_servicer: health.aio.HealthServicer,
         validator: InputValidator,
+        shutdown_policy: str = "allowed",
+        shutdown_token: str = "",
     ) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.shutdown_policy = shutdown_policy
+        self.shutdown_token = shutdown_token
         self.health = health_servicer
         self.shutdown_requested = asyncio.Event()
         self._metadata = status_metadata(spec)
@@ -98,10 +104,24 @@ class ModzyModelService(ModzyModelServicer):
         request: pb.ShutdownRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.ShutdownResponse:
+        refusal = self._shutdown_refusal(context)
+        if refusal:
+            logger.warning("Shutdown refused for %s: %s", context.peer(), refusal)
+            return pb.ShutdownResponse(status_code=403, status="Forbidden", message=refusal)
         logger.info("Shutdown requested by %s", context.peer())
         self.request_shutdown()
         await self.health.enter_graceful_shutdown()  # NOT_SERVING before the caller hears back
         return pb.ShutdownResponse(status_code=200, status="OK", message="Model server is shutting down.")
+
+    def _shutdown_refusal(self, context: grpc.aio.ServicerContext) -> str | None:  # type: ignore[type-arg]
+        """Why this Shutdown call may not stop the server, or None when it may."""
+        if self.shutdown_policy == "disabled":
+            return "Shutdown is disabled on this server (GRPC_MODEL_SHUTDOWN=disabled)"
+        if self.shutdown_policy == "token":
+            sent = dict(context.invocation_metadata() or ()).get(SHUTDOWN_TOKEN_METADATA)
+            if not isinstance(sent, str) or not hmac.compare_digest(sent, self.shutdown_token):
+                return f"Shutdown needs the server's token in the '{SHUTDOWN_TOKEN_METADATA}' call metadata"
+        return None
 
     def request_shutdown(self) -> None:
         """Wakes the serving loop, which reports NOT_SERVING, drains in-flight calls and stops."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import grpc_model
@@ -28,6 +28,12 @@ def _default_asset_bundle_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _token_when_needed(self) -> "Settings":
+        if self.shutdown == "token" and not self.shutdown_token:
+            raise ValueError("shutdown is 'token' but shutdown_token is empty; set GRPC_MODEL_SHUTDOWN_TOKEN")
+        return self
 
     host: str = Field(default="[::]", description="Address to listen on; `[::]` is every interface.")
     port: int = Field(
@@ -86,6 +92,14 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
+    )
+    shutdown: Literal["allowed", "disabled", "token"] = Field(
+        default="allowed",
+        description="Who may stop the server with the Shutdown call: anyone (`allowed`, as the original "
+        "template), nobody (`disabled`), or callers that send `shutdown_token` in the `shutdown-token` metadata.",
+    )
+    shutdown_token: str = Field(
+        default="", description="The token Shutdown calls must carry when `shutdown` is `token`."
     )
     log_level: str = Field(default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR.")
 

@@ -209,3 +209,22 @@ def test_message_over_the_limit_is_resource_exhausted(serve: ServerFactory) -> N
 
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert server.client.run([{"input.txt": b"small"}]).outputs[0].success  # still serving
+
+
+def test_shutdown_can_be_disabled(serve: ServerFactory) -> None:
+    server = serve(shutdown="disabled")
+    response = server.client.shutdown()
+    assert (response.status_code, response.status) == (403, "Forbidden")
+    assert "disabled" in response.message
+    assert server.client.status().status_code == 200  # still serving
+    assert server.client.health() == "SERVING"
+
+
+def test_shutdown_can_require_a_token(serve: ServerFactory) -> None:
+    server = serve(shutdown="token", shutdown_token="s3cret")
+    server.client.status()
+    assert server.client.shutdown().status_code == 403
+    assert server.client.shutdown("wrong").status_code == 403
+    assert server.client.health() == "SERVING"
+    assert server.client.shutdown("s3cret").status_code == 200
+    assert server.client.health() == "NOT_SERVING"

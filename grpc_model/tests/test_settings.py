@@ -56,3 +56,9 @@ def test_the_readme_documents_every_setting() -> None:
             f"README's configuration table has no row for {name} ({env_var(name)}, {flag(name)})"
         )
     assert re.search(r"`PSC_MODEL_PORT`", readme)
+
+
+def test_a_token_policy_needs_a_token() -> None:
+    with pytest.raises(ValidationError, match="shutdown_token is empty"):
+        settings_from_args(["--shutdown", "token"])
+    assert settings_from_args(["--shutdown", "token", "--shutdown-token", "t"]).shutdown == "token"
