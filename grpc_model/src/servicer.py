@@ -33,7 +33,9 @@ class ModzyModelService(ModzyModelServicer):
         validator: InputValidator,
         shutdown_policy: str = "allowed",
         shutdown_token: str = "",
+        status_timeout: float | None = None,
     ) -> None:
+        self.status_timeout = status_timeout
         self.runtime = runtime
         self.validator = validator
         self.shutdown_policy = shutdown_policy
@@ -42,8 +44,23 @@ class ModzyModelService(ModzyModelServicer):
         self.shutdown_requested = asyncio.Event()
         self._metadata = status_metadata(spec)
 
-    async def ensure_model_loaded(self) -> None:
-        """Loads the model if needed and reports SERVING once it is; raises ModelLoadError."""
+    async def ensure_model_loaded(self, wait_seconds: float | None = None) -> None:
+        """Loads the model if needed and reports SERVING once it is; raises ModelLoadError.
+
+        A load that outlives `wait_seconds` goes on in the background: health turns SERVING when
+        it finishes, and a later Status reports it.
+        """
+        loading = asyncio.ensure_future(self._load_and_report())
+        loading.add_done_callback(_retrieve_exception)
+        try:
+            await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
+        except TimeoutError:
+            raise ModelLoadError(
+                f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
+                "(timeout.status in model.yaml); it goes on loading and a later Status reports the result"
+            ) from None
+
+    async def _load_and_report(self) -> None:
         await self.runtime.load()
         if not self.shutdown_requested.is_set():
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -51,7 +68,7 @@ class ModzyModelService(ModzyModelServicer):
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         try:
-            await self.ensure_model_loaded()
+            await self.ensure_model_loaded(self.status_timeout)
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
@@ -130,6 +147,12 @@ class ModzyModelService(ModzyModelServicer):
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus.ValueType") -> None:
         for name in HEALTH_SERVICES:
             await self.health.set(name, status)
+
+
+def _retrieve_exception(task: "asyncio.Future[None]") -> None:
+    """Marks a background load's failure as seen: runtime.load has logged it already."""
+    if not task.cancelled():
+        task.exception()
 
 
 def status_metadata(spec: ModelSpec) -> pb.StatusResponse:

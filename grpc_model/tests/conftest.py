@@ -70,16 +70,20 @@ def example_server(serve: ServerFactory) -> ServerThread:
     return serve()
 
 
-@pytest.fixture(scope="session")
-def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example bundle with one binary input `a`, which the test wrappers use."""
-    root = tmp_path_factory.mktemp("bundle")
+def write_test_bundle(root: Path, **timeout: str) -> Path:
+    """The example bundle with one binary input `a`, which the test wrappers use, and the given timeouts."""
     spec = yaml.safe_load((PROJECT_ROOT / "asset_bundle" / grpc_model.__version__ / "model.yaml").read_text())
     spec["inputs"] = {"a": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "1M"}}
     spec["outputs"] = {"out": {"mediaType": "application/octet-stream", "maxSize": "1M"}}
-    (root / grpc_model.__version__).mkdir()
+    spec["timeout"].update(timeout)
+    (root / grpc_model.__version__).mkdir(parents=True)
     (root / grpc_model.__version__ / "model.yaml").write_text(yaml.safe_dump(spec))
     return root
+
+
+@pytest.fixture(scope="session")
+def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture

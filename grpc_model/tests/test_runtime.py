@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelNotLoadedError, ModelRuntime, WrapperImportError
+from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.tests.wrappers import Echo
 
@@ -95,3 +96,10 @@ def test_output_that_is_not_bytes_fails_only_that_item() -> None:
 def test_sys_exit_in_the_model_fails_the_item_not_the_server() -> None:
     results = run(make_runtime(f"{TESTS}:Exiting", 1), [{"a": b""}])
     assert results == [ItemResult({"error": b"SystemExit: 3"}, success=False)]
+
+
+def test_without_batching_the_run_timeout_still_answers_every_item() -> None:
+    model_runtime = make_runtime(f"{TESTS}:SleepsAsAsked", 1, adaptive_batching=False, run_timeout_seconds=0.3)
+    results = run(model_runtime, [{"a": b"0"}, {"a": b"1"}, {"a": b"0"}])
+    assert [r.success for r in results] == [True, False, False]
+    assert results[1] == ItemResult.failure(TIMEOUT_MESSAGE)

@@ -154,3 +154,25 @@ class Overlapping(ModelWrapper):
         with cls.lock:
             cls.running -= 1
         return {"ok": b"1"}
+
+
+class HangsOnRequest(Echo):
+    """Hangs for a minute on an item whose `a` is b"hang" (only ever served in a worker process)."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if model_input.get("a") == b"hang":
+            time.sleep(60)
+        return super().handle_single_input(model_input, detect_drift, explain)
+
+
+class LoadsSlowly(Echo):
+    def __init__(self) -> None:
+        time.sleep(1.0)
+
+
+class SleepsAsAsked(ModelWrapper):
+    """Sleeps for as many seconds as `a` says."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        time.sleep(float(model_input["a"]))
+        return {"slept.txt": model_input["a"]}

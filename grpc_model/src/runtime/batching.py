@@ -7,6 +7,8 @@ The policy, chosen so that batching never costs latency when there is nothing to
   (from its oldest item's arrival) for more items, and leaves at once when it is full.
 - Items with different `detect_drift`/`explain` flags never share a batch call.
 - The queue is bounded: beyond `max_queued_items`, `submit` raises `QueueFullError`.
+- With a timeout, every item is answered within it, from the moment it was queued: items
+  not done by then fail with a timeout error, and those still queued are never run.
 
 Each caller awaits one future per item, so results land on their own caller, in order,
 whatever order batches finish in.
@@ -38,11 +40,26 @@ class _Pending:
     enqueued_at: float  # the event loop's clock (monotonic)
 
 
+def _expire(pending: list[_Pending]) -> None:
+    """The call's time is up: its unanswered items fail now (queued ones are then never run)."""
+    for entry in pending:
+        if not entry.future.done():
+            entry.future.set_result(ItemResult.failure(TIMEOUT_MESSAGE))
+
+
+TIMEOUT_MESSAGE = "timed out: the model did not answer within the run timeout (timeout.run in model.yaml)"
+
+
 class Batcher:
     """Event-driven: a submit, a finished batch or the window's timer each run `_pump` once."""
 
     def __init__(
-        self, executor: ModelExecutor, max_batch_size: int, max_wait_seconds: float, max_queued_items: int
+        self,
+        executor: ModelExecutor,
+        max_batch_size: int,
+        max_wait_seconds: float,
+        max_queued_items: int,
+        timeout_seconds: float | None = None,
     ) -> None:
         if max_batch_size < 1 or max_wait_seconds < 0 or max_queued_items < 1:
             raise ValueError("max_batch_size and max_queued_items must be >= 1, max_wait_seconds >= 0")
@@ -50,6 +67,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_seconds
         self.max_queued_items = max_queued_items
+        self.timeout_seconds = timeout_seconds
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
@@ -79,6 +97,7 @@ class Batcher:
         self._groups.setdefault((detect_drift, explain), deque()).extend(pending)
         self._queued += len(pending)
         self._pump()
+        expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, _expire, pending)
         try:
             return [await entry.future for entry in pending]
         except asyncio.CancelledError:
@@ -86,6 +105,9 @@ class Batcher:
             for entry in pending:
                 entry.future.cancel()
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def close(self) -> None:
         """Stops dispatching and fails whatever is still queued."""
@@ -102,7 +124,7 @@ class Batcher:
     def _pump(self) -> None:
         """Starts every batch that may start now; arms the timer for a partial batch that must wait."""
         while self._in_flight < self.executor.slots:
-            self._drop_cancelled()
+            self._drop_answered()
             if self._queued == 0:
                 return
             flags, group = min(
@@ -126,14 +148,15 @@ class Batcher:
         self._timer = None
         self._pump()
 
-    def _drop_cancelled(self) -> None:
+    def _drop_answered(self) -> None:
+        """Removes queued items that need no run any more: their caller left, or their time ran out."""
         for group in self._groups.values():
-            while group and group[0].future.cancelled():
+            while group and group[0].future.done():
                 group.popleft()
                 self._queued -= 1
 
     def _start(self, batch: list[_Pending], flags: Flags) -> None:
-        live = [entry for entry in batch if not entry.future.cancelled()]
+        live = [entry for entry in batch if not entry.future.done()]
         if not live:
             return
         self._in_flight += 1

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grpc_model.src.runtime.batching import Batcher
+from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
 from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
@@ -38,6 +38,7 @@ class EngineOptions:
     adaptive_batching: bool = True
     batch_wait_seconds: float = 0.005
     max_queued_items: int = 10_000
+    run_timeout_seconds: float | None = None
 
 
 class ModelRuntime:
@@ -82,7 +83,11 @@ class ModelRuntime:
                 # so that they spread over the slots instead.
                 batch_size = self.options.max_batch_size if model.batch is not None else 1
                 self._batcher = Batcher(
-                    executor, batch_size, self.options.batch_wait_seconds, self.options.max_queued_items
+                    executor,
+                    batch_size,
+                    self.options.batch_wait_seconds,
+                    self.options.max_queued_items,
+                    self.options.run_timeout_seconds,
                 )
             self._executor = executor
             logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
@@ -91,7 +96,9 @@ class ModelRuntime:
     async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
         if self.options.workers == 0:
             return ThreadExecutor(model, self.options.model_threads)
-        pool = WorkerPool(self.model_class, self.options.workers, loaded=model)
+        pool = WorkerPool(
+            self.model_class, self.options.workers, loaded=model, hang_seconds=self.options.run_timeout_seconds
+        )
         try:
             await pool.start()
         except WorkerStartError as error:
@@ -107,9 +114,16 @@ class ModelRuntime:
             return await self._batcher.submit(items, detect_drift, explain)
         results: list[ItemResult] = []
         size = self.options.max_batch_size
+        timeout = self.options.run_timeout_seconds
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         for start in range(0, len(items), size):
-            results += await executor.start_batch(items[start : start + size], detect_drift, explain)
-        return results
+            batch = executor.start_batch(items[start : start + size], detect_drift, explain)
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            try:
+                results += await asyncio.wait_for(asyncio.shield(batch), remaining)
+            except TimeoutError:
+                break
+        return results + [ItemResult.failure(TIMEOUT_MESSAGE)] * (len(items) - len(results))
 
     async def close(self) -> None:
         """Fails what is still queued and releases threads and worker processes."""

@@ -97,9 +97,18 @@ class _Worker:
         if answer != READY:
             raise WorkerStartError(f"worker {self.process.pid} failed to load the model: {answer}")
 
-    def call(self, items: list[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
+    def call(
+        self, items: list[ModelInput], detect_drift: bool, explain: bool, hang_seconds: float | None
+    ) -> list[ItemResult]:
+        """Runs one batch in the worker; a worker silent for `hang_seconds` is killed as hung."""
         try:
             self.conn.send((items, detect_drift, explain))
+            if hang_seconds is not None and not self.conn.poll(hang_seconds):
+                self.process.kill()
+                self.process.join(timeout=STOP_SECONDS)
+                raise WorkerDiedError(
+                    f"the model's worker process {self.process.pid} hung for over {hang_seconds:g} s and was killed"
+                )
             results: list[ItemResult] = self.conn.recv()
         except (EOFError, OSError):
             self.process.join(timeout=1)
@@ -127,8 +136,11 @@ class WorkerPool:
     carries on with it.
     """
 
-    def __init__(self, model_class: str, count: int, loaded: LoadedModel | None) -> None:
+    def __init__(
+        self, model_class: str, count: int, loaded: LoadedModel | None, hang_seconds: float | None = None
+    ) -> None:
         self.model_class = model_class
+        self.hang_seconds = hang_seconds
         self.slots = count
         self._loaded = loaded
         self._workers: list[_Worker] = []
@@ -171,7 +183,7 @@ class WorkerPool:
         """One worker's thread: batches in, results out, a replacement when the worker dies."""
         while (job := self._jobs.get()) is not None:
             try:
-                results = self._workers[index].call(list(job.items), job.detect_drift, job.explain)
+                results = self._workers[index].call(list(job.items), job.detect_drift, job.explain, self.hang_seconds)
             except WorkerDiedError as error:
                 logger.error("%s; its %d items fail and a new worker starts", error, len(job.items))
                 results = [ItemResult.failure(str(error))] * len(job.items)
