@@ -70,6 +70,7 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.shutdown_token,
         status_timeout=parse_duration(bundle.spec.timeout.status) if bundle.spec.timeout.status else None,
     )
+    runtime.on_capacity_change = service.on_capacity_change
     if settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
         try:

@@ -14,7 +14,14 @@ from grpc_health.v1 import health, health_pb2
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
 from grpc_model.src.metadata import ModelSpec
-from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelNotLoadedError, ModelRuntime, QueueFullError
+from grpc_model.src.runtime import (
+    ItemResult,
+    ModelLoadError,
+    ModelNotLoadedError,
+    ModelRuntime,
+    ModelUnavailableError,
+    QueueFullError,
+)
 from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ class ModzyModelService(ModzyModelServicer):
         self.shutdown_token = shutdown_token
         self.health = health_servicer
         self.shutdown_requested = asyncio.Event()
+        self._health_updates: set[asyncio.Future[None]] = set()
         self._metadata = status_metadata(spec)
 
     async def ensure_model_loaded(self, wait_seconds: float | None = None) -> None:
@@ -92,6 +100,9 @@ class ModzyModelService(ModzyModelServicer):
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]
             return pb.RunResponse(status_code=503, status="Service Unavailable", message=message, outputs=outputs)
+        except ModelUnavailableError as error:
+            logger.warning("Run: %d items refused: %s", count, error)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         except QueueFullError as error:
             logger.warning("Run: %d items refused: %s", count, error)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
@@ -139,6 +150,18 @@ class ModzyModelService(ModzyModelServicer):
             if not isinstance(sent, str) or not hmac.compare_digest(sent, self.shutdown_token):
                 return f"Shutdown needs the server's token in the '{SHUTDOWN_TOKEN_METADATA}' call metadata"
         return None
+
+    def on_capacity_change(self, available: bool) -> None:
+        """Health tells the truth: NOT_SERVING while no worker process can take work."""
+        if self.shutdown_requested.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING
+        logger.warning(
+            "model capacity %s; health %s", "back" if available else "lost", "SERVING" if available else "NOT_SERVING"
+        )
+        task = asyncio.ensure_future(self._set_health(status))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
 
     def request_shutdown(self) -> None:
         """Wakes the serving loop, which reports NOT_SERVING, drains in-flight calls and stops."""

@@ -3,10 +3,12 @@
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
@@ -48,6 +50,22 @@ class ServerThread:
 
 
 ServerFactory = Callable[..., ServerThread]
+
+
+def wait_until_serving_again(server: ServerThread) -> None:
+    """Calls until an item of the test bundle succeeds; meanwhile only UNAVAILABLE is acceptable."""
+    refusals: set[grpc.StatusCode] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if server.client.run([{"a": b"fine"}]).outputs[0].success:
+                break
+        except grpc.RpcError as error:
+            refusals.add(error.code())
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the server did not serve again within 60 s")
+    assert refusals <= {grpc.StatusCode.UNAVAILABLE}  # while no worker is up, calls fail fast
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ class RecordingExecutor:
     delay: float = 0.0
     batches: list[Recorded] = field(default_factory=list)
 
+    available = True
+
     @property
     def slots(self) -> int:
         return self.inner.slots

@@ -68,21 +68,6 @@ def test_worker_processes_share_the_load_and_are_stopped(serve_wrapper: ServerFa
     assert not any(alive(pid) for pid in pids)
 
 
-def test_a_dead_worker_fails_its_items_and_is_replaced(serve_wrapper: ServerFactory) -> None:
-    server = serve_wrapper("Pid", workers=1)
-
-    died = server.client.run([{"a": b"die"}])
-
-    assert not died.outputs[0].success
-    assert re.match(rb"the model's worker process \d+ died \(exit code 1\)", died.outputs[0].output["error"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the replacement loads the model afresh
-        after = server.client.run([{"a": b"1"}])
-        if after.outputs[0].success:
-            break
-    assert after.outputs[0].success
-
-
 def test_workers_do_not_outlive_a_killed_server() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", "--port", "0", "--workers", "2"],

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
-from grpc_model.tests.conftest import ServerFactory, write_test_bundle
+from grpc_model.tests.conftest import ServerFactory, wait_until_serving_again, write_test_bundle
 
 TESTS = "grpc_model.tests.wrappers"
 
@@ -47,13 +47,7 @@ def test_a_hung_worker_is_killed_and_replaced(serve: ServerFactory, tmp_path: Pa
     hung = server.client.run([{"a": b"hang"}])
 
     assert hung.outputs[0].output == {"error": TIMEOUT_MESSAGE.encode()}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a fresh worker loads the model
-        after = server.client.run([{"a": b"ok"}])
-        if after.outputs[0].success:
-            break
-        time.sleep(0.2)
-    assert after.outputs[0].success
+    wait_until_serving_again(server)  # a fresh worker loads the model
 
 
 def test_a_load_over_the_status_timeout_reports_500_then_finishes(serve: ServerFactory, tmp_path: Path) -> None:

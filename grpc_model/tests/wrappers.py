@@ -1,7 +1,10 @@
 """Small purpose-built model wrappers that the tests serve instead of the example model."""
 
+import ctypes
 import json
 import os
+import resource
+import signal
 import sys
 import threading
 import time
@@ -131,8 +134,6 @@ class Pid(ModelWrapper):
     """Answers with the process that ran it, after a pause that lets calls overlap."""
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        if model_input.get("a") == b"die":
-            os._exit(1)
         time.sleep(0.2)
         return {"pid": str(os.getpid()).encode()}
 
@@ -176,3 +177,25 @@ class SleepsAsAsked(ModelWrapper):
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         time.sleep(float(model_input["a"]))
         return {"slept.txt": model_input["a"]}
+
+
+class Crashes(Echo):
+    """Dies the way real models do, on request: a segfault, a kill signal, or running out of memory."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        action = model_input.get("a")
+        if action == b"exit":
+            os._exit(1)
+        elif action == b"segfault":
+            ctypes.string_at(0)
+        elif action == b"kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == b"oom":
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (512 * 1024 * 1024, hard))
+            try:
+                hog = [bytearray(64 * 1024 * 1024) for _ in range(64)]  # 4 GB: over the limit
+                del hog
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        return super().handle_single_input(model_input, detect_drift, explain)

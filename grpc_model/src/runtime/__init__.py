@@ -3,7 +3,13 @@
 from grpc_model.src.runtime.batching import QueueFullError
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import WrapperImportError
-from grpc_model.src.runtime.model_runtime import EngineOptions, ModelLoadError, ModelNotLoadedError, ModelRuntime
+from grpc_model.src.runtime.model_runtime import (
+    EngineOptions,
+    ModelLoadError,
+    ModelNotLoadedError,
+    ModelRuntime,
+    ModelUnavailableError,
+)
 
 __all__ = [
     "EngineOptions",
@@ -11,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotLoadedError",
     "ModelRuntime",
+    "ModelUnavailableError",
     "QueueFullError",
     "WrapperImportError",
 ]

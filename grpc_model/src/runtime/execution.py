@@ -24,6 +24,11 @@ class ModelExecutor(Protocol):
         """How many model calls may run at once."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """Whether a model call can start now or soon (False while no worker process is up)."""
+        ...
+
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
     ) -> "asyncio.Future[list[ItemResult]]":
@@ -43,6 +48,8 @@ class ThreadExecutor:
     model thread and back is paid once per batch, and for small models it is most of what
     the framework costs, so it is kept to the minimum.
     """
+
+    available = True  # threads do not die
 
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model

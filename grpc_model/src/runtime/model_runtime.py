@@ -7,7 +7,7 @@ processes, with an adaptive batcher in front unless batching is switched off.
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
@@ -26,6 +26,10 @@ class ModelLoadError(Exception):
 
 class ModelNotLoadedError(Exception):
     """Run was called before the model was loaded."""
+
+
+class ModelUnavailableError(Exception):
+    """No worker process can take work right now (all are being replaced)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class ModelRuntime:
             )
         self._executor: ModelExecutor | None = None
         self._batcher: Batcher | None = None
+        self.on_capacity_change: Callable[[bool], None] | None = None
+        """Told (on the event loop) when worker processes go from available to none, or back."""
         self._load_lock = asyncio.Lock()
 
     @property
@@ -99,17 +105,24 @@ class ModelRuntime:
         pool = WorkerPool(
             self.model_class, self.options.workers, loaded=model, hang_seconds=self.options.run_timeout_seconds
         )
+        pool.on_capacity_change = self._capacity_changed
         try:
             await pool.start()
         except WorkerStartError as error:
             raise ModelLoadError(str(error)) from error
         return pool
 
+    def _capacity_changed(self, available: bool) -> None:
+        if self.on_capacity_change is not None:
+            self.on_capacity_change(available)
+
     async def run(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
         """One result per item, in order."""
         executor = self._executor
         if executor is None:
             raise ModelNotLoadedError("the model is not loaded: call Status first, which loads it")
+        if items and not executor.available:
+            raise ModelUnavailableError("no model worker process is up (they are being restarted); retry shortly")
         if self._batcher is not None:
             return await self._batcher.submit(items, detect_drift, explain)
         results: list[ItemResult] = []

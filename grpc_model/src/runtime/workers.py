@@ -20,7 +20,7 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
@@ -146,6 +146,24 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._ready = 0
+        self._ready_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_capacity_change: Callable[[bool], None] | None = None
+        """Called on the event loop when the pool goes from some ready workers to none, or back."""
+
+    @property
+    def available(self) -> bool:
+        """Whether any worker can take work now (False while every worker is being replaced)."""
+        return self._ready > 0
+
+    def _count_ready(self, change: int) -> None:
+        with self._ready_lock:
+            before, self._ready = self._ready, self._ready + change
+            after = self._ready
+        if (before > 0) != (after > 0) and self.on_capacity_change is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+                self._loop.call_soon_threadsafe(self.on_capacity_change, after > 0)
 
     @property
     def pids(self) -> list[int]:
@@ -165,6 +183,8 @@ class WorkerPool:
         except WorkerStartError:
             await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
             raise
+        self._loop = asyncio.get_running_loop()
+        self._ready = self.slots
         for index in range(self.slots):
             thread = threading.Thread(target=self._feed, args=(index,), name=f"worker-io-{index}", daemon=True)
             thread.start()
@@ -188,8 +208,10 @@ class WorkerPool:
                 logger.error("%s; its %d items fail and a new worker starts", error, len(job.items))
                 results = [ItemResult.failure(str(error))] * len(job.items)
                 job.resolve(results)
+                self._count_ready(-1)
                 if not self._replace(index):
                     return
+                self._count_ready(+1)
                 continue
             job.resolve(results)
 

@@ -1,0 +1,72 @@
+"""Fault isolation: a model that crashes, hangs or exhausts memory costs only its own items."""
+
+import re
+import threading
+import time
+
+import grpc
+import pytest
+
+from grpc_model.tests.conftest import ServerFactory, ServerThread, wait_until_serving_again
+
+
+@pytest.mark.parametrize(("action", "exit_code"), [(b"exit", 1), (b"segfault", -11), (b"kill", -9)])
+def test_a_dead_worker_fails_its_items_and_is_replaced(
+    serve_wrapper: ServerFactory, action: bytes, exit_code: int
+) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+
+    response = server.client.run([{"a": action}])
+
+    error = response.outputs[0].output["error"].decode()
+    assert re.fullmatch(rf"the model's worker process \d+ died \(exit code {exit_code}\)", error)
+    wait_until_serving_again(server)
+
+
+def test_running_out_of_memory_fails_the_item_only(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+
+    response = server.client.run([{"a": b"oom"}, {"a": b"fine"}])
+
+    assert response.outputs[0].output == {"error": b"MemoryError: "}
+    assert response.outputs[1].success
+
+
+def test_health_is_not_serving_while_no_worker_is_up(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+    assert server.client.health() == "SERVING"
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(server.client.health())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    server.client.run([{"a": b"kill"}])
+    wait_until_serving_again(server)
+    time.sleep(0.1)
+    stop.set()
+    watcher.join()
+
+    assert "NOT_SERVING" in seen
+    assert seen[-1] == "SERVING"
+
+
+def test_a_bug_in_the_framework_is_internal_and_the_server_goes_on(
+    example_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example_server.client.status()
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("framework bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(example_server.running.service.runtime, "run", broken)
+        with pytest.raises(grpc.RpcError) as raised:
+            example_server.client.run([{"input.txt": b"Hi Al"}])
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "internal error: RuntimeError: framework bug" in str(raised.value.details())
+    assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
