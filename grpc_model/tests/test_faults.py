@@ -70,3 +70,13 @@ def test_a_bug_in_the_framework_is_internal_and_the_server_goes_on(
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert "internal error: RuntimeError: framework bug" in str(raised.value.details())
     assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
+
+
+def test_a_crash_in_a_batch_fails_only_the_item_that_caused_it(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+
+    response = server.client.run([{"a": b"one"}, {"a": b"exit"}, {"a": b"three"}])
+
+    assert [item.success for item in response.outputs] == [True, False, True]
+    assert [item.output.get("a") for item in response.outputs] == [b"one", None, b"three"]
+    assert b"died (exit code 1)" in response.outputs[1].output["error"]

@@ -202,18 +202,38 @@ class WorkerPool:
     def _feed(self, index: int) -> None:
         """One worker's thread: batches in, results out, a replacement when the worker dies."""
         while (job := self._jobs.get()) is not None:
-            try:
-                results = self._workers[index].call(list(job.items), job.detect_drift, job.explain, self.hang_seconds)
-            except WorkerDiedError as error:
-                logger.error("%s; its %d items fail and a new worker starts", error, len(job.items))
-                results = [ItemResult.failure(str(error))] * len(job.items)
-                job.resolve(results)
-                self._count_ready(-1)
-                if not self._replace(index):
-                    return
-                self._count_ready(+1)
-                continue
+            results = self._run(index, list(job.items), job.detect_drift, job.explain)
+            if results is None:  # no replacement could start: this slot is gone
+                job.resolve([ItemResult.failure("no model worker process could be started")] * len(job.items))
+                return
             job.resolve(results)
+
+    def _run(self, index: int, items: list[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult] | None:
+        """Runs a batch; if the worker dies on it, retries each item alone so only the culprit fails."""
+        try:
+            return self._workers[index].call(items, detect_drift, explain, self.hang_seconds)
+        except WorkerDiedError as error:
+            logger.error("%s on a batch of %d items; starting a new worker", error, len(items))
+            if not self._recover(index):
+                return None
+            if len(items) == 1:
+                return [ItemResult.failure(str(error))]
+        results: list[ItemResult] = []
+        for item in items:
+            try:
+                results += self._workers[index].call([item], detect_drift, explain, self.hang_seconds)
+            except WorkerDiedError as error:
+                results.append(ItemResult.failure(str(error)))
+                if not self._recover(index):
+                    return None
+        return results
+
+    def _recover(self, index: int) -> bool:
+        self._count_ready(-1)
+        if not self._replace(index):
+            return False
+        self._count_ready(+1)
+        return True
 
     def _replace(self, index: int) -> bool:
         """Spawns a fresh worker in slot `index` (forking a serving process is unsafe); False if it cannot."""
