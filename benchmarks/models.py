@@ -80,3 +80,17 @@ class Weights(Echo):
 
     def __init__(self) -> None:
         self.weights = os.urandom(1024) * (self.WEIGHT_BYTES // 1024)
+
+
+class Faulty(ModelWrapper):
+    """For the soak test: echoes, or misbehaves as the input asks (b"raise", b"exit", b"sleep")."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        content = model_input["input.bin"]
+        if content == b"raise":
+            raise ValueError("asked to raise")
+        if content == b"exit":
+            os._exit(3)
+        if content == b"sleep":
+            time.sleep(0.2)
+        return {"output.bin": content}

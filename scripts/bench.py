@@ -13,14 +13,11 @@ Loopback only; every run is bounded by --duration.
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-import grpc_model  # noqa: E402
+from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
+from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb  # noqa: E402
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub  # noqa: E402
 from grpc_model.src.client import ModelClient  # noqa: E402
@@ -44,8 +41,6 @@ from grpc_model.src.client import ModelClient  # noqa: E402
 MESSAGE_LIMIT = 300 * 1024 * 1024
 SMALL = b"x" * 64
 LARGE = os.urandom(1024) * (50 * 1024)  # 50 MiB
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOGS = Path(tempfile.gettempdir()) / "grpc-model-bench"  # each server's output, for when a point looks wrong
 
 
 @dataclass(frozen=True)
@@ -94,98 +89,6 @@ class Results:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-# ---- processes and /proc --------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for current in pids:
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pids += [int(child) for child in children]
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
-def reset_peak_rss(pids: list[int]) -> None:
-    """Restarts the kernel's RSS high-water mark (VmHWM) of each process, so each point has its own."""
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def peak_rss_mb(pids: list[int]) -> float:
-    """The kernel's exact peak RSS (VmHWM), summed over the processes."""
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-    return total / 1024
-
-
-def memory_mb(pids: list[int]) -> tuple[float, float]:
-    """(RSS, PSS) summed over the processes, in MB; PSS counts shared pages once."""
-    rss = pss = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            continue
-    return rss / 1024, pss / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """A server process on a free loopback port, answering once `__init__` returns."""
-
-    def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
-        self.port = free_port()
-        LOGS.mkdir(parents=True, exist_ok=True)
-        with open(LOGS / f"{name}.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        with ModelClient(self.target, timeout=120) as client:
-            grpc.channel_ready_future(client.channel).result(timeout=120)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        try:
-            with ModelClient(self.target, timeout=10) as client:
-                client.shutdown()
-            self.process.wait(timeout=30)
-        except (grpc.RpcError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-
-
 def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str]) -> Server:
     if config == "bare":
         return Server([sys.executable, "-m", "benchmarks.bare_server", profile.name], env, f"{profile.name}-bare")
@@ -197,18 +100,6 @@ def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str
         "--log-level", "WARNING", *flags,
     ]  # fmt: skip
     return Server(command, env, f"{profile.name}-{config}")
-
-
-def bench_bundle(directory: Path) -> Path:
-    """The example bundle with binary files and maxBatchSize 32, as the profiles need."""
-    version = grpc_model.__version__
-    spec = yaml.safe_load((ROOT / "asset_bundle" / version / "model.yaml").read_text())
-    spec["inputs"] = {"input.bin": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "100M"}}
-    spec["outputs"] = {"output.bin": {"mediaType": "application/octet-stream", "maxSize": "100M"}}
-    spec["features"]["maxBatchSize"] = 32
-    (directory / version).mkdir(parents=True)
-    (directory / version / "model.yaml").write_text(yaml.safe_dump(spec))
-    return directory
 
 
 # ---- load generation --------------------------------------------------------------------
@@ -457,7 +348,7 @@ async def main() -> int:
     env = {**os.environ, "BENCH_CPU_ITERATIONS": str(calibrate_cpu_iterations()), "PYTHONPATH": str(ROOT)}
     results = Results(machine=machine())
     results.extras["cpu_iterations_for_5ms"] = int(env["BENCH_CPU_ITERATIONS"])
-    bundle = bench_bundle(Path(tempfile.mkdtemp(prefix="bench-bundle-")))
+    bundle = write_bundle(Path(tempfile.mkdtemp(prefix="bench-bundle-")))
     try:
         results.extras["cold_start_s"] = round(cold_start_seconds(env), 3)
         for profile in chosen:
