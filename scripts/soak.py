@@ -146,6 +146,7 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
             for _ in range(200):  # warm-up, so that the start figure is the steady state's
                 await soak.one_call("valid")
             rss_start, pss_start = memory_mb(process_tree(server.process.pid))
+            main_start = memory_mb([server.process.pid])[0]
             started = time.monotonic()
             stop_at = started + minutes * 60
             rss_peak = rss_start
@@ -166,6 +167,7 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
             elapsed = time.monotonic() - started
             await asyncio.sleep(2)  # let replaced workers settle before the last reading
             rss_end, pss_end = memory_mb(process_tree(server.process.pid))
+            main_end = memory_mb([server.process.pid])[0]
             checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             health = health_pb2.HealthCheckResponse.ServingStatus.Name(checked.status)
     finally:
@@ -180,6 +182,8 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
         f"- server RSS (server + workers): start {rss_start:.1f} MB, end {rss_end:.1f} MB, "
         f"peak {rss_peak:.1f} MB, growth {100 * (rss_end - rss_start) / rss_start:+.1f}%"
     )
+    print(f"- server process alone (workers are replaced during the run): RSS start {main_start:.1f} MB, "
+          f"end {main_end:.1f} MB, growth {100 * (main_end - main_start) / main_start:+.1f}%")  # fmt: skip
     print(f"- server PSS (shared pages counted once): start {pss_start:.1f} MB, end {pss_end:.1f} MB, "
           f"growth {100 * (pss_end - pss_start) / pss_start:+.1f}%")  # fmt: skip
     print(f"- health at the end: {health}\n")

@@ -88,8 +88,8 @@ class ModzyModelService(ModzyModelServicer):
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> pb.RunResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         count = len(request.inputs)
-        checked = [self.validator.check(item.input) for item in request.inputs]
         try:
+            checked = [self.validator.check(item.input) for item in request.inputs]
             answers = iter(
                 await self.runtime.run(
                     [item for item, error in checked if error is None], request.detect_drift, request.explain

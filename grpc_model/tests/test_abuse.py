@@ -11,6 +11,7 @@ import pytest
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.client import ModelClient
 from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.wrappers import SleepsAsAsked
 
 
 def server_tasks(server: ServerThread) -> int:
@@ -94,3 +95,19 @@ def test_shutdown_finishes_every_accepted_call_and_refuses_new_ones(serve_wrappe
     with pytest.raises(grpc.RpcError) as raised:
         late.result()
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_expired_deadline_drops_the_queued_work(serve_wrapper: ServerFactory) -> None:
+    SleepsAsAsked.ran.clear()
+    server = serve_wrapper("SleepsAsAsked")  # one model thread: the second call queues
+    server.client.status()
+    busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"0.5"})]), timeout=30)
+    time.sleep(0.05)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        server.client.stub.Run(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"0.3"})]), timeout=0.2)
+
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert busy.result().outputs[0].success
+    assert server.client.run([{"a": b"0"}]).outputs[0].success
+    assert SleepsAsAsked.ran == [b"0.5", b"0"]  # the expired call's item never reached the model

@@ -1,6 +1,7 @@
 """The ModzyModel service over real gRPC calls: Status, Run, health and reflection."""
 
 import json
+import re
 
 import grpc
 import pytest
@@ -228,3 +229,14 @@ def test_shutdown_can_require_a_token(serve: ServerFactory) -> None:
     assert server.client.health() == "SERVING"
     assert server.client.shutdown("s3cret").status_code == 200
     assert server.client.health() == "NOT_SERVING"
+
+
+def test_each_call_logs_one_line_with_count_duration_and_rate(
+    example_server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    example_server.client.status()
+    with caplog.at_level("INFO", logger="grpc_model.src.servicer"):
+        example_server.client.run([{"input.txt": b"Hi Al"}, {"input.txt": b""}])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run:")]
+    assert len(lines) == 1
+    assert re.fullmatch(r"Run: 2 items \(1 failed\) in [\d.]+ ms, [\d.]+ items/s", lines[0])

@@ -172,9 +172,12 @@ class LoadsSlowly(Echo):
 
 
 class SleepsAsAsked(ModelWrapper):
-    """Sleeps for as many seconds as `a` says."""
+    """Sleeps for as many seconds as `a` says; records what it ran."""
+
+    ran: ClassVar[list[bytes]] = []
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        type(self).ran.append(model_input["a"])
         time.sleep(float(model_input["a"]))
         return {"slept.txt": model_input["a"]}
 

@@ -1,0 +1,63 @@
+"""What users run first: the README's serve command, and the Dockerfile (checked as text: no engine here)."""
+
+import re
+import subprocess
+
+import grpc_model
+from grpc_model.src.client import ModelClient
+from grpc_model.src.settings import PROJECT_ROOT
+
+DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
+
+
+def test_the_readme_serve_command_serves_the_example_model() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "scripts/dev.sh serve" in readme
+    process = subprocess.Popen(
+        ["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve", "--host", "127.0.0.1", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        port = 0
+        for line in process.stderr:
+            match = re.search(r"serving Hello World .* on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "the server did not start"
+        with ModelClient(f"127.0.0.1:{port}", timeout=30) as client:
+            assert client.status().status_code == 200
+            assert client.run([{"input.txt": b"Hi Ann"}]).outputs[0].success
+            client.shutdown()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    users = re.findall(r"^USER (\S+)", DOCKERFILE, re.MULTILINE)
+    assert users
+    assert users[-1] not in ("root", "0")
+
+
+def test_the_image_holds_only_the_served_bundle_version() -> None:
+    assert f"ARG MODEL_VERSION={grpc_model.__version__}" in DOCKERFILE
+    copies = re.findall(r"^COPY (?:--from=\S+ )?(\S+)", DOCKERFILE, re.MULTILINE)
+    assert "asset_bundle/${MODEL_VERSION}" in copies
+    assert "asset_bundle" not in copies  # never the whole directory
+
+
+def test_the_image_exposes_the_port_and_checks_grpc_health() -> None:
+    assert re.search(r"^EXPOSE 45000$", DOCKERFILE, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*\n?.*grpc_model\.src\.model_client --health", DOCKERFILE, re.MULTILINE)
+    assert 'CMD ["python", "-m", "grpc_model.src.model_server"]' in DOCKERFILE
+
+
+def test_the_build_context_leaves_out_tests_and_local_environments() -> None:
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored  # deny by default, then name what the image needs
+    assert "**/tests/" in ignored
+    assert not any(line.startswith("!") and (".venv" in line or ".tools" in line) for line in ignored)
