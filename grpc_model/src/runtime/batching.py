@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult
@@ -33,18 +34,47 @@ class QueueFullError(Exception):
     """More items are waiting than the configured bound allows."""
 
 
+class _Call:
+    """One submitted call: a slot per item for its result, and one future for all of them.
+
+    One future per call rather than per item: items are the unit of batching, but the
+    caller only wakes once, when the last of its items is answered.
+    """
+
+    __slots__ = ("future", "remaining", "results")
+
+    def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]") -> None:
+        self.results: list[ItemResult | None] = [None] * count
+        self.remaining = count
+        self.future = future
+
+    def needs(self, index: int) -> bool:
+        """Whether item `index` still wants an answer (its caller is there and it has none yet)."""
+        return not self.future.done() and self.results[index] is None
+
+    def answer(self, index: int, result: ItemResult) -> None:
+        if not self.needs(index):
+            return
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(cast(list[ItemResult], self.results))  # no None is left
+
+    def expire(self) -> None:
+        """The call's time is up: its unanswered items fail now (queued ones are then never run)."""
+        for index in range(len(self.results)):
+            self.answer(index, ItemResult.failure(TIMEOUT_MESSAGE))
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     item: ModelInput
-    future: "asyncio.Future[ItemResult]"
+    call: _Call
+    index: int
     enqueued_at: float  # the event loop's clock (monotonic)
 
-
-def _expire(pending: list[_Pending]) -> None:
-    """The call's time is up: its unanswered items fail now (queued ones are then never run)."""
-    for entry in pending:
-        if not entry.future.done():
-            entry.future.set_result(ItemResult.failure(TIMEOUT_MESSAGE))
+    def needed(self) -> bool:
+        return self.call.needs(self.index)
 
 
 TIMEOUT_MESSAGE = "timed out: the model did not answer within the run timeout (timeout.run in model.yaml)"
@@ -93,17 +123,17 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        pending = [_Pending(item, loop.create_future(), now) for item in items]
-        self._groups.setdefault((detect_drift, explain), deque()).extend(pending)
-        self._queued += len(pending)
+        call = _Call(len(items), loop.create_future())
+        self._groups.setdefault((detect_drift, explain), deque()).extend(
+            _Pending(item, call, index, now) for index, item in enumerate(items)
+        )
+        self._queued += len(items)
         self._pump()
-        expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, _expire, pending)
+        expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, call.expire)
         try:
-            return [await entry.future for entry in pending]
+            return await call.future
         except asyncio.CancelledError:
-            # The caller went away: its queued items are dropped, not run for nobody.
-            for entry in pending:
-                entry.future.cancel()
+            call.future.cancel()  # the caller went away: its queued items are dropped, not run for nobody
             raise
         finally:
             if expiry is not None:
@@ -118,8 +148,7 @@ class Batcher:
         for group in self._groups.values():
             while group:
                 entry = group.popleft()
-                if not entry.future.done():
-                    entry.future.set_result(ItemResult.failure("the server shut down before this item ran"))
+                entry.call.answer(entry.index, ItemResult.failure("the server shut down before this item ran"))
 
     def _pump(self) -> None:
         """Starts every batch that may start now; arms the timer for a partial batch that must wait."""
@@ -151,12 +180,12 @@ class Batcher:
     def _drop_answered(self) -> None:
         """Removes queued items that need no run any more: their caller left, or their time ran out."""
         for group in self._groups.values():
-            while group and group[0].future.done():
+            while group and not group[0].needed():
                 group.popleft()
                 self._queued -= 1
 
     def _start(self, batch: list[_Pending], flags: Flags) -> None:
-        live = [entry for entry in batch if not entry.future.done()]
+        live = [entry for entry in batch if entry.needed()]
         if not live:
             return
         self._in_flight += 1
@@ -172,6 +201,5 @@ class Batcher:
         else:
             results = done.result()
         for entry, result in zip(live, results, strict=True):
-            if not entry.future.done():
-                entry.future.set_result(result)
+            entry.call.answer(entry.index, result)
         self._pump()
