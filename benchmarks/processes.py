@@ -17,13 +17,12 @@ LOGS = Path(tempfile.gettempdir()) / "grpc-model-bench"  # each server's output,
 
 
 def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants; a child belongs to the thread that started it, so every thread is asked."""
     pids = [pid]
     for current in pids:
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pids += [int(child) for child in children]
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(child) for child in children.read_text().split()]
     return pids
 
 

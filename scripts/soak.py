@@ -145,20 +145,25 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
             await soak.stub.Status(pb.StatusRequest(), timeout=60)
             for _ in range(200):  # warm-up, so that the start figure is the steady state's
                 await soak.one_call("valid")
-            rss_start, pss_start = memory_mb(process_tree(server.process.pid))
-            main_start = memory_mb([server.process.pid])[0]
             started = time.monotonic()
             stop_at = started + minutes * 60
-            rss_peak = rss_start
+            rss_peak = 0.0
 
             async def caller() -> None:
                 while time.monotonic() < stop_at:
                     await soak.one_call(random.choices(kinds, weights)[0])
 
+            # (minutes, server process RSS, total RSS, total PSS), every tenth of the run
+            timeline: list[tuple[float, float, float, float]] = []
+
             async def watch_memory() -> None:
                 nonlocal rss_peak
                 while True:
-                    rss_peak = max(rss_peak, memory_mb(process_tree(server.process.pid))[0])
+                    rss, pss = memory_mb(process_tree(server.process.pid))
+                    rss_peak = max(rss_peak, rss)
+                    elapsed_minutes = (time.monotonic() - started) / 60
+                    if not timeline or elapsed_minutes - timeline[-1][0] >= minutes / 10:
+                        timeline.append((elapsed_minutes, memory_mb([server.process.pid])[0], rss, pss))
                     await asyncio.sleep(1)
 
             watcher = asyncio.create_task(watch_memory())
@@ -168,6 +173,10 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
             await asyncio.sleep(2)  # let replaced workers settle before the last reading
             rss_end, pss_end = memory_mb(process_tree(server.process.pid))
             main_end = memory_mb([server.process.pid])[0]
+            # The baseline is the first reading after a tenth of the run under the full mix: by then
+            # buffers have grown to the largest messages and the forked workers have been replaced
+            # by spawned ones (which load their own copy); growth from there on would be a leak.
+            _, main_start, rss_start, pss_start = timeline[min(1, len(timeline) - 1)]
             checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             health = health_pb2.HealthCheckResponse.ServingStatus.Name(checked.status)
     finally:
@@ -178,16 +187,20 @@ async def soak(minutes: float, concurrency: int, seed: int) -> int:
     print(f"- calls: {total} in {elapsed:.0f} s ({total / elapsed:.0f}/s); items sent: {soak.items_sent}")
     print(f"- items lost: {soak.items_lost}")
     print(f"- unexpected outcomes: {sum(soak.unexpected.values())} {dict(soak.unexpected) or ''}")
-    print(
-        f"- server RSS (server + workers): start {rss_start:.1f} MB, end {rss_end:.1f} MB, "
-        f"peak {rss_peak:.1f} MB, growth {100 * (rss_end - rss_start) / rss_start:+.1f}%"
-    )
-    print(f"- server process alone (workers are replaced during the run): RSS start {main_start:.1f} MB, "
-          f"end {main_end:.1f} MB, growth {100 * (main_end - main_start) / main_start:+.1f}%")  # fmt: skip
-    print(f"- server PSS (shared pages counted once): start {pss_start:.1f} MB, end {pss_end:.1f} MB, "
-          f"growth {100 * (pss_end - pss_start) / pss_start:+.1f}%")  # fmt: skip
+
+    def growth(before: float, after: float) -> str:
+        return f"{before:.1f} MB to {after:.1f} MB ({100 * (after - before) / before:+.1f}%)"
+
+    print("- memory, from a tenth of the run to the end:")
+    print(f"  - server process RSS: {growth(main_start, main_end)}")
+    print(f"  - server + workers RSS: {growth(rss_start, rss_end)}; peak {rss_peak:.1f} MB")
+    print(f"  - server + workers PSS (shared pages counted once): {growth(pss_start, pss_end)}")
     print(f"- health at the end: {health}\n")
-    print("| kind | calls |\n|---|---:|")
+    print("| minute | server RSS MB | server + workers RSS MB | server + workers PSS MB |")
+    print("|---:|---:|---:|---:|")
+    for at, main_rss, rss, pss in timeline:
+        print(f"| {at:.1f} | {main_rss:.1f} | {rss:.1f} | {pss:.1f} |")
+    print("\n| kind | calls |\n|---|---:|")
     for kind in kinds:
         print(f"| {kind} | {soak.calls[kind] - (200 if kind == 'valid' else 0)} |")
     print("\n| outcome | count |\n|---|---:|")

@@ -54,7 +54,7 @@ class ThreadExecutor:
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model
         self.slots = threads
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs = JobQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"model-{index}", daemon=True) for index in range(threads)
         ]
@@ -64,17 +64,37 @@ class ThreadExecutor:
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
     ) -> "asyncio.Future[list[ItemResult]]":
+        return self._jobs.submit(items, detect_drift, explain)
+
+    def _work(self) -> None:
+        while (job := self._jobs.take()) is not None:
+            job.resolve(process_items(self.model, job.items, job.detect_drift, job.explain))
+
+    async def close(self) -> None:
+        self._jobs.stop(len(self._threads))
+
+
+class JobQueue:
+    """Batches handed from the event loop to the threads that run them, each with its way back."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+
+    def submit(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+    ) -> "asyncio.Future[list[ItemResult]]":
+        """Called on the event loop: queues the batch; the future completes there too."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[ItemResult]] = loop.create_future()
         self._jobs.put(Job(loop, future, items, detect_drift, explain))
         return future
 
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job.resolve(process_items(self.model, job.items, job.detect_drift, job.explain))
+    def take(self) -> "Job | None":
+        """Called on a worker thread: the next batch, or None when the thread should stop."""
+        return self._jobs.get()
 
-    async def close(self) -> None:
-        for _ in self._threads:
+    def stop(self, threads: int) -> None:
+        for _ in range(threads):
             self._jobs.put(None)
 
 

@@ -17,14 +17,13 @@ import gc
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from grpc_model.src.runtime.execution import Job
+from grpc_model.src.runtime.execution import JobQueue
 from grpc_model.src.runtime.items import ItemResult, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
 from model_lib.src.model_wrapper import ModelInput
@@ -144,7 +143,7 @@ class WorkerPool:
         self.slots = count
         self._loaded = loaded
         self._workers: list[_Worker] = []
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs = JobQueue()
         self._threads: list[threading.Thread] = []
         self._ready = 0
         self._ready_lock = threading.Lock()
@@ -194,14 +193,11 @@ class WorkerPool:
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
     ) -> "asyncio.Future[list[ItemResult]]":
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[ItemResult]] = loop.create_future()
-        self._jobs.put(Job(loop, future, items, detect_drift, explain))
-        return future
+        return self._jobs.submit(items, detect_drift, explain)
 
     def _feed(self, index: int) -> None:
         """One worker's thread: batches in, results out, a replacement when the worker dies."""
-        while (job := self._jobs.get()) is not None:
+        while (job := self._jobs.take()) is not None:
             results = self._run(index, list(job.items), job.detect_drift, job.explain)
             if results is None:  # no replacement could start: this slot is gone
                 job.resolve([ItemResult.failure("no model worker process could be started")] * len(job.items))
@@ -254,7 +250,6 @@ class WorkerPool:
 
     async def close(self) -> None:
         """Stops the feeding threads and every worker (killing any that do not stop within a few seconds)."""
-        for _ in self._threads:
-            self._jobs.put(None)
+        self._jobs.stop(len(self._threads))
         await asyncio.gather(*(asyncio.to_thread(thread.join, STOP_SECONDS) for thread in self._threads))
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
