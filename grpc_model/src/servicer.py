@@ -69,8 +69,9 @@ class ModzyModelService(ModzyModelServicer):
             ) from None
 
     async def _load_and_report(self) -> None:
-        await self.runtime.load()
-        if not self.shutdown_requested.is_set():
+        # Only the call that loads reports SERVING: later ones must not overrule what worker
+        # capacity has set since (NOT_SERVING while every worker is being replaced).
+        if await self.runtime.load() and not self.shutdown_requested.is_set():
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]

@@ -80,3 +80,31 @@ def test_a_crash_in_a_batch_fails_only_the_item_that_caused_it(serve_wrapper: Se
     assert [item.success for item in response.outputs] == [True, False, True]
     assert [item.output.get("a") for item in response.outputs] == [b"one", None, b"three"]
     assert b"died (exit code 1)" in response.outputs[1].output["error"]
+
+
+def test_a_crash_on_the_last_item_of_a_batch_leaves_a_working_worker(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+
+    response = server.client.run([{"a": b"one"}, {"a": b"exit"}])
+    assert [item.success for item in response.outputs] == [True, False]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # refused (UNAVAILABLE) until the replacement is up...
+        try:
+            after = server.client.run([{"a": b"two"}])
+            break
+        except grpc.RpcError:
+            time.sleep(0.05)
+    assert after.outputs[0].output.get("a") == b"two"  # ...then served by it, never by the dead worker
+
+
+def test_status_does_not_overrule_health_while_workers_restart(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Crashes", workers=1)
+
+    server.client.run([{"a": b"kill"}])  # answered at once; the replacement starts after
+    status = server.client.status()
+
+    assert status.status_code == 200
+    assert server.client.health() == "NOT_SERVING"  # a spawned worker takes well over these milliseconds
+    wait_until_serving_again(server)
+    assert server.client.health() == "SERVING"

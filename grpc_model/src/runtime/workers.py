@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from grpc_model.src.runtime.execution import JobQueue
+from grpc_model.src.runtime.execution import Job, JobQueue
 from grpc_model.src.runtime.items import ItemResult, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
 from model_lib.src.model_wrapper import ModelInput
@@ -34,6 +34,7 @@ READY = "ready"
 STOP_SECONDS = 5.0
 START_SECONDS = 300.0
 REPLACE_ATTEMPTS = 3
+NO_WORKER = "no model worker process could be started"
 
 # The loaded model a forked worker inherits; set in the server process just before forking.
 _inherited_model: LoadedModel | None = None
@@ -198,31 +199,40 @@ class WorkerPool:
     def _feed(self, index: int) -> None:
         """One worker's thread: batches in, results out, a replacement when the worker dies."""
         while (job := self._jobs.take()) is not None:
-            results = self._run(index, list(job.items), job.detect_drift, job.explain)
-            if results is None:  # no replacement could start: this slot is gone
-                job.resolve([ItemResult.failure("no model worker process could be started")] * len(job.items))
-                return
-            job.resolve(results)
+            if not self._serve(index, job):
+                return  # no replacement could start: this slot is gone
 
-    def _run(self, index: int, items: list[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult] | None:
-        """Runs a batch; if the worker dies on it, retries each item alone so only the culprit fails."""
+    def _serve(self, index: int, job: Job) -> bool:
+        """Runs one batch and answers it; False when the slot has no worker any more.
+
+        If the worker dies on a batch of several items, each is retried alone on its
+        replacement, so only the item that kills a worker fails. A lone item's caller is
+        answered before the replacement starts.
+        """
+        items = list(job.items)
         try:
-            return self._workers[index].call(items, detect_drift, explain, self.hang_seconds)
+            job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds))
+            return True
         except WorkerDiedError as error:
             logger.error("%s on a batch of %d items; starting a new worker", error, len(items))
-            if not self._recover(index):
-                return None
             if len(items) == 1:
-                return [ItemResult.failure(str(error))]
+                job.resolve([ItemResult.failure(str(error))])
+                return self._recover(index)
         results: list[ItemResult] = []
+        dead = True  # the worker in this slot has died and must be replaced before the next call
         for item in items:
+            if dead:
+                if not self._recover(index):
+                    job.resolve(results + [ItemResult.failure(NO_WORKER)] * (len(items) - len(results)))
+                    return False
+                dead = False
             try:
-                results += self._workers[index].call([item], detect_drift, explain, self.hang_seconds)
+                results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds)
             except WorkerDiedError as error:
                 results.append(ItemResult.failure(str(error)))
-                if not self._recover(index):
-                    return None
-        return results
+                dead = True
+        job.resolve(results)
+        return not dead or self._recover(index)
 
     def _recover(self, index: int) -> bool:
         self._count_ready(-1)
