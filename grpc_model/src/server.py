@@ -91,6 +91,7 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
+    runtime.may_fork = False
     logger.info(
         "serving %s %s (%s) on %s:%d", bundle.spec.name, bundle.version, settings.model_class, settings.host, port
     )

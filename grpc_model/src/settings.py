@@ -27,7 +27,7 @@ def _default_asset_bundle_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _token_when_needed(self) -> "Settings":
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         default=45000,
         ge=0,
         le=65535,
-        validation_alias=AliasChoices("port", "PSC_MODEL_PORT", f"{ENV_PREFIX}PORT"),
+        validation_alias=AliasChoices("PSC_MODEL_PORT", f"{ENV_PREFIX}PORT"),
         description="TCP port to listen on (0 picks a free one). Also read from `PSC_MODEL_PORT`.",
     )
     model_class: str = Field(

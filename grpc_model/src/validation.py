@@ -77,7 +77,7 @@ class _InputRule:
     max_bytes: int
     max_size_text: str
     media_types: tuple[str, ...]
-    checkable: bool  # at least one accepted type can be sniffed
+    checkable: bool  # every accepted type can be sniffed; otherwise content is not checked at all
 
 
 class InputValidator:

@@ -108,3 +108,16 @@ def test_status_does_not_overrule_health_while_workers_restart(serve_wrapper: Se
     assert server.client.health() == "NOT_SERVING"  # a spawned worker takes well over these milliseconds
     wait_until_serving_again(server)
     assert server.client.health() == "SERVING"
+
+
+def test_exceptions_with_unusable_messages_fail_their_item_only(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("BadMessages")
+    server.client.status()
+
+    first = server.client.run([{"a": b"surrogate"}, {"a": b"unprintable"}, {"a": b"fine"}])
+    second = server.client.run([{"a": b"fine"}])  # the model thread is still there
+
+    assert [item.success for item in first.outputs] == [False, False, True]
+    assert first.outputs[0].output["error"] == b"ValueError: bad \\udcff"
+    assert first.outputs[1].output["error"] == b"Unprintable (its message could not be read)"
+    assert second.outputs[0].success

@@ -62,3 +62,8 @@ def test_a_token_policy_needs_a_token() -> None:
     with pytest.raises(ValidationError, match="shutdown_token is empty"):
         settings_from_args(["--shutdown", "token"])
     assert settings_from_args(["--shutdown", "token", "--shutdown-token", "t"]).shutdown == "token"
+
+
+def test_a_bare_port_variable_is_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "8080")  # set by many hosting platforms for other purposes
+    assert settings_from_args([]).port == 45000

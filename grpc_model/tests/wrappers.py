@@ -202,3 +202,19 @@ class Crashes(Echo):
             finally:
                 resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         return super().handle_single_input(model_input, detect_drift, explain)
+
+
+class BadMessages(Echo):
+    """Raises exceptions whose messages cannot be encoded, or whose str() itself raises."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if model_input.get("a") == b"surrogate":
+            raise ValueError("bad " + b"\xff".decode("utf-8", "surrogateescape"))
+        if model_input.get("a") == b"unprintable":
+            raise Unprintable()
+        return super().handle_single_input(model_input, detect_drift, explain)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")

@@ -39,7 +39,7 @@ class ModelWrapper:
         """Run the model on one item and return its output files.
 
         Raise an exception to fail this item only: the caller receives
-        `success=false` and `{"error": "<your message>"}` for it.
+        `success=false` and `{"error": "<ExceptionType>: <your message>"}` for it.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement handle_single_input")
 
@@ -72,4 +72,4 @@ def success_output(result: Any, explanation: Any = None, drift: Any = None) -> M
 
 def failure_output(message: str) -> ModelOutput:
     """The output the server sends for a failed item: `{"error": <message>}`."""
-    return {ERROR_KEY: message.encode("utf-8")}
+    return {ERROR_KEY: message.encode("utf-8", "backslashreplace")}  # any str, even lone surrogates

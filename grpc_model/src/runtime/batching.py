@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from grpc_model.src.runtime.execution import ModelExecutor
-from grpc_model.src.runtime.items import ItemResult
+from grpc_model.src.runtime.items import ItemResult, describe
 from model_lib.src.model_wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ class Batcher:
             _Pending(item, call, index, now) for index, item in enumerate(items)
         )
         self._queued += len(items)
-        self._pump()
         expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, call.expire)
+        self._pump()
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -188,8 +188,14 @@ class Batcher:
         live = [entry for entry in batch if entry.needed()]
         if not live:
             return
+        try:
+            running = self.executor.start_batch([entry.item for entry in live], *flags)
+        except Exception as error:  # never leave another caller's item unanswered
+            logger.exception("a batch of %d items could not start", len(live))
+            for entry in live:
+                entry.call.answer(entry.index, ItemResult.failure(f"internal error: {describe(error)}"))
+            return
         self._in_flight += 1
-        running = self.executor.start_batch([entry.item for entry in live], *flags)
         running.add_done_callback(lambda done: self._finish(live, done))
 
     def _finish(self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]") -> None:
@@ -200,6 +206,10 @@ class Batcher:
             results = [ItemResult.failure(f"internal error: {error}")] * len(live)
         else:
             results = done.result()
-        for entry, result in zip(live, results, strict=True):
-            entry.call.answer(entry.index, result)
-        self._pump()
+        try:
+            for entry, result in zip(live, results, strict=True):
+                entry.call.answer(entry.index, result)
+        finally:
+            for entry in live:  # a wrong count from an executor still answers everyone
+                entry.call.answer(entry.index, ItemResult.failure("internal error: no result for this item"))
+            self._pump()

@@ -7,15 +7,18 @@ batches in flight.
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from grpc_model.src.runtime.items import ItemResult, process_items
+from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel
 from model_lib.src.model_wrapper import ModelInput
+
+logger = logging.getLogger(__name__)
 
 
 class ModelExecutor(Protocol):
@@ -49,7 +52,7 @@ class ThreadExecutor:
     the framework costs, so it is kept to the minimum.
     """
 
-    available = True  # threads do not die
+    available = True  # a model thread survives whatever its batch does
 
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model
@@ -68,7 +71,12 @@ class ThreadExecutor:
 
     def _work(self) -> None:
         while (job := self._jobs.take()) is not None:
-            job.resolve(process_items(self.model, job.items, job.detect_drift, job.explain))
+            try:
+                results = process_items(self.model, job.items, job.detect_drift, job.explain)
+            except BaseException as error:  # a bug in the framework: fail the batch, keep the thread
+                logger.exception("a model thread failed outside the model's own code")
+                results = [ItemResult.failure(f"internal error: {describe(error)}")] * len(job.items)
+            job.resolve(results)
 
     async def close(self) -> None:
         self._jobs.stop(len(self._threads))
@@ -92,6 +100,13 @@ class JobQueue:
     def take(self) -> "Job | None":
         """Called on a worker thread: the next batch, or None when the thread should stop."""
         return self._jobs.get()
+
+    def take_nowait(self) -> "Job | None":
+        """The next batch if one is waiting, else None."""
+        try:
+            return self._jobs.get_nowait()
+        except queue.Empty:
+            return None
 
     def stop(self, threads: int) -> None:
         for _ in range(threads):

@@ -66,8 +66,16 @@ def _single(model: LoadedModel, item: ModelInput, detect_drift: bool, explain: b
         output = model.single(item, detect_drift, explain)
     except BaseException as error:
         logger.exception("%s failed on an item", model.name)
-        return ItemResult.failure(f"{type(error).__name__}: {error}")
+        return ItemResult.failure(describe(error))
     return _checked(output, model.name)
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message`, even for an exception whose str() itself raises."""
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:
+        return f"{type(error).__name__} (its message could not be read)"
 
 
 def _checked(output: Any, model_name: str) -> ItemResult:
@@ -80,7 +88,7 @@ def _checked(output: Any, model_name: str) -> ItemResult:
     for name, content in output.items():
         if not isinstance(name, str) or not isinstance(content, bytes | bytearray | memoryview):
             message = (
-                f"{model_name} returned output {name!r} of type {type(content).__name__}; "
+                f"{model_name} returned output {str(name)[:80]!r} of type {type(content).__name__}; "
                 "expected file names (str) mapped to bytes"
             )
             logger.error(message)

@@ -27,7 +27,6 @@ class LoadedModel:
     instance: Any
     single: SingleMethod
     batch: BatchMethod | None
-    thread_safe: bool
 
 
 def import_wrapper_class(path: str) -> type:
@@ -58,7 +57,6 @@ def instantiate(wrapper_class: type) -> LoadedModel:
         instance=instance,
         single=getattr(instance, single_name),
         batch=getattr(instance, batch_name) if batch_name else None,
-        thread_safe=bool(getattr(wrapper_class, "thread_safe", False)),
     )
 
 

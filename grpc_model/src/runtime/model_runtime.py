@@ -60,6 +60,9 @@ class ModelRuntime:
             )
         self._executor: ModelExecutor | None = None
         self._batcher: Batcher | None = None
+        self.may_fork = True
+        """Whether worker processes may be forked from this process; the server clears it once it
+        serves, because forking a process with gRPC threads is unsafe (workers are spawned then)."""
         self.on_capacity_change: Callable[[bool], None] | None = None
         """Told (on the event loop) when worker processes go from available to none, or back."""
         self._load_lock = asyncio.Lock()
@@ -81,6 +84,8 @@ class ModelRuntime:
             try:
                 model = await asyncio.to_thread(instantiate, self.wrapper_class)
                 executor = await self._start_executor(model)
+            except asyncio.CancelledError:
+                raise
             except BaseException as error:
                 logger.exception("loading %s failed", name)
                 raise ModelLoadError(f"{name} failed to load: {type(error).__name__}: {error}") from error
@@ -103,7 +108,10 @@ class ModelRuntime:
         if self.options.workers == 0:
             return ThreadExecutor(model, self.options.model_threads)
         pool = WorkerPool(
-            self.model_class, self.options.workers, loaded=model, hang_seconds=self.options.run_timeout_seconds
+            self.model_class,
+            self.options.workers,
+            loaded=model if self.may_fork else None,
+            hang_seconds=self.options.run_timeout_seconds,
         )
         pool.on_capacity_change = self._capacity_changed
         try:

@@ -41,7 +41,7 @@ _inherited_model: LoadedModel | None = None
 
 
 class WorkerDiedError(Exception):
-    """A worker process ended while it held a batch."""
+    """A worker process ended, or hung and was killed, while it held a batch."""
 
 
 class WorkerStartError(Exception):
@@ -132,8 +132,8 @@ class WorkerPool:
 
     Each worker has a thread in the server that feeds it batches from a shared queue and
     hands the results back to the event loop, so a batch costs one pickle each way and no
-    task on the loop. A thread whose worker dies fails that batch, starts a replacement and
-    carries on with it.
+    task on the loop. A thread whose worker dies starts a replacement, retries the batch's
+    items one at a time on it, and carries on.
     """
 
     def __init__(
@@ -147,6 +147,8 @@ class WorkerPool:
         self._jobs = JobQueue()
         self._threads: list[threading.Thread] = []
         self._ready = 0
+        self._feeding = 0  # feeding threads still running; the last one out fails what is left
+        self._closing = False
         self._ready_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_capacity_change: Callable[[bool], None] | None = None
@@ -161,9 +163,14 @@ class WorkerPool:
         with self._ready_lock:
             before, self._ready = self._ready, self._ready + change
             after = self._ready
-        if (before > 0) != (after > 0) and self.on_capacity_change is not None and self._loop is not None:
+        if (before > 0) != (after > 0) and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
-                self._loop.call_soon_threadsafe(self.on_capacity_change, after > 0)
+                self._loop.call_soon_threadsafe(self._report_capacity)
+
+    def _report_capacity(self) -> None:
+        # Reads the state when it runs, so reports from two threads cannot land in the wrong order.
+        if self.on_capacity_change is not None:
+            self.on_capacity_change(self.available)
 
     @property
     def pids(self) -> list[int]:
@@ -184,7 +191,7 @@ class WorkerPool:
             await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
             raise
         self._loop = asyncio.get_running_loop()
-        self._ready = self.slots
+        self._ready = self._feeding = self.slots
         for index in range(self.slots):
             thread = threading.Thread(target=self._feed, args=(index,), name=f"worker-io-{index}", daemon=True)
             thread.start()
@@ -200,7 +207,13 @@ class WorkerPool:
         """One worker's thread: batches in, results out, a replacement when the worker dies."""
         while (job := self._jobs.take()) is not None:
             if not self._serve(index, job):
-                return  # no replacement could start: this slot is gone
+                break  # no replacement could start: this slot is gone
+        with self._ready_lock:
+            self._feeding -= 1
+            last = self._feeding == 0
+        if last:  # nobody is left to take the queued batches: answer them now
+            while (orphan := self._jobs.take_nowait()) is not None:
+                orphan.resolve([ItemResult.failure(NO_WORKER)] * len(orphan.items))
 
     def _serve(self, index: int, job: Job) -> bool:
         """Runs one batch and answers it; False when the slot has no worker any more.
@@ -244,6 +257,8 @@ class WorkerPool:
     def _replace(self, index: int) -> bool:
         """Spawns a fresh worker in slot `index` (forking a serving process is unsafe); False if it cannot."""
         self._workers[index].stop()
+        if self._closing:
+            return False
         for attempt in range(1, REPLACE_ATTEMPTS + 1):
             worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
             self._workers[index] = worker
@@ -260,6 +275,7 @@ class WorkerPool:
 
     async def close(self) -> None:
         """Stops the feeding threads and every worker (killing any that do not stop within a few seconds)."""
+        self._closing = True
         self._jobs.stop(len(self._threads))
         await asyncio.gather(*(asyncio.to_thread(thread.join, STOP_SECONDS) for thread in self._threads))
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
