@@ -253,3 +253,21 @@ def test_close_fails_what_is_still_queued() -> None:
         return await queued
 
     assert run_async(scenario) == [ItemResult({"error": b"the server shut down before this item ran"}, success=False)]
+
+
+def test_a_group_inside_its_window_does_not_hold_up_a_full_one() -> None:
+    recorder = executor("Echo", slots=2, delay=0.5)
+    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=10.0, max_queued_items=100)
+
+    async def scenario() -> None:
+        busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(batcher.submit([{"id": b"drift"}], True, False))  # older, partial
+        await asyncio.sleep(0.01)
+        full = [{"id": bytes([i])} for i in range(3)]
+        await asyncio.wait_for(batcher.submit(full, False, False), timeout=5)  # not 10 s
+        await asyncio.gather(busy, waiting)
+        await batcher.close()
+
+    run_async(scenario)
+    assert [batch.ids for batch in recorder.batches[:2]] == [[b"busy"], [b"\x00", b"\x01", b"\x02"]]

@@ -151,27 +151,37 @@ class Batcher:
                 entry.call.answer(entry.index, ItemResult.failure("the server shut down before this item ran"))
 
     def _pump(self) -> None:
-        """Starts every batch that may start now; arms the timer for a partial batch that must wait."""
+        """Starts every batch that may start now; arms the timer for partial batches that must wait."""
+        loop = asyncio.get_running_loop()
         while self._in_flight < self.executor.slots:
             self._drop_answered()
             if self._queued == 0:
                 return
-            flags, group = min(
-                ((flags, group) for flags, group in self._groups.items() if group),
-                key=lambda pair: pair[1][0].enqueued_at,
-            )
-            if len(group) < self.max_batch_size and self._in_flight > 0:
-                deadline = group[0].enqueued_at + self.max_wait_seconds
-                loop = asyncio.get_running_loop()
-                if loop.time() < deadline:
-                    if self._timer is None or self._timer.when() > deadline:
-                        if self._timer is not None:
-                            self._timer.cancel()
-                        self._timer = loop.call_at(deadline, self._on_timer)
-                    return
+            ready, earliest = self._next_ready(loop.time())
+            if ready is None:
+                if earliest is not None and (self._timer is None or self._timer.when() > earliest):
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._timer = loop.call_at(earliest, self._on_timer)
+                return
+            flags, group = ready
             batch = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
             self._queued -= len(batch)
             self._start(batch, flags)
+
+    def _next_ready(self, now: float) -> tuple[tuple[Flags, deque[_Pending]] | None, float | None]:
+        """The oldest group that may go now (full, idle model or window over), else the earliest deadline.
+
+        A group still inside its window never holds up another group that is ready.
+        """
+        earliest: float | None = None
+        waiting = sorted(((f, g) for f, g in self._groups.items() if g), key=lambda pair: pair[1][0].enqueued_at)
+        for flags, group in waiting:
+            deadline = group[0].enqueued_at + self.max_wait_seconds
+            if len(group) >= self.max_batch_size or self._in_flight == 0 or now >= deadline:
+                return (flags, group), None
+            earliest = deadline if earliest is None else min(earliest, deadline)
+        return None, earliest
 
     def _on_timer(self) -> None:
         self._timer = None
