@@ -10,8 +10,10 @@ The policy, chosen so that batching never costs latency when there is nothing to
 - With a timeout, every item is answered within it, from the moment it was queued: items
   not done by then fail with a timeout error, and those still queued are never run.
 
-Each caller awaits one future per item, so results land on their own caller, in order,
-whatever order batches finish in.
+Each item keeps its call and its index in that call, and each call awaits one future that
+completes when its last item is answered, so results land on their own caller, in order,
+whatever order batches finish in. A group of items inside its window never holds up
+another group that is ready.
 """
 
 import asyncio
