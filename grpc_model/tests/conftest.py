@@ -2,6 +2,9 @@
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,3 +115,73 @@ def serve_wrapper(serve: ServerFactory, test_bundle: Path) -> ServerFactory:
         return serve(model_class=f"grpc_model.tests.wrappers:{name}", asset_bundle_dir=test_bundle, **overrides)
 
     return start
+
+
+SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """A server in a child process, as users run it; its port is read from its "serving ... on" log line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        self.lines: list[str] = []
+        self.port_found = threading.Event()
+        self.port = 0
+        self.process = subprocess.Popen(
+            [*(command or [sys.executable, "-m", "grpc_model.src.model_server"]), "--host", "127.0.0.1", *args],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            match = SERVING_LINE.search(line)
+            if match:
+                self.port = int(match.group(1))
+                self.port_found.set()
+
+    def client(self) -> ModelClient:
+        assert self.port_found.wait(timeout=30), self.output()
+        return ModelClient(f"127.0.0.1:{self.port}", timeout=30)
+
+    def wait(self) -> int:
+        code = self.process.wait(timeout=30)
+        self.reader.join(timeout=10)
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Server processes started with `start`; each is killed, if still running, after the test."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.close()
+
+
+def start(
+    processes: list[ServerProcess],
+    *args: str,
+    port: int | None = 0,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> ServerProcess:
+    port_args = [] if port is None else ["--port", str(port)]
+    processes.append(ServerProcess([*port_args, *args], env=env, command=command))
+    return processes[-1]

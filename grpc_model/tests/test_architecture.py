@@ -46,19 +46,16 @@ def test_layers_do_not_import_upwards(package: str, forbidden: str) -> None:
     assert found == []
 
 
-def test_only_the_wiring_imports_the_servicer() -> None:
-    importers = sorted(
-        path.relative_to(PROJECT_ROOT).as_posix()
-        for path in SOURCE.rglob("*.py")
-        if "grpc_model.src.servicer" in imports_of(path)
+def importers_of(module: str) -> list[str]:
+    """The framework's source files that import `module`."""
+    return sorted(
+        path.relative_to(PROJECT_ROOT).as_posix() for path in SOURCE.rglob("*.py") if module in imports_of(path)
     )
-    assert importers == ["grpc_model/src/server.py"]
+
+
+def test_only_the_wiring_imports_the_servicer() -> None:
+    assert importers_of("grpc_model.src.servicer") == ["grpc_model/src/server.py"]
 
 
 def test_only_the_entry_point_and_tests_import_the_wiring() -> None:
-    importers = sorted(
-        path.relative_to(PROJECT_ROOT).as_posix()
-        for path in SOURCE.rglob("*.py")
-        if "grpc_model.src.server" in imports_of(path)
-    )
-    assert importers == ["grpc_model/src/model_server.py"]
+    assert importers_of("grpc_model.src.server") == ["grpc_model/src/model_server.py"]

@@ -3,8 +3,6 @@
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,8 +11,7 @@ import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime import WrapperImportError
-from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.conftest import ServerFactory, ServerProcess, ServerThread, start
 from grpc_model.tests.wrappers import Overlapping
 
 
@@ -68,24 +65,15 @@ def test_worker_processes_share_the_load_and_are_stopped(serve_wrapper: ServerFa
     assert not any(alive(pid) for pid in pids)
 
 
-def test_workers_do_not_outlive_a_killed_server() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", "--port", "0", "--workers", "2"],
-        cwd=PROJECT_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    worker_pids: list[int] = []
-    for line in process.stderr:
-        match = re.search(r"worker processes ready \(fork\): \[([\d, ]+)\]", line)
-        if match:
-            worker_pids = [int(pid) for pid in match.group(1).split(",")]
-            break
+def test_workers_do_not_outlive_a_killed_server(processes: list[ServerProcess]) -> None:
+    server = start(processes, "--workers", "2")
+    server.client().close()  # serving: the workers were started before
+    match = re.search(r"worker processes ready \(fork\): \[([\d, ]+)\]", server.output())
+    assert match, server.output()
+    worker_pids = [int(pid) for pid in match.group(1).split(",")]
     assert len(worker_pids) == 2
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    process.stderr.close()
+    server.process.send_signal(signal.SIGKILL)
+    server.wait()
 
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in worker_pids) and time.monotonic() < deadline:

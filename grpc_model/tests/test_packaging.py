@@ -1,40 +1,22 @@
 """What users run first: the README's serve command, and the Dockerfile (checked as text: no engine here)."""
 
 import re
-import subprocess
 
 import grpc_model
-from grpc_model.src.client import ModelClient
 from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.tests.conftest import ServerProcess, start
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 
 
-def test_the_readme_serve_command_serves_the_example_model() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    assert "scripts/dev.sh serve" in readme
-    process = subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve", "--host", "127.0.0.1", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    try:
-        port = 0
-        for line in process.stderr:
-            match = re.search(r"serving Hello World .* on 127\.0\.0\.1:(\d+)", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, "the server did not start"
-        with ModelClient(f"127.0.0.1:{port}", timeout=30) as client:
-            assert client.status().status_code == 200
-            assert client.run([{"input.txt": b"Hi Ann"}]).outputs[0].success
-            client.shutdown()
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
-        process.communicate()
+def test_the_readme_serve_command_serves_the_example_model(processes: list[ServerProcess]) -> None:
+    assert "scripts/dev.sh serve" in (PROJECT_ROOT / "README.md").read_text()
+    server = start(processes, command=["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve"])
+    with server.client() as client:
+        assert client.status().model_info.model_name == "Hello World"
+        assert client.run([{"input.txt": b"Hi Ann"}]).outputs[0].success
+        client.shutdown()
+    assert server.wait() == 0
 
 
 def test_the_image_runs_as_a_non_root_user() -> None:

@@ -1,83 +1,15 @@
 """The server as users run it: a process started with `python -m grpc_model.src.model_server`."""
 
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.src.client import ModelClient
 from grpc_model.src.settings import PROJECT_ROOT
-
-SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
-
-
-class ServerProcess:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self.port_found = threading.Event()
-        self.port = 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", *args],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **(env or {})},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            match = SERVING_LINE.search(line)
-            if match:
-                self.port = int(match.group(1))
-                self.port_found.set()
-
-    def client(self) -> ModelClient:
-        assert self.port_found.wait(timeout=30), self.output()
-        return ModelClient(f"127.0.0.1:{self.port}", timeout=30)
-
-    def wait(self) -> int:
-        code = self.process.wait(timeout=30)
-        self.reader.join(timeout=10)
-        return code
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.wait()
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.close()
-
-
-def start(
-    processes: list[ServerProcess], *args: str, port: int | None = 0, env: dict[str, str] | None = None
-) -> ServerProcess:
-    port_args = [] if port is None else ["--port", str(port)]
-    processes.append(ServerProcess([*port_args, *args], env=env))
-    return processes[-1]
+from grpc_model.tests.conftest import ServerProcess, start
 
 
 def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess]) -> None:
