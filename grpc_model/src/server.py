@@ -16,7 +16,6 @@ from grpc_reflection.v1alpha import reflection
 import grpc_model
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import add_ModzyModelServicer_to_server
 from grpc_model.src.metadata import load_bundle
-from grpc_model.src.metadata.units import parse_duration
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService
 from grpc_model.src.settings import Settings
@@ -54,7 +53,7 @@ async def start_server(settings: Settings) -> RunningServer:
         adaptive_batching=settings.adaptive_batching,
         batch_wait_seconds=settings.batch_wait_ms / 1000,
         max_queued_items=settings.max_queued_items,
-        run_timeout_seconds=parse_duration(bundle.spec.timeout.run) if bundle.spec.timeout.run else None,
+        run_timeout_seconds=bundle.spec.timeout.run_seconds,
     )
     runtime = ModelRuntime(settings.model_class, options)
     health_servicer = health.aio.HealthServicer()
@@ -68,7 +67,7 @@ async def start_server(settings: Settings) -> RunningServer:
         validator,
         settings.shutdown,
         settings.shutdown_token,
-        status_timeout=parse_duration(bundle.spec.timeout.status) if bundle.spec.timeout.status else None,
+        status_timeout=bundle.spec.timeout.status_seconds,
     )
     runtime.on_capacity_change = service.on_capacity_change
     if settings.load_model_at_startup or settings.workers > 0:

@@ -115,6 +115,16 @@ class Timeout(_Section):
     status: Duration = ""
     run: Duration = ""
 
+    @property
+    def status_seconds(self) -> float | None:
+        """`status` in seconds; None when blank (no limit)."""
+        return parse_duration(self.status) if self.status else None
+
+    @property
+    def run_seconds(self) -> float | None:
+        """`run` in seconds; None when blank (no limit)."""
+        return parse_duration(self.run) if self.run else None
+
 
 class Internal(_Section):
     recommended: bool = False
