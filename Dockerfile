@@ -7,7 +7,7 @@ ARG MODEL_VERSION=0.1.0
 # Stage 1: the locked runtime dependencies, installed into /venv by poetry.
 FROM python:3.11-slim AS dependencies
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/poetry && /opt/poetry/bin/pip install poetry==2.5.1 && python -m venv /venv
+RUN python -m venv /opt/poetry && /opt/poetry/bin/pip install poetry==2.5.1 && python -m venv --without-pip /venv
 WORKDIR /build
 COPY pyproject.toml poetry.lock ./
 RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only main --no-root --no-interaction

@@ -2,7 +2,9 @@
 # The project's commands, each installing what it needs first (into .tools/ and .venv/).
 #
 #   scripts/dev.sh serve [server flags]   run the server with the configured model (port 45000)
-#   scripts/dev.sh test                   lock check, lint, format check, type check, every test
+#   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
+#                                         the integration test runs the image in a container
+#                                         (INTEGRATION_MODE=local: a local process instead)
 #   scripts/dev.sh functional             only the functional test cases of the served version
 #   scripts/dev.sh bench [--duration S]   the benchmark (scripts/bench.py); writes docs/bench/
 #   scripts/dev.sh install                only install
@@ -35,6 +37,22 @@ install() {
   .tools/bin/poetry sync --quiet "$@"
 }
 
+# Where a container engine answers or can be set up (scripts/container_engine.sh), the
+# integration test must use it; elsewhere it runs the server as a local process.
+use_container_engine() {
+  [ "${INTEGRATION_MODE:-}" = local ] && return
+  local status=0 engine_env
+  engine_env=$(bash scripts/container_engine.sh) || status=$?
+  case $status in
+    0)
+      eval "$engine_env"
+      export INTEGRATION_MODE=docker
+      ;;
+    3) echo "warning: no container engine; the integration test runs the server as a local process" >&2 ;;
+    *) exit "$status" ;;
+  esac
+}
+
 command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -47,9 +65,11 @@ case "$command" in
     ;;
   test)
     install
+    use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .
     echo "== mypy" && .venv/bin/mypy
+    echo "== shellcheck" && .venv/bin/shellcheck scripts/*.sh .ci/run
     echo "== pytest" && exec .venv/bin/pytest "$@"
     ;;
   bench)
@@ -61,7 +81,7 @@ case "$command" in
     exec .venv/bin/pytest grpc_model/tests/test_functional.py "$@"
     ;;
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of the served model, runnable from any directory.
 #
-# Where a Docker engine answers (`docker info`), builds the image, runs the container
-# with the port published on 127.0.0.1 and tests it; otherwise starts the server as a
-# local process. Either way: waits for health SERVING (bounded), runs the reference
-# client over every test case at batch sizes 1 and 8, sends Shutdown and checks the
-# server exited 0. Exits non-zero on any failure and always removes what it started.
+# Where a Docker engine answers (`docker info`), tests the image users ship: builds the
+# Dockerfile, checks the image (non-root user, only the served bundle version, no tests or
+# build tools, its size), runs the container with the port published on 127.0.0.1 and tests
+# it; a second container checks that `docker stop` (SIGTERM) drains and exits 0 quickly.
+# Otherwise starts the server as a local process. Either way: waits for health SERVING
+# (bounded), runs the reference client over every test case at batch sizes 1 and 8, sends
+# Shutdown and checks the server exited 0. Exits non-zero on any failure and always removes
+# what it started and the image it built.
 #
 # Environment: PSC_MODEL_PORT (host port, default 45000), PYTHON (default .venv/bin/python),
 # STARTUP_SECONDS (default 120), INTEGRATION_MODE=docker|local to force a path.
+# No engine here? `eval "$(scripts/container_engine.sh)"` provides one on Debian as root.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -19,25 +23,108 @@ python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
 run_id="grpc-model-it-$$"
 server_pid=""
-container=""
+containers=()
 image=""
+build_log=""
 
+now() { "$python" -c 'import time; print(time.time())'; }
 client() { "$python" -m grpc_model.src.model_client --host 127.0.0.1 --port "$port" "$@"; }
 log() { echo "[integration] $*"; }
+fail() {
+  echo "[integration] error: $*" >&2
+  exit 1
+}
 
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  if [ -n "$container" ]; then docker rm -f "$container" >/dev/null 2>&1 || true; fi
+  for container in ${containers[@]+"${containers[@]}"}; do docker rm -f "$container" >/dev/null 2>&1 || true; done
   if [ -n "$image" ]; then docker rmi -f "$image" >/dev/null 2>&1 || true; fi
+  if [ -n "$build_log" ]; then rm -f "$build_log"; fi
 }
 trap cleanup EXIT
 
+# Runs a container of the image; `docker rm -f` removes it on exit.
+start_container() {
+  local name=$1
+  shift
+  containers+=("$name")
+  docker run --detach --name "$name" "$@" "$image" >/dev/null
+}
+
+# `docker stop` without --time makes some engines (podman's Docker API) kill at once.
+stop_container() { timeout 60 docker stop --time 30 "$1" >/dev/null; }
+
+container_exit_code() { timeout 60 docker wait "$1"; }
+
+# In the container, as its user, in its working directory.
+in_container() { docker exec "$container" sh -c "$1"; }
+
+build_image() {
+  image="$run_id:test"
+  build_log=$(mktemp)
+  log "building image $image"
+  local started=$SECONDS
+  docker build --tag "$image" . >"$build_log" 2>&1 || {
+    tail -n 40 "$build_log" >&2
+    fail "docker build failed"
+  }
+  log "built in $((SECONDS - started)) s; $(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
+}
+
+# What the shipped image must be, checked in its first container.
+check_image() {
+  local uid bundles version tests tools
+  uid=$(in_container 'id -u')
+  [ "$uid" != 0 ] || fail "the container runs as root; the Dockerfile needs a USER"
+  version=$("$python" -c 'import grpc_model; print(grpc_model.__version__)')
+  bundles=$(in_container 'ls asset_bundle' | tr '\n' ' ')
+  [ "$bundles" = "$version " ] || fail "the image holds asset bundles '$bundles', expected only $version"
+  tests=$(in_container 'find . -type d -name tests')
+  [ -z "$tests" ] || fail "the image holds tests: $tests"
+  tools=$(in_container 'command -v poetry; command -v gcc; command -v cc; command -v make' || true)
+  [ -z "$tools" ] || fail "the image holds build tools: $tools"
+  log "image checks passed: user $uid, bundle $version only, no tests or build tools"
+}
+
+# The image's HEALTHCHECK command, run once in the container (engines without a scheduler
+# for healthchecks, such as podman without systemd, never run it themselves).
+check_healthcheck() {
+  local healthcheck command
+  healthcheck=$(docker inspect --format '{{json .Config.Healthcheck}}' "$container")
+  command=$("$python" -c '
+import json, shlex, sys
+test = (json.loads(sys.argv[1]) or {}).get("Test") or []
+if test[:1] == ["CMD-SHELL"]:
+    print(test[1])
+elif test[:1] == ["CMD"]:
+    print(shlex.join(test[1:]))
+' "$healthcheck")
+  [ -n "$command" ] || fail "the image has no HEALTHCHECK"
+  in_container "$command" >/dev/null || fail "the HEALTHCHECK command failed: $command"
+  log "HEALTHCHECK command passed"
+}
+
+# `docker stop` sends SIGTERM; the server must drain and exit 0 well within the stop timeout.
+check_sigterm() {
+  local name="$run_id-sigterm" started exit_code elapsed
+  start_container "$name"
+  docker exec "$name" python -m grpc_model.src.model_client --health --wait "$startup_seconds" >/dev/null ||
+    fail "the second container did not become SERVING"
+  started=$(now)
+  stop_container "$name"
+  elapsed=$(awk -v start="$started" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }')
+  exit_code=$(container_exit_code "$name")
+  [ "$exit_code" = 0 ] || fail "the container exited with $exit_code on docker stop (SIGTERM), expected 0"
+  awk -v elapsed="$elapsed" 'BEGIN { exit !(elapsed < 10) }' ||
+    fail "docker stop took $elapsed s; the server should drain and exit in well under 10 s"
+  log "docker stop (SIGTERM): exit 0 in $elapsed s"
+}
+
 if [ "$(client --health --timeout 2)" != "UNREACHABLE" ]; then
-  log "error: something already answers on 127.0.0.1:$port; stop it or set PSC_MODEL_PORT" >&2
-  exit 1
+  fail "something already answers on 127.0.0.1:$port; stop it or set PSC_MODEL_PORT"
 fi
 
 mode=${INTEGRATION_MODE:-}
@@ -45,13 +132,12 @@ if [ -z "$mode" ]; then
   if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then mode=docker; else mode=local; fi
 fi
 
+container=""
 if [ "$mode" = docker ]; then
-  image="$run_id:test"
+  build_image
   container="$run_id"
-  log "building image $image"
-  docker build --quiet --tag "$image" . >/dev/null
   log "starting container $container on 127.0.0.1:$port"
-  docker run --detach --name "$container" --publish "127.0.0.1:$port:45000" "$image" >/dev/null
+  start_container "$container" --publish "127.0.0.1:$port:45000"
 else
   log "no Docker engine: starting the server as a local process on 127.0.0.1:$port"
   "$python" -m grpc_model.src.model_server --host 127.0.0.1 --port "$port" --load-model-at-startup &
@@ -60,10 +146,14 @@ fi
 
 log "waiting up to ${startup_seconds}s for health SERVING"
 health=$(client --health --wait "$startup_seconds" --timeout 2) || {
-  log "error: the server did not become SERVING (last answer: $health)" >&2
   [ -n "$container" ] && docker logs "$container" >&2
-  exit 1
+  fail "the server did not become SERVING (last answer: $health)"
 }
+
+if [ -n "$container" ]; then
+  check_image
+  check_healthcheck
+fi
 
 for batch_size in 1 8; do
   log "test cases at batch size $batch_size"
@@ -73,14 +163,13 @@ done
 log "sending Shutdown"
 client --shutdown
 if [ -n "$container" ]; then
-  exit_code=$(timeout 60 docker wait "$container")
+  exit_code=$(container_exit_code "$container")
 else
   exit_code=0
   wait "$server_pid" || exit_code=$?
   server_pid=""
 fi
-if [ "$exit_code" != 0 ]; then
-  log "error: the server exited with $exit_code after Shutdown, expected 0" >&2
-  exit 1
-fi
+[ "$exit_code" = 0 ] || fail "the server exited with $exit_code after Shutdown, expected 0"
+
+if [ -n "$container" ]; then check_sigterm; fi
 log "passed ($mode)"

@@ -1,27 +1,99 @@
-"""`scripts/integration_test.sh`, run as CI and users run it (the local-process path where no Docker engine answers)."""
+"""`scripts/integration_test.sh` as CI and users run it, and the engine script it relies on.
+
+`scripts/dev.sh test` sets INTEGRATION_MODE=docker when a container engine answers or could be
+set up, so there these tests build and run the real image; elsewhere the local-process path runs.
+"""
 
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from grpc_model.src.settings import PROJECT_ROOT
 
+MODE = os.environ.get("INTEGRATION_MODE")
+needs_engine = pytest.mark.skipif(
+    MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)"
+)
 
-def test_integration_script_passes() -> None:
+
+def run_integration_script(project: Path) -> subprocess.CompletedProcess[str]:
     with socket.socket() as probe:  # the script takes a concrete port, as users give it one
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = subprocess.run(
-        ["bash", str(PROJECT_ROOT / "scripts/integration_test.sh")],
+    return subprocess.run(
+        ["bash", str(project / "scripts/integration_test.sh")],
         cwd="/",  # runnable from any directory
-        env={**os.environ, "PSC_MODEL_PORT": str(port), "STARTUP_SECONDS": "60"},
+        env={**os.environ, "PSC_MODEL_PORT": str(port), "STARTUP_SECONDS": "60", "PYTHON": sys.executable},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
+
+
+def test_integration_script_passes() -> None:
+    result = run_integration_script(PROJECT_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[integration] passed" in result.stdout
+    assert f"[integration] passed ({MODE or ''}" in result.stdout
     summaries = re.findall(r"^(\d+) of (\d+) test cases passed$", result.stdout, re.MULTILINE)
     assert len(summaries) == 2  # batch sizes 1 and 8
     assert all(passed == total and int(total) > 0 for passed, total in summaries)
+    if MODE == "docker":
+        assert "image checks passed" in result.stdout
+        assert "HEALTHCHECK command passed" in result.stdout
+        assert re.search(r"docker stop \(SIGTERM\): exit 0 in \d+\.\d s", result.stdout)
+
+
+ONE_BUNDLE = "COPY asset_bundle/${MODEL_VERSION} ./asset_bundle/${MODEL_VERSION}/"
+
+
+def copy_project(destination: Path) -> Path:
+    leave_out = shutil.ignore_patterns(".git", ".venv", ".tools", ".*_cache", ".hypothesis", "__pycache__")
+    return Path(shutil.copytree(PROJECT_ROOT, destination, ignore=leave_out))
+
+
+@needs_engine
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (("USER model", "USER root"), "the container runs as root"),
+        ((ONE_BUNDLE, "COPY asset_bundle ./asset_bundle/"), "asset bundles"),
+        (("COPY model_lib ./model_lib", "COPY model_lib ./model_lib\nCOPY grpc_model/tests ./tests"), "holds tests"),
+    ],
+    ids=["root-user", "every-bundle", "tests"],
+)  # fmt: skip
+def test_integration_script_rejects_an_image_that_breaks_the_rules(
+    tmp_path: Path, change: tuple[str, str], error: str
+) -> None:
+    project = copy_project(tmp_path / "project")
+    shutil.copytree(project / "asset_bundle/0.1.0", project / "asset_bundle/0.0.9")
+    dockerfile = project / "Dockerfile"
+    assert change[0] in dockerfile.read_text()
+    dockerfile.write_text(dockerfile.read_text().replace(*change))
+    (project / ".dockerignore").write_text((project / ".dockerignore").read_text().replace("**/tests/\n", ""))
+    result = run_integration_script(project)
+    assert result.returncode != 0
+    assert error in result.stderr
+    assert "[integration] passed" not in result.stdout
+
+
+def test_container_engine_script_leaves_a_working_docker_alone(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    for tool in ("docker", "apt-get", "podman"):
+        (tmp_path / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+        (tmp_path / tool).chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh")],
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # nothing to export: the caller's docker already works
+    assert calls.read_text().splitlines() == ["docker info"]
