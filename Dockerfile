@@ -1,5 +1,5 @@
 # The model's release image. Build: docker build -t my-model .
-# Run:   docker run --rm -p 45000:45000 my-model
+# Run:   docker run --rm --name my-model -p 127.0.0.1:45000:45000 my-model   (stop: docker stop -t 30 my-model)
 #
 # The served version: `scripts/new_version.py` keeps this in step with grpc_model/__init__.py.
 ARG MODEL_VERSION=0.1.0

@@ -54,8 +54,8 @@ start_container() {
   docker run --detach --name "$name" "$@" "$image" >/dev/null
 }
 
-# `docker stop` without --time makes some engines (podman's Docker API) kill at once.
-stop_container() { timeout 60 docker stop --time 30 "$1" >/dev/null; }
+# `docker stop` without -t makes some engines (podman's Docker API) kill at once.
+stop_container() { timeout 60 docker stop -t 30 "$1" >/dev/null; }
 
 container_exit_code() { timeout 60 docker wait "$1"; }
 

@@ -82,18 +82,35 @@ def test_integration_script_rejects_an_image_that_breaks_the_rules(
     assert "[integration] passed" not in result.stdout
 
 
-def test_container_engine_script_leaves_a_working_docker_alone(tmp_path: Path) -> None:
-    calls = tmp_path / "calls"
-    for tool in ("docker", "apt-get", "podman"):
-        (tmp_path / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
-        (tmp_path / tool).chmod(0o755)
+def run_engine_script(fakes: Path, tools: dict[str, int]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Runs scripts/container_engine.sh with `tools` replaced by fakes that exit with the given code."""
+    calls = fakes / "calls"
+    calls.touch()
+    for tool, exit_code in tools.items():
+        (fakes / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexit {exit_code}\n')
+        (fakes / tool).chmod(0o755)
     result = subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh")],
-        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        env={**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}"},
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return result, calls.read_text().splitlines()
+
+
+def test_container_engine_script_leaves_a_working_docker_alone(tmp_path: Path) -> None:
+    result, calls = run_engine_script(tmp_path, {"docker": 0, "apt-get": 0, "podman": 0})
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # nothing to export: the caller's docker already works
-    assert calls.read_text().splitlines() == ["docker info"]
+    assert calls == ["docker info"]
+
+
+def test_container_engine_script_says_why_it_cannot_set_up_podman(tmp_path: Path) -> None:
+    (tmp_path / "id").write_text("#!/bin/sh\necho 1000\n")  # not root
+    (tmp_path / "id").chmod(0o755)
+    result, calls = run_engine_script(tmp_path, {"docker": 1, "apt-get": 0, "podman": 0})
+    assert result.returncode == 3
+    assert "podman can only be set up here as root on Debian/Ubuntu" in result.stderr
+    assert result.stdout == ""
+    assert calls == ["docker info"]  # nothing installed, nothing started

@@ -1,4 +1,5 @@
-"""What users run first: the README's serve command, and the Dockerfile (checked as text: no engine here)."""
+"""What users run first: the README's serve command, and the Dockerfile's rules as text (they hold even where no
+container engine runs; test_integration.py checks the built image where one does)."""
 
 import re
 
