@@ -117,7 +117,8 @@ check_sigterm() {
   stop_container "$name"
   elapsed=$(awk -v start="$started" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }')
   exit_code=$(container_exit_code "$name")
-  [ "$exit_code" = 0 ] || fail "the container exited with $exit_code on docker stop (SIGTERM), expected 0"
+  [ "$exit_code" = 0 ] || fail "the container exited with $exit_code on docker stop (SIGTERM), expected 0;" \
+    "the server must be PID 1 (exec-form CMD [\"python\", ...], not a shell-form CMD) to get the signal"
   awk -v elapsed="$elapsed" 'BEGIN { exit !(elapsed < 10) }' ||
     fail "docker stop took $elapsed s; the server should drain and exit in well under 10 s"
   log "docker stop (SIGTERM): exit 0 in $elapsed s"
