@@ -3,12 +3,12 @@
 #
 # Where a Docker engine answers (`docker info`), tests the image users ship: builds the
 # Dockerfile, checks the image (non-root user, only the served bundle version, no tests or
-# build tools, its size), runs the container with the port published on 127.0.0.1 and tests
+# build tools; reports its size), runs the container with the port published on 127.0.0.1 and tests
 # it; a second container checks that `docker stop` (SIGTERM) drains and exits 0 quickly.
 # Otherwise starts the server as a local process. Either way: waits for health SERVING
 # (bounded), runs the reference client over every test case at batch sizes 1 and 8, sends
 # Shutdown and checks the server exited 0. Exits non-zero on any failure and always removes
-# what it started and the image it built.
+# what it started and the image it built (the build cache stays).
 #
 # Environment: PSC_MODEL_PORT (host port, default 45000), PYTHON (default .venv/bin/python),
 # STARTUP_SECONDS (default 120), INTEGRATION_MODE=docker|local to force a path.
@@ -16,6 +16,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/bounded.sh
+source "$root/scripts/bounded.sh"
 
 port=${PSC_MODEL_PORT:-45000}
 startup_seconds=${STARTUP_SECONDS:-120}
@@ -31,6 +33,7 @@ now() { "$python" -c 'import time; print(time.time())'; }
 client() { "$python" -m grpc_model.src.model_client --host 127.0.0.1 --port "$port" "$@"; }
 log() { echo "[integration] $*"; }
 fail() {
+  if [ -n "${container:-}" ]; then docker logs --tail 30 "$container" >&2 2>&1 || true; fi
   echo "[integration] error: $*" >&2
   exit 1
 }
@@ -55,9 +58,9 @@ start_container() {
 }
 
 # `docker stop` without -t makes some engines (podman's Docker API) kill at once.
-stop_container() { timeout 60 docker stop -t 30 "$1" >/dev/null; }
+stop_container() { bounded 60 docker stop -t 30 "$1" >/dev/null; }
 
-container_exit_code() { timeout 60 docker wait "$1"; }
+container_exit_code() { bounded 60 docker wait "$1"; }
 
 # In the container, as its user, in its working directory.
 in_container() { docker exec "$container" sh -c "$1"; }
@@ -71,6 +74,8 @@ build_image() {
     tail -n 40 "$build_log" >&2
     fail "docker build failed"
   }
+  docker image inspect "$image" >/dev/null 2>&1 ||
+    fail "the build left no image $image in the engine (a buildx builder without --load?)"
   log "built in $((SECONDS - started)) s; $(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
 }
 
@@ -84,7 +89,8 @@ check_image() {
   [ "$bundles" = "$version " ] || fail "the image holds asset bundles '$bundles', expected only $version"
   tests=$(in_container 'find . -type d -name tests')
   [ -z "$tests" ] || fail "the image holds tests: $tests"
-  tools=$(in_container 'command -v poetry; command -v gcc; command -v cc; command -v make' || true)
+  # shellcheck disable=SC2016  # $tool expands in the container's shell
+  tools=$(in_container 'for tool in poetry gcc cc make; do command -v "$tool"; done; true')
   [ -z "$tools" ] || fail "the image holds build tools: $tools"
   log "image checks passed: user $uid, bundle $version only, no tests or build tools"
 }
@@ -130,7 +136,7 @@ fi
 
 mode=${INTEGRATION_MODE:-}
 if [ -z "$mode" ]; then
-  if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then mode=docker; else mode=local; fi
+  if command -v docker >/dev/null 2>&1 && bounded 20 docker info >/dev/null 2>&1; then mode=docker; else mode=local; fi
 fi
 
 container=""
@@ -147,7 +153,6 @@ fi
 
 log "waiting up to ${startup_seconds}s for health SERVING"
 health=$(client --health --wait "$startup_seconds" --timeout 2) || {
-  [ -n "$container" ] && docker logs "$container" >&2
   fail "the server did not become SERVING (last answer: $health)"
 }
 

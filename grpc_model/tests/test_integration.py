@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -22,31 +23,48 @@ needs_engine = pytest.mark.skipif(
 )
 
 
-def run_integration_script(project: Path) -> subprocess.CompletedProcess[str]:
+def run_integration_script(project: Path, mode: str) -> tuple[int, str, str]:
     with socket.socket() as probe:  # the script takes a concrete port, as users give it one
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    return subprocess.run(
-        ["bash", str(project / "scripts/integration_test.sh")],
-        cwd="/",  # runnable from any directory
-        env={**os.environ, "PSC_MODEL_PORT": str(port), "STARTUP_SECONDS": "60", "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    env = {**os.environ, "PSC_MODEL_PORT": str(port), "STARTUP_SECONDS": "60", "PYTHON": sys.executable}
+    command = ["bash", str(project / "scripts/integration_test.sh")]
+    with subprocess.Popen(  # from any directory
+        command, cwd="/", env={**env, "INTEGRATION_MODE": mode}, stdout=PIPE, stderr=PIPE, text=True
+    ) as script:
+        try:
+            stdout, stderr = script.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            script.terminate()  # not kill: its exit trap removes the containers it started
+            stdout, stderr = script.communicate(timeout=120)
+            pytest.fail(f"the integration script timed out:\n{stdout}{stderr}")
+    return script.returncode, stdout, stderr
 
 
-def test_integration_script_passes() -> None:
-    result = run_integration_script(PROJECT_ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"[integration] passed ({MODE or ''}" in result.stdout
-    summaries = re.findall(r"^(\d+) of (\d+) test cases passed$", result.stdout, re.MULTILINE)
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def containers_and_images() -> str:
+    """What the integration script names after itself; it must leave none of it behind."""
+    containers = docker("ps", "--all", "--filter", "name=grpc-model-it-", "--quiet")
+    return containers + docker("images", "--filter", "reference=grpc-model-it-*", "--quiet")
+
+
+@pytest.mark.parametrize("mode", ["local", "docker"] if MODE == "docker" else ["local"])
+def test_integration_script_passes(mode: str) -> None:
+    before = containers_and_images() if mode == "docker" else ""
+    returncode, stdout, stderr = run_integration_script(PROJECT_ROOT, mode)
+    assert returncode == 0, stdout + stderr
+    assert f"[integration] passed ({mode})" in stdout
+    summaries = re.findall(r"^(\d+) of (\d+) test cases passed$", stdout, re.MULTILINE)
     assert len(summaries) == 2  # batch sizes 1 and 8
     assert all(passed == total and int(total) > 0 for passed, total in summaries)
-    if MODE == "docker":
-        assert "image checks passed" in result.stdout
-        assert "HEALTHCHECK command passed" in result.stdout
-        assert re.search(r"docker stop \(SIGTERM\): exit 0 in \d+\.\d s", result.stdout)
+    if mode == "docker":
+        assert "image checks passed" in stdout
+        assert "HEALTHCHECK command passed" in stdout
+        assert re.search(r"docker stop \(SIGTERM\): exit 0 in \d+\.\d s", stdout)
+        assert containers_and_images() == before
 
 
 ONE_BUNDLE = "COPY asset_bundle/${MODEL_VERSION} ./asset_bundle/${MODEL_VERSION}/"
@@ -63,9 +81,10 @@ def copy_project(destination: Path) -> Path:
     [
         (("USER model", "USER root"), "the container runs as root"),
         ((ONE_BUNDLE, "COPY asset_bundle ./asset_bundle/"), "asset bundles"),
-        (("COPY model_lib ./model_lib", "COPY model_lib ./model_lib\nCOPY grpc_model/tests ./tests"), "holds tests"),
+        (("USER model", "RUN mkdir model_lib/tests\nUSER model"), "holds tests"),
+        (("USER model", "RUN ln -s /bin/true /usr/local/bin/gcc\nUSER model"), "holds build tools"),
     ],
-    ids=["root-user", "every-bundle", "tests"],
+    ids=["root-user", "every-bundle", "tests", "build-tools"],
 )  # fmt: skip
 def test_integration_script_rejects_an_image_that_breaks_the_rules(
     tmp_path: Path, change: tuple[str, str], error: str
@@ -75,11 +94,12 @@ def test_integration_script_rejects_an_image_that_breaks_the_rules(
     dockerfile = project / "Dockerfile"
     assert change[0] in dockerfile.read_text()
     dockerfile.write_text(dockerfile.read_text().replace(*change))
-    (project / ".dockerignore").write_text((project / ".dockerignore").read_text().replace("**/tests/\n", ""))
-    result = run_integration_script(project)
-    assert result.returncode != 0
-    assert error in result.stderr
-    assert "[integration] passed" not in result.stdout
+    before = containers_and_images()
+    returncode, stdout, stderr = run_integration_script(project, "docker")
+    assert returncode != 0
+    assert error in stderr
+    assert "[integration] passed" not in stdout
+    assert containers_and_images() == before
 
 
 def run_engine_script(fakes: Path, tools: dict[str, int]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
