@@ -14,10 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import grpc_model
-from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import add_ModzyModelServicer_to_server
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
-from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService
+from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings
 from grpc_model.src.validation import InputValidator
 
@@ -83,7 +82,7 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.max_send_message_length", settings.max_send_message_bytes),
         ]
     )
-    add_ModzyModelServicer_to_server(service, server)
+    add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server

@@ -7,8 +7,11 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
@@ -171,6 +174,45 @@ class ModzyModelService(ModzyModelServicer):
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus.ValueType") -> None:
         for name in HEALTH_SERVICES:
             await self.health.set(name, status)
+
+
+Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Message]]
+
+
+def add_to_server(service: ModzyModelService, server: grpc.aio.Server) -> None:
+    """Registers the service like the generated code does, but parses requests itself.
+
+    grpcio answers a request it cannot parse with UNKNOWN; parsing here answers INVALID_ARGUMENT
+    with the message type and the parser's reason, as a client on any stack expects.
+    """
+    methods: dict[str, tuple[Behaviour, type[Message], type[Message]]] = {
+        "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
+        "Run": (service.Run, pb.RunRequest, pb.RunResponse),
+        "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
+    }
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _parsing(behaviour, request_type), response_serializer=response_type.SerializeToString
+        )
+        for name, (behaviour, request_type, response_type) in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
+    async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as error:
+            name = request_type.DESCRIPTOR.name
+            logger.warning(
+                "%s: a request that is not a valid %s from %s", name[: -len("Request")], name, context.peer()
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name}: {error}")
+        return await behaviour(request, context)
+
+    return handle
 
 
 def _retrieve_exception(task: "asyncio.Future[None]") -> None:

@@ -21,16 +21,15 @@ def server_tasks(server: ServerThread) -> int:
     return int(server.call(count()))
 
 
-def test_malformed_protobuf_gets_an_error_status(example_server: ServerThread) -> None:
+def test_malformed_protobuf_gets_invalid_argument(example_server: ServerThread) -> None:
     example_server.client.status()
     raw_run: grpc.UnaryUnaryMultiCallable[bytes, bytes] = example_server.client.channel.unary_unary("/ModzyModel/Run")
 
     with pytest.raises(grpc.RpcError) as raised:
         raw_run(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)  # a length that runs past the end
 
-    # grpcio rejects it before any servicer code runs, as UNKNOWN with the parser's message.
-    assert raised.value.code() == grpc.StatusCode.UNKNOWN
-    assert "Error parsing message with type 'RunRequest'" in str(raised.value.details())
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid RunRequest: Error parsing message" in str(raised.value.details())
     assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
 
 
