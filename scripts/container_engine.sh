@@ -116,8 +116,8 @@ ensure_base_image() {
   make_base_image
 }
 
-# The service is a daemon: its own session, no terminal, and none of this script's file
-# descriptors (a caller waiting for a pipe to close must not wait for the service).
+# The service is a daemon: its own session, no terminal, no hold on the checkout, and none
+# of this script's file descriptors (a caller waiting for a pipe to close must not wait for it).
 start_service() {
   docker_answers && return
   log "starting podman's Docker-compatible service on $socket"
@@ -128,6 +128,7 @@ start_service() {
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
     done
+    cd /
     exec setsid podman system service --time=0 "unix://$socket" >"$cache/service.log" 2>&1 </dev/null
   ) &
   local deadline=$((SECONDS + 20))
