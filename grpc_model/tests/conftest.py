@@ -3,6 +3,7 @@
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,11 @@ import yaml
 import grpc_model
 from grpc_model.src.client import ModelClient
 from grpc_model.src.server import RunningServer, start_server
-from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings
+from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var
+
+# Read at import, before the environment cleaning below: the tests of *your* model
+# (test_functional.py, test_packaging.py) serve the class you configured, as the server would.
+USER_MODEL_CLASS = os.environ.get(env_var("model_class"), Settings.model_fields["model_class"].default)
 
 
 @pytest.fixture(autouse=True)
@@ -86,14 +91,42 @@ def serve() -> Iterator[ServerFactory]:
         server.stop()
 
 
+GREETER = Path(__file__).parent / "greeter"  # the greeter's model.yaml and test cases
+TESTS = "grpc_model.tests.wrappers"
+
+
+def write_greeter_bundle(root: Path) -> Path:
+    """The greeter's bundle as the served version (whatever version the user serves)."""
+    shutil.copytree(GREETER, root / grpc_model.__version__)
+    model_yaml = root / grpc_model.__version__ / "model.yaml"
+    model_yaml.write_text(re.sub(r"(?m)^version: .*$", f"version: {grpc_model.__version__}", model_yaml.read_text()))
+    return root
+
+
+@pytest.fixture(scope="session")
+def greeter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_greeter_bundle(tmp_path_factory.mktemp("greeter"))
+
+
 @pytest.fixture
-def example_server(serve: ServerFactory) -> ServerThread:
-    return serve()
+def serve_greeter(serve: ServerFactory, greeter_bundle: Path) -> ServerFactory:
+    """`serve_greeter(**settings)` serves the greeter, a whole small model that the framework owns."""
+
+    def start(**overrides: Any) -> ServerThread:
+        return serve(model_class=f"{TESTS}:Greeter", asset_bundle_dir=greeter_bundle, **overrides)
+
+    return start
+
+
+@pytest.fixture
+def greeter_server(serve_greeter: ServerFactory) -> ServerThread:
+    return serve_greeter()
 
 
 def write_test_bundle(root: Path, **timeout: str) -> Path:
-    """The example bundle with one binary input `a`, which the test wrappers use, and the given timeouts."""
-    spec = yaml.safe_load((PROJECT_ROOT / "asset_bundle" / grpc_model.__version__ / "model.yaml").read_text())
+    """The greeter's bundle with one binary input `a`, which the test wrappers use, and the given timeouts."""
+    spec = yaml.safe_load((GREETER / "model.yaml").read_text())
+    spec["version"] = grpc_model.__version__
     spec["inputs"] = {"a": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "1M"}}
     spec["outputs"] = {"out": {"mediaType": "application/octet-stream", "maxSize": "1M"}}
     spec["timeout"].update(timeout)
@@ -112,7 +145,7 @@ def serve_wrapper(serve: ServerFactory, test_bundle: Path) -> ServerFactory:
     """`serve_wrapper("Echo", **settings)` serves a wrapper of wrappers.py with the test bundle."""
 
     def start(name: str, **overrides: Any) -> ServerThread:
-        return serve(model_class=f"grpc_model.tests.wrappers:{name}", asset_bundle_dir=test_bundle, **overrides)
+        return serve(model_class=f"{TESTS}:{name}", asset_bundle_dir=test_bundle, **overrides)
 
     return start
 
@@ -167,8 +200,13 @@ class ServerProcess:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Server processes started with `start`; each is killed, if still running, after the test."""
+def processes(monkeypatch: pytest.MonkeyPatch, greeter_bundle: Path) -> Iterator[list[ServerProcess]]:
+    """Server processes started with `start`; each is killed, if still running, after the test.
+
+    They serve the greeter unless their environment or flags say otherwise.
+    """
+    monkeypatch.setenv(env_var("model_class"), f"{TESTS}:Greeter")
+    monkeypatch.setenv(env_var("asset_bundle_dir"), str(greeter_bundle))
     started: list[ServerProcess] = []
     yield started
     for server in started:

@@ -21,16 +21,16 @@ def server_tasks(server: ServerThread) -> int:
     return int(server.call(count()))
 
 
-def test_malformed_protobuf_gets_invalid_argument(example_server: ServerThread) -> None:
-    example_server.client.status()
-    raw_run: grpc.UnaryUnaryMultiCallable[bytes, bytes] = example_server.client.channel.unary_unary("/ModzyModel/Run")
+def test_malformed_protobuf_gets_invalid_argument(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
+    raw_run: grpc.UnaryUnaryMultiCallable[bytes, bytes] = greeter_server.client.channel.unary_unary("/ModzyModel/Run")
 
     with pytest.raises(grpc.RpcError) as raised:
         raw_run(b"\x0a\xff\xff\xff\xff\x0f", timeout=10)  # a length that runs past the end
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "the request is not a valid RunRequest: Error parsing message" in str(raised.value.details())
-    assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
+    assert greeter_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
 
 
 def test_thousands_of_cancelled_calls_leave_nothing_behind(serve_wrapper: ServerFactory) -> None:
@@ -54,9 +54,9 @@ def test_thousands_of_cancelled_calls_leave_nothing_behind(serve_wrapper: Server
     assert server.client.run([{"a": b"0"}]).outputs[0].success
 
 
-def test_many_connections_come_and_go(example_server: ServerThread) -> None:
-    example_server.client.status()
-    target = f"127.0.0.1:{example_server.running.port}"
+def test_many_connections_come_and_go(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
+    target = f"127.0.0.1:{greeter_server.running.port}"
     baseline_threads = threading.active_count()
 
     def connect_once(_: int) -> int:
@@ -73,7 +73,7 @@ def test_many_connections_come_and_go(example_server: ServerThread) -> None:
 
     assert codes == [200] * 300
     assert threading.active_count() <= baseline_threads + 2  # grpc keeps a couple of its own threads
-    assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
+    assert greeter_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
 
 
 def test_shutdown_finishes_every_accepted_call_and_refuses_new_ones(serve_wrapper: ServerFactory) -> None:

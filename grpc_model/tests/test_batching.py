@@ -14,9 +14,9 @@ from grpc_model.src.runtime.batching import Batcher, QueueFullError
 from grpc_model.src.runtime.execution import ThreadExecutor
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
+from grpc_model.tests.conftest import TESTS
 from model_lib.src.model_wrapper import ModelInput
 
-TESTS = "grpc_model.tests.wrappers"
 T = TypeVar("T")
 
 

@@ -56,20 +56,20 @@ def test_health_is_not_serving_while_no_worker_is_up(serve_wrapper: ServerFactor
 
 
 def test_a_bug_in_the_framework_is_internal_and_the_server_goes_on(
-    example_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+    greeter_server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    example_server.client.status()
+    greeter_server.client.status()
 
     async def broken(*args: object) -> None:
         raise RuntimeError("framework bug")
 
     with monkeypatch.context() as patched:
-        patched.setattr(example_server.running.service.runtime, "run", broken)
+        patched.setattr(greeter_server.running.service.runtime, "run", broken)
         with pytest.raises(grpc.RpcError) as raised:
-            example_server.client.run([{"input.txt": b"Hi Al"}])
+            greeter_server.client.run([{"input.txt": b"Hi Al"}])
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert "internal error: RuntimeError: framework bug" in str(raised.value.details())
-    assert example_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
+    assert greeter_server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
 
 
 def test_a_crash_in_a_batch_fails_only_the_item_that_caused_it(serve_wrapper: ServerFactory) -> None:

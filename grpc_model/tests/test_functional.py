@@ -4,19 +4,16 @@ A model author runs just these with `scripts/dev.sh functional`. They test the w
 named by GRPC_MODEL_MODEL_CLASS when it is set (as for the server), else the default.
 """
 
-import os
-
 import pytest
 
 import grpc_model
 from grpc_model.src.client import check_test_case
 from grpc_model.src.metadata import TestCase, load_bundle, load_test_cases, output_differences
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
-from grpc_model.src.settings import Settings, env_var
-from grpc_model.tests.conftest import ServerFactory
+from grpc_model.src.settings import Settings
+from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory
 
-# Read at import, before the tests' environment cleaning: this suite tests *your* configuration.
-MODEL_CLASS = os.environ.get(env_var("model_class"), Settings.model_fields["model_class"].default)
+MODEL_CLASS = USER_MODEL_CLASS
 BUNDLE = load_bundle(Settings().asset_bundle_dir, grpc_model.__version__)
 CASES = load_test_cases(BUNDLE)
 FLAGS = [(False, False), (True, False), (False, True), (True, True)]

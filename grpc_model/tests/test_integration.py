@@ -15,7 +15,9 @@ from subprocess import PIPE
 
 import pytest
 
-from grpc_model.src.settings import PROJECT_ROOT
+import grpc_model
+from grpc_model.src.settings import PROJECT_ROOT, env_var
+from grpc_model.tests.conftest import USER_MODEL_CLASS
 
 MODE = os.environ.get("INTEGRATION_MODE")
 needs_engine = pytest.mark.skipif(
@@ -27,7 +29,13 @@ def run_integration_script(project: Path, mode: str) -> tuple[int, str, str]:
     with socket.socket() as probe:  # the script takes a concrete port, as users give it one
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PSC_MODEL_PORT": str(port), "STARTUP_SECONDS": "60", "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PSC_MODEL_PORT": str(port),
+        "STARTUP_SECONDS": "60",
+        "PYTHON": sys.executable,
+        env_var("model_class"): USER_MODEL_CLASS,  # the local path serves your model, as the image does
+    }
     command = ["bash", str(project / "scripts/integration_test.sh")]
     with subprocess.Popen(  # from any directory
         command, cwd="/", env={**env, "INTEGRATION_MODE": mode}, stdout=PIPE, stderr=PIPE, text=True
@@ -90,7 +98,7 @@ def test_integration_script_rejects_an_image_that_breaks_the_rules(
     tmp_path: Path, change: tuple[str, str], error: str
 ) -> None:
     project = copy_project(tmp_path / "project")
-    shutil.copytree(project / "asset_bundle/0.1.0", project / "asset_bundle/0.0.9")
+    shutil.copytree(project / "asset_bundle" / grpc_model.__version__, project / "asset_bundle/99.99.99")
     dockerfile = project / "Dockerfile"
     assert change[0] in dockerfile.read_text()
     dockerfile.write_text(dockerfile.read_text().replace(*change))

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from grpc_model.src.metadata import BundleError, load_bundle, load_test_case, load_test_cases, output_differences
-from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.tests.conftest import GREETER
 
-EXAMPLE = PROJECT_ROOT / "asset_bundle" / "0.1.0"
+EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def edit_model_yaml(root: Path, edit: dict[str, object]) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-def test_the_example_bundle_loads(bundle_root: Path) -> None:
+def test_a_full_bundle_loads(bundle_root: Path) -> None:
     bundle = load_bundle(bundle_root, "0.1.0")
     assert bundle.spec.name == "Hello World"
     assert bundle.spec.features.maxBatchSize == 8

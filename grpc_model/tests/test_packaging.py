@@ -4,18 +4,25 @@ container engine runs; test_integration.py checks the built image where one does
 import re
 
 import grpc_model
-from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import ServerProcess, start
+from grpc_model.src.metadata import load_bundle, load_test_cases
+from grpc_model.src.settings import PROJECT_ROOT, env_var
+from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerProcess, start
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 
 
-def test_the_readme_serve_command_serves_the_example_model(processes: list[ServerProcess]) -> None:
+def test_the_readme_serve_command_serves_your_model(processes: list[ServerProcess]) -> None:
     assert "scripts/dev.sh serve" in (PROJECT_ROOT / "README.md").read_text()
-    server = start(processes, command=["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve"])
+    bundle = load_bundle(PROJECT_ROOT / "asset_bundle", grpc_model.__version__)
+    first_case = load_test_cases(bundle)[0]
+    server = start(
+        processes,
+        command=["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve"],
+        env={env_var("model_class"): USER_MODEL_CLASS, env_var("asset_bundle_dir"): str(bundle.path.parent)},
+    )
     with server.client() as client:
-        assert client.status().model_info.model_name == "Hello World"
-        assert client.run([{"input.txt": b"Hi Ann"}]).outputs[0].success
+        assert client.status().model_info.model_name == bundle.spec.name
+        assert client.run([first_case.inputs]).outputs[0].success
         client.shutdown()
     assert server.wait() == 0
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import grpc_model
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import ServerProcess, start
+from grpc_model.tests.conftest import ServerProcess, start, write_greeter_bundle
 
 
 def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess]) -> None:
@@ -59,11 +59,8 @@ def test_the_port_comes_from_psc_model_port(processes: list[ServerProcess]) -> N
 
 
 def test_a_broken_bundle_stops_start_up_with_the_reason(processes: list[ServerProcess], tmp_path: Path) -> None:
-    bundle = tmp_path / "0.1.0"
-    bundle.mkdir()
-    (bundle / "model.yaml").write_text((PROJECT_ROOT / "asset_bundle/0.1.0/model.yaml").read_text().replace(
-        "maxBatchSize: 8", "maxBatchSize: eight"
-    ))  # fmt: skip
+    model_yaml = write_greeter_bundle(tmp_path) / grpc_model.__version__ / "model.yaml"
+    model_yaml.write_text(model_yaml.read_text().replace("maxBatchSize: 8", "maxBatchSize: eight"))
     server = start(processes, "--asset-bundle-dir", str(tmp_path))
 
     assert server.wait() == 2

@@ -8,9 +8,8 @@ import pytest
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelNotLoadedError, ModelRuntime, WrapperImportError
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
 from grpc_model.src.runtime.items import ItemResult
+from grpc_model.tests.conftest import TESTS
 from grpc_model.tests.wrappers import Echo
-
-TESTS = "grpc_model.tests.wrappers"
 
 
 def make_runtime(model_class: str, max_batch_size: int = 4, **options: Any) -> ModelRuntime:

@@ -8,17 +8,18 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+import grpc_model
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.tests.conftest import ServerFactory, ServerThread
 from grpc_model.tests.wrappers import Counted, Echo, FailsFirstInit, Slow
 
 
-def test_status_loads_the_model_and_returns_the_full_metadata(example_server: ServerThread) -> None:
-    status = example_server.client.status()
+def test_status_loads_the_model_and_returns_the_full_metadata(greeter_server: ServerThread) -> None:
+    status = greeter_server.client.status()
 
     assert (status.status_code, status.status) == (200, "OK")
     assert status.model_info == pb.ModelInfo(
-        model_name="Hello World", model_version="0.1.0", model_author="Example Team", model_type="grpc",
+        model_name="Hello World", model_version=grpc_model.__version__, model_author="Example Team", model_type="grpc",
         source="Example Team",
     )  # fmt: skip
     assert status.description.summary.startswith("Greets the person")
@@ -46,8 +47,8 @@ def test_status_twice_keeps_the_loaded_model(serve_wrapper: ServerFactory) -> No
     assert Counted.instances == 1
 
 
-def test_run_before_status_fails_every_item_clearly(example_server: ServerThread) -> None:
-    response = example_server.client.run([{"input.txt": b"a"}, {"input.txt": b"b"}])
+def test_run_before_status_fails_every_item_clearly(greeter_server: ServerThread) -> None:
+    response = greeter_server.client.run([{"input.txt": b"a"}, {"input.txt": b"b"}])
 
     assert response.status_code == 503
     assert len(response.outputs) == 2
@@ -57,11 +58,11 @@ def test_run_before_status_fails_every_item_clearly(example_server: ServerThread
         assert b"Status" in item.output["error"]
 
 
-def test_run_answers_each_item_in_order(example_server: ServerThread) -> None:
-    example_server.client.status()
+def test_run_answers_each_item_in_order(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
     names = [f"Person{i}" for i in range(20)]  # more than maxBatchSize (8): processed in slices
 
-    response = example_server.client.run([{"input.txt": f"I am {name}".encode()} for name in names])
+    response = greeter_server.client.run([{"input.txt": f"I am {name}".encode()} for name in names])
 
     assert response.status_code == 200
     greetings = [json.loads(item.output["results.json"])["data"]["result"]["greeting"] for item in response.outputs]
@@ -69,10 +70,10 @@ def test_run_answers_each_item_in_order(example_server: ServerThread) -> None:
     assert all(item.success for item in response.outputs)
 
 
-def test_one_failing_item_leaves_the_others_intact(example_server: ServerThread) -> None:
-    example_server.client.status()
+def test_one_failing_item_leaves_the_others_intact(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
 
-    response = example_server.client.run(
+    response = greeter_server.client.run(
         [{"input.txt": b"Hi Ann"}, {"input.txt": b"\xff\xfe"}, {"other.txt": b"x"}, {"input.txt": b"Hi Bo"}]
     )
 
@@ -84,9 +85,9 @@ def test_one_failing_item_leaves_the_others_intact(example_server: ServerThread)
     assert "2 of 4" in response.message
 
 
-def test_empty_run_request_gets_no_outputs(example_server: ServerThread) -> None:
-    example_server.client.status()
-    response = example_server.client.run([])
+def test_empty_run_request_gets_no_outputs(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
+    response = greeter_server.client.run([])
     assert (response.status_code, len(response.outputs)) == (200, 0)
 
 
@@ -145,8 +146,8 @@ def test_a_later_status_retries_a_failed_load(serve_wrapper: ServerFactory) -> N
     assert server.client.health() == "SERVING"
 
 
-def test_health_is_not_serving_until_loaded_then_serving(example_server: ServerThread) -> None:
-    client = example_server.client
+def test_health_is_not_serving_until_loaded_then_serving(greeter_server: ServerThread) -> None:
+    client = greeter_server.client
     assert client.health() == "NOT_SERVING"
     assert client.health("ModzyModel") == "NOT_SERVING"
 
@@ -156,14 +157,14 @@ def test_health_is_not_serving_until_loaded_then_serving(example_server: ServerT
     assert client.health("ModzyModel") == "SERVING"
 
 
-def test_load_at_startup_serves_without_a_status_call(serve: ServerFactory) -> None:
-    server = serve(load_model_at_startup=True)
+def test_load_at_startup_serves_without_a_status_call(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(load_model_at_startup=True)
     assert server.client.health() == "SERVING"
     assert server.client.run([{"input.txt": b"Hi Al"}]).outputs[0].success
 
 
-def test_health_goes_not_serving_on_shutdown(example_server: ServerThread) -> None:
-    client = example_server.client
+def test_health_goes_not_serving_on_shutdown(greeter_server: ServerThread) -> None:
+    client = greeter_server.client
     client.status()
     statuses: list[int] = []
     watch = client.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
@@ -191,8 +192,8 @@ def test_status_and_health_answer_while_the_model_is_busy(serve_wrapper: ServerF
     assert busy.result(timeout=10).outputs[0].output == {"slept.txt": b"done"}
 
 
-def test_reflection_lists_the_services(example_server: ServerThread) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(example_server.client.channel)
+def test_reflection_lists_the_services(greeter_server: ServerThread) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(greeter_server.client.channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
 
     response = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
@@ -201,8 +202,8 @@ def test_reflection_lists_the_services(example_server: ServerThread) -> None:
     assert {"ModzyModel", "grpc.health.v1.Health"} <= names
 
 
-def test_message_over_the_limit_is_resource_exhausted(serve: ServerFactory) -> None:
-    server = serve(max_receive_message_bytes=1024)
+def test_message_over_the_limit_is_resource_exhausted(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(max_receive_message_bytes=1024)
     server.client.status()
 
     with pytest.raises(grpc.RpcError) as raised:
@@ -212,8 +213,8 @@ def test_message_over_the_limit_is_resource_exhausted(serve: ServerFactory) -> N
     assert server.client.run([{"input.txt": b"small"}]).outputs[0].success  # still serving
 
 
-def test_shutdown_can_be_disabled(serve: ServerFactory) -> None:
-    server = serve(shutdown="disabled")
+def test_shutdown_can_be_disabled(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(shutdown="disabled")
     response = server.client.shutdown()
     assert (response.status_code, response.status) == (403, "Forbidden")
     assert "disabled" in response.message
@@ -221,8 +222,8 @@ def test_shutdown_can_be_disabled(serve: ServerFactory) -> None:
     assert server.client.health() == "SERVING"
 
 
-def test_shutdown_can_require_a_token(serve: ServerFactory) -> None:
-    server = serve(shutdown="token", shutdown_token="s3cret")
+def test_shutdown_can_require_a_token(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(shutdown="token", shutdown_token="s3cret")
     server.client.status()
     assert server.client.shutdown().status_code == 403
     assert server.client.shutdown("wrong").status_code == 403
@@ -232,11 +233,11 @@ def test_shutdown_can_require_a_token(serve: ServerFactory) -> None:
 
 
 def test_each_call_logs_one_line_with_count_duration_and_rate(
-    example_server: ServerThread, caplog: pytest.LogCaptureFixture
+    greeter_server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    example_server.client.status()
+    greeter_server.client.status()
     with caplog.at_level("INFO", logger="grpc_model.src.servicer"):
-        example_server.client.run([{"input.txt": b"Hi Al"}, {"input.txt": b""}])
+        greeter_server.client.run([{"input.txt": b"Hi Al"}, {"input.txt": b""}])
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run:")]
     assert len(lines) == 1
     assert re.fullmatch(r"Run: 2 items \(1 failed\) in [\d.]+ ms, [\d.]+ items/s", lines[0])

@@ -5,9 +5,7 @@ from pathlib import Path
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
-from grpc_model.tests.conftest import ServerFactory, wait_until_serving_again, write_test_bundle
-
-TESTS = "grpc_model.tests.wrappers"
+from grpc_model.tests.conftest import TESTS, ServerFactory, wait_until_serving_again, write_test_bundle
 
 
 def test_an_item_over_the_run_timeout_fails_and_the_server_goes_on(serve: ServerFactory, tmp_path: Path) -> None:

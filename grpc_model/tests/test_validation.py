@@ -151,9 +151,9 @@ def test_undeclared_files_can_be_ignored() -> None:
     )
 
 
-def test_invalid_items_fail_alone_over_grpc(example_server: ServerThread) -> None:
-    example_server.client.status()
-    response = example_server.client.run(
+def test_invalid_items_fail_alone_over_grpc(greeter_server: ServerThread) -> None:
+    greeter_server.client.status()
+    response = greeter_server.client.run(
         [{"input.txt": b"Hi Al"}, {"input.txt": b"x" * (1024 * 1024 + 1)}, {"input.txt": b"Hi Bo", "x": b""}]
     )
     assert [item.success for item in response.outputs] == [True, False, False]
@@ -161,8 +161,8 @@ def test_invalid_items_fail_alone_over_grpc(example_server: ServerThread) -> Non
     assert response.outputs[2].output["error"] == b"x: not an input of this model (its inputs: input.txt)"
 
 
-def test_ignored_undeclared_files_do_not_reach_the_model(serve: ServerFactory) -> None:
-    server = serve(undeclared_inputs="ignore")
+def test_ignored_undeclared_files_do_not_reach_the_model(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(undeclared_inputs="ignore")
     server.client.status()
     response = server.client.run([{"input.txt": b"Hi Al", "x": b"\xff"}])
     assert response.outputs[0].success
@@ -189,9 +189,9 @@ items_strategy = st.dictionaries(
 )
 @given(items=st.lists(items_strategy, max_size=20), detect_drift=st.booleans(), explain=st.booleans())
 def test_random_requests_get_one_answer_per_item(
-    example_server: ServerThread, items: list[dict[str, bytes]], detect_drift: bool, explain: bool
+    greeter_server: ServerThread, items: list[dict[str, bytes]], detect_drift: bool, explain: bool
 ) -> None:
-    client = example_server.client
+    client = greeter_server.client
     client.status()
 
     response = client.run(items, detect_drift, explain)

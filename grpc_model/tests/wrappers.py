@@ -1,4 +1,8 @@
-"""Small purpose-built model wrappers that the tests serve instead of the example model."""
+"""Small purpose-built model wrappers that the tests serve, never the model in model_lib/.
+
+The framework's tests must pass whatever model a user puts in model_lib/ (only
+test_functional.py, test_packaging.py and test_integration.py test the user's model).
+"""
 
 import ctypes
 import json
@@ -10,7 +14,22 @@ import threading
 import time
 from typing import ClassVar
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+
+
+class Greeter(ModelWrapper):
+    """A whole small model with a text input, served with the bundle in greeter/: greets the last word."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        words = model_input["input.txt"].decode("utf-8").split()
+        if not words:
+            raise ValueError("input.txt is empty: expected at least one word")
+        return success_output({"greeting": "Hello. Nice to meet you, {}".format(words[-1].strip('"'))})
+
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs]
 
 
 class Echo(ModelWrapper):
