@@ -146,15 +146,27 @@ if [ "$mode" = docker ]; then
   log "starting container $container on 127.0.0.1:$port"
   start_container "$container" --publish "127.0.0.1:$port:45000"
 else
-  log "no Docker engine: starting the server as a local process on 127.0.0.1:$port"
+  log "no Docker engine answers: testing a local process, NOT the image" \
+    "(scripts/container_engine.sh sets up podman on Debian/Ubuntu as root)"
+  log "starting the server as a local process on 127.0.0.1:$port"
   "$python" -m grpc_model.src.model_server --host 127.0.0.1 --port "$port" --load-model-at-startup &
   server_pid=$!
 fi
 
-log "waiting up to ${startup_seconds}s for health SERVING"
-health=$(client --health --wait "$startup_seconds" --timeout 2) || {
-  fail "the server did not become SERVING (last answer: $health)"
+server_is_running() {
+  if [ -n "$container" ]; then
+    [ "$(docker inspect --format '{{.State.Running}}' "$container")" = true ]
+  else
+    kill -0 "$server_pid" 2>/dev/null
+  fi
 }
+
+log "waiting up to ${startup_seconds}s for health SERVING"
+deadline=$((SECONDS + startup_seconds))
+until health=$(client --health --wait 1 --timeout 2); do
+  server_is_running || fail "the server exited before it served; its log is above"
+  [ $SECONDS -lt $deadline ] || fail "the server did not become SERVING within ${startup_seconds}s (last answer: $health)"
+done
 
 if [ -n "$container" ]; then
   check_image

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from subprocess import PIPE
 
@@ -17,7 +18,7 @@ import pytest
 
 import grpc_model
 from grpc_model.src.settings import PROJECT_ROOT, env_var
-from grpc_model.tests.conftest import USER_MODEL_CLASS
+from grpc_model.tests.conftest import TESTS, USER_MODEL_CLASS
 
 MODE = os.environ.get("INTEGRATION_MODE")
 needs_engine = pytest.mark.skipif(
@@ -25,7 +26,7 @@ needs_engine = pytest.mark.skipif(
 )
 
 
-def run_integration_script(project: Path, mode: str) -> tuple[int, str, str]:
+def run_integration_script(project: Path, mode: str, model_class: str = USER_MODEL_CLASS) -> tuple[int, str, str]:
     with socket.socket() as probe:  # the script takes a concrete port, as users give it one
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -34,7 +35,7 @@ def run_integration_script(project: Path, mode: str) -> tuple[int, str, str]:
         "PSC_MODEL_PORT": str(port),
         "STARTUP_SECONDS": "60",
         "PYTHON": sys.executable,
-        env_var("model_class"): USER_MODEL_CLASS,  # the local path serves your model, as the image does
+        env_var("model_class"): model_class,  # the local path serves your model, as the image does
     }
     command = ["bash", str(project / "scripts/integration_test.sh")]
     with subprocess.Popen(  # from any directory
@@ -91,8 +92,9 @@ def copy_project(destination: Path) -> Path:
         ((ONE_BUNDLE, "COPY asset_bundle ./asset_bundle/"), "asset bundles"),
         (("USER model", "RUN mkdir model_lib/tests\nUSER model"), "holds tests"),
         (("USER model", "RUN ln -s /bin/true /usr/local/bin/gcc\nUSER model"), "holds build tools"),
+        (("USER model", f"ENV {env_var('model_class')}={TESTS}:Nope\nUSER model"), "exited before it served"),
     ],
-    ids=["root-user", "every-bundle", "tests", "build-tools"],
+    ids=["root-user", "every-bundle", "tests", "build-tools", "server-dies"],
 )  # fmt: skip
 def test_integration_script_rejects_an_image_that_breaks_the_rules(
     tmp_path: Path, change: tuple[str, str], error: str
@@ -125,6 +127,16 @@ def run_engine_script(fakes: Path, tools: dict[str, int]) -> tuple[subprocess.Co
         timeout=60,
     )
     return result, calls.read_text().splitlines()
+
+
+def test_integration_script_stops_waiting_when_the_server_dies() -> None:
+    started = time.monotonic()
+    returncode, stdout, stderr = run_integration_script(PROJECT_ROOT, "local", model_class=f"{TESTS}:Nope")
+    assert returncode != 0
+    assert "has no class 'Nope'" in stderr
+    assert "the server exited before it served" in stderr
+    assert "[integration] passed" not in stdout
+    assert time.monotonic() - started < 50  # well before the 60 s start-up limit it was given
 
 
 def test_container_engine_script_leaves_a_working_docker_alone(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import grpc_model
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.tests.conftest import ServerProcess, start, write_greeter_bundle
+from grpc_model.tests.conftest import TESTS, ServerProcess, start, write_greeter_bundle
 
 
 def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess]) -> None:
@@ -69,9 +69,10 @@ def test_a_broken_bundle_stops_start_up_with_the_reason(processes: list[ServerPr
 
 
 def test_an_unknown_model_class_stops_start_up(processes: list[ServerProcess]) -> None:
-    server = start(processes, env={"GRPC_MODEL_MODEL_CLASS": "model_lib.src.model:Nope"})
+    server = start(processes, env={"GRPC_MODEL_MODEL_CLASS": f"{TESTS}:Nope"})
     assert server.wait() == 2
-    assert "has no class 'Nope'" in server.output()
+    assert f"module '{TESTS}' has no class 'Nope'; model classes it defines: ['Greeter', 'Echo'," in server.output()
+    assert f"Name yours with GRPC_MODEL_MODEL_CLASS={TESTS}:<ClassName>" in server.output()
 
 
 def test_an_invalid_setting_is_named(processes: list[ServerProcess]) -> None:

@@ -40,7 +40,15 @@ def import_wrapper_class(path: str) -> type:
         raise WrapperImportError(f"cannot import module {module_name!r} of model class {path!r}: {error}") from error
     wrapper_class = getattr(module, class_name, None)
     if not isinstance(wrapper_class, type):
-        raise WrapperImportError(f"module {module_name!r} has no class {class_name!r}")
+        found = [
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type) and value.__module__ == module_name and _user_method(value, SINGLE_METHOD_NAMES)
+        ]
+        raise WrapperImportError(
+            f"module {module_name!r} has no class {class_name!r}; model classes it defines: {found or 'none'}. "
+            f"Name yours with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName> (or --model-class)"
+        )
     if _user_method(wrapper_class, SINGLE_METHOD_NAMES) is None:
         raise WrapperImportError(f"{path} must define one of {' or '.join(SINGLE_METHOD_NAMES)}")
     return wrapper_class
