@@ -71,5 +71,9 @@ def success_output(result: Any, explanation: Any = None, drift: Any = None) -> M
 
 
 def failure_output(message: str) -> ModelOutput:
-    """The output the server sends for a failed item: `{"error": <message>}`."""
+    """The output the server sends for a failed item: `{"error": <message>}`.
+
+    The server builds it from the exception a wrapper raises. To fail an item, raise: an output
+    returned by your wrapper counts as a success, whatever it holds.
+    """
     return {ERROR_KEY: message.encode("utf-8", "backslashreplace")}  # any str, even lone surrogates
