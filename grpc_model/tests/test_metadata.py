@@ -1,5 +1,6 @@
 """model.yaml validation and asset-bundle loading: every broken file gets a message naming the key."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -131,9 +132,27 @@ def test_json_outputs_compare_as_json_and_others_as_bytes() -> None:
     expected = {"r.json": b'{"a": 1, "b": [1, 2]}', "img.png": b"\x89PNG"}
     assert output_differences(expected, {"r.json": b'{"b":[1,2],"a":1}', "img.png": b"\x89PNG"}) == []
     assert output_differences(expected, {"r.json": b'{"a": 2, "b": [1, 2]}', "img.png": b"\x89PNG"}) == [
-        'r.json: expected \'{"a": 1, "b": [1, 2]}\', got \'{"a": 2, "b": [1, 2]}\''
+        "r.json: a: expected 1, got 2"
     ]
     assert output_differences(expected, {"r.json": expected["r.json"], "img.png": b"\x89PNh"}) == [
         "img.png: expected <4 bytes of binary data>, got <4 bytes of binary data>"
     ]
     assert output_differences(expected, {"r.json": expected["r.json"]}) == ["missing output file 'img.png'"]
+
+
+def test_json_differences_name_the_key_path() -> None:
+    expected = {
+        "results.json": json.dumps({"data": {"result": {"top": ["a", "b"], "n": 3}, "explanation": None}}).encode()
+    }
+    actual = {
+        "results.json": json.dumps({"data": {"result": {"top": ["a", "c"], "m": 3}, "explanation": None}}).encode()
+    }
+    assert sorted(output_differences(expected, actual)) == [
+        "results.json: data.result.m: not expected, got 3",
+        "results.json: data.result.n: missing",
+        "results.json: data.result.top.1: expected 'b', got 'c'",
+    ]
+    assert output_differences({"r.json": b"[1, 2]"}, {"r.json": b"[1]"}) == [
+        "r.json: the document: expected [1, 2], got [1]"
+    ]
+    assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]

@@ -9,6 +9,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grpc_model.src.metadata.bundle import AssetBundle, BundleError
 
@@ -53,18 +54,41 @@ def output_differences(expected: Mapping[str, bytes], actual: Mapping[str, bytes
     """Human-readable differences between expected and actual output files; empty when equal."""
     problems = [f"missing output file {name!r}" for name in sorted(expected.keys() - actual.keys())]
     for name in sorted(expected.keys() & actual.keys()):
-        if not _same_content(name, expected[name], actual[name]):
+        parsed = _parsed_json(name, expected[name], actual[name])
+        if parsed is not None:
+            problems += [f"{name}: {difference}" for difference in _json_differences(*parsed)]
+        elif expected[name] != actual[name]:
             problems.append(f"{name}: expected {_preview(expected[name])}, got {_preview(actual[name])}")
     return problems
 
 
-def _same_content(name: str, expected: bytes, actual: bytes) -> bool:
+def _parsed_json(name: str, expected: bytes, actual: bytes) -> tuple[Any, Any] | None:
     if name.endswith(".json"):
         try:
-            return bool(json.loads(expected) == json.loads(actual))
+            return json.loads(expected), json.loads(actual)
         except ValueError:
             pass
-    return expected == actual
+    return None
+
+
+def _json_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Where two JSON documents differ, by key path, so that a long document's one wrong value shows."""
+    where = path or "the document"
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        differences = [f"{path}{key}: missing" for key in expected if key not in actual]
+        differences += [f"{path}{key}: not expected, got {actual[key]!r:.200}" for key in actual if key not in expected]
+        for key in (key for key in expected if key in actual):
+            differences += _json_differences(expected[key], actual[key], f"{path}{key}.")
+        return differences
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in _json_differences(e, a, f"{path}{i}.")
+        ]
+    if expected == actual:
+        return []
+    return [f"{where.rstrip('.')}: expected {expected!r:.200}, got {actual!r:.200}"]
 
 
 def _preview(content: bytes, limit: int = 200) -> str:
