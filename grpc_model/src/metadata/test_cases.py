@@ -77,8 +77,9 @@ def _json_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, dict) and isinstance(actual, dict):
         differences = [f"{path}{key}: missing" for key in expected if key not in actual]
         differences += [f"{path}{key}: not expected, got {actual[key]!r:.200}" for key in actual if key not in expected]
-        for key in (key for key in expected if key in actual):
-            differences += _json_differences(expected[key], actual[key], f"{path}{key}.")
+        for key in expected:
+            if key in actual:
+                differences += _json_differences(expected[key], actual[key], f"{path}{key}.")
         return differences
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         return [
