@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the served model, runnable from any directory.
 #
-# Where a Docker engine answers (`docker info`), tests the image users ship: builds the
+# Where a Docker engine answers (`docker info`, or else the podman service that
+# scripts/container_engine.sh starts), tests the image users ship: builds the
 # Dockerfile, checks the image (non-root user, only the served bundle version, no tests or
 # build tools; reports its size), runs the container with the port published on 127.0.0.1 and tests
 # it; a second container checks that `docker stop` (SIGTERM) drains and exits 0 quickly.
@@ -134,9 +135,19 @@ if [ "$(client --health --timeout 2)" != "UNREACHABLE" ]; then
   fail "something already answers on 127.0.0.1:$port; stop it or set PSC_MODEL_PORT"
 fi
 
+docker_answers() { command -v docker >/dev/null 2>&1 && bounded 20 docker info >/dev/null 2>&1; }
+
+# The podman service that scripts/container_engine.sh starts, when the caller's shell
+# does not point at it.
+podman_socket=/run/podman/podman.sock
+if [ -z "${DOCKER_HOST:-}" ] && [ -S "$podman_socket" ] && ! docker_answers &&
+  DOCKER_HOST=unix://$podman_socket docker_answers; then
+  export DOCKER_HOST=unix://$podman_socket DOCKER_BUILDKIT=0
+fi
+
 mode=${INTEGRATION_MODE:-}
 if [ -z "$mode" ]; then
-  if command -v docker >/dev/null 2>&1 && bounded 20 docker info >/dev/null 2>&1; then mode=docker; else mode=local; fi
+  if docker_answers; then mode=docker; else mode=local; fi
 fi
 
 container=""
