@@ -2,10 +2,10 @@
 # End-to-end test of the served model, runnable from any directory.
 #
 # Where a Docker engine answers (`docker info`, or else the podman service that
-# scripts/container_engine.sh starts), tests the image users ship: builds the
-# Dockerfile, checks the image (non-root user, only the served bundle version, no tests or
-# build tools; reports its size), runs the container with the port published on 127.0.0.1 and tests
-# it; a second container checks that `docker stop` (SIGTERM) drains and exits 0 quickly.
+# scripts/container_engine.sh starts), tests the image users ship: builds the Dockerfile,
+# checks the image (non-root user, only the served bundle version, no tests or build
+# tools; reports its size), runs the container with the port published on 127.0.0.1 and
+# tests it; a second container checks that `docker stop` (SIGTERM) drains and exits 0 quickly.
 # Otherwise starts the server as a local process. Either way: waits for health SERVING
 # (bounded), runs the reference client over every test case at batch sizes 1 and 8, sends
 # Shutdown and checks the server exited 0. Exits non-zero on any failure and always removes
