@@ -49,8 +49,11 @@ def _try_batch(
         logger.debug("%s has no batch method; processing %d items one at a time", model.name, len(items))
         return None
     # BaseException: a model calling sys.exit() must fail its items, not stop the server.
-    except BaseException:
-        logger.exception("%s batch method raised; processing %d items one at a time", model.name, len(items))
+    except BaseException as error:
+        # One line: the culprit item raises again when it runs alone, and logs its traceback then.
+        logger.warning(
+            "%s batch method raised %s; processing %d items one at a time", model.name, describe(error), len(items)
+        )
         return None
     if not isinstance(outputs, list | tuple) or len(outputs) != len(items):
         count = f"{len(outputs)} outputs" if isinstance(outputs, list | tuple) else type(outputs).__name__
