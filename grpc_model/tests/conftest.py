@@ -1,6 +1,7 @@
 """Shared fixtures: a clean environment, and real servers on loopback ports they chose."""
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -108,21 +109,6 @@ def greeter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_greeter_bundle(tmp_path_factory.mktemp("greeter"))
 
 
-@pytest.fixture
-def serve_greeter(serve: ServerFactory, greeter_bundle: Path) -> ServerFactory:
-    """`serve_greeter(**settings)` serves the greeter, a whole small model that the framework owns."""
-
-    def start(**overrides: Any) -> ServerThread:
-        return serve(model_class=f"{TESTS}:Greeter", asset_bundle_dir=greeter_bundle, **overrides)
-
-    return start
-
-
-@pytest.fixture
-def greeter_server(serve_greeter: ServerFactory) -> ServerThread:
-    return serve_greeter()
-
-
 def write_test_bundle(root: Path, **timeout: str) -> Path:
     """The greeter's bundle with one binary input `a`, which the test wrappers use, and the given timeouts."""
     spec = yaml.safe_load((GREETER / "model.yaml").read_text())
@@ -145,9 +131,20 @@ def serve_wrapper(serve: ServerFactory, test_bundle: Path) -> ServerFactory:
     """`serve_wrapper("Echo", **settings)` serves a wrapper of wrappers.py with the test bundle."""
 
     def start(name: str, **overrides: Any) -> ServerThread:
-        return serve(model_class=f"{TESTS}:{name}", asset_bundle_dir=test_bundle, **overrides)
+        return serve(**{"model_class": f"{TESTS}:{name}", "asset_bundle_dir": test_bundle, **overrides})
 
     return start
+
+
+@pytest.fixture
+def serve_greeter(serve_wrapper: ServerFactory, greeter_bundle: Path) -> ServerFactory:
+    """`serve_greeter(**settings)` serves the greeter, a whole small model that the framework owns."""
+    return functools.partial(serve_wrapper, "Greeter", asset_bundle_dir=greeter_bundle)
+
+
+@pytest.fixture
+def greeter_server(serve_greeter: ServerFactory) -> ServerThread:
+    return serve_greeter()
 
 
 SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
