@@ -140,7 +140,8 @@ docker_answers() { command -v docker >/dev/null 2>&1 && bounded 20 docker info >
 # The podman service that scripts/container_engine.sh starts, when the caller's shell
 # does not point at it.
 podman_socket=/run/podman/podman.sock
-if [ -z "${DOCKER_HOST:-}" ] && [ -S "$podman_socket" ] && ! docker_answers &&
+if [ "${INTEGRATION_MODE:-}" != local ] && [ -z "${DOCKER_HOST:-}" ] && [ -S "$podman_socket" ] &&
+  ! docker_answers &&
   DOCKER_HOST=unix://$podman_socket docker_answers; then
   export DOCKER_HOST=unix://$podman_socket DOCKER_BUILDKIT=0
 fi
@@ -166,7 +167,7 @@ fi
 
 server_is_running() {
   if [ -n "$container" ]; then
-    [ "$(docker inspect --format '{{.State.Running}}' "$container")" = true ]
+    [ "$(bounded 30 docker inspect --format '{{.State.Running}}' "$container")" = true ]
   else
     kill -0 "$server_pid" 2>/dev/null
   fi

@@ -204,7 +204,7 @@ def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
     async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
         try:
             request = request_type.FromString(raw)
-        except DecodeError as error:
+        except (DecodeError, ValueError) as error:  # ValueError: bad UTF-8 under the pure-Python backend
             name = request_type.DESCRIPTOR.name
             logger.warning(
                 "%s: a request that is not a valid %s from %s", name[: -len("Request")], name, context.peer()

@@ -150,9 +150,14 @@ def test_json_differences_name_the_key_path() -> None:
     assert sorted(output_differences(expected, actual)) == [
         "results.json: data.result.m: not expected, got 3",
         "results.json: data.result.n: missing",
-        "results.json: data.result.top.1: expected 'b', got 'c'",
+        'results.json: data.result.top.1: expected "b", got "c"',  # values as JSON
     ]
     assert output_differences({"r.json": b"[1, 2]"}, {"r.json": b"[1]"}) == [
         "r.json: the document: expected [1, 2], got [1]"
     ]
+    many = output_differences(
+        {"r.json": json.dumps(list(range(30))).encode()}, {"r.json": json.dumps([-1] * 30).encode()}
+    )
+    assert many[:2] == ["r.json: 0: expected 0, got -1", "r.json: 1: expected 1, got -1"]
+    assert many[20:] == ["r.json: and 10 more differences"]
     assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]

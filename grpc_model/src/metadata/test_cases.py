@@ -56,10 +56,16 @@ def output_differences(expected: Mapping[str, bytes], actual: Mapping[str, bytes
     for name in sorted(expected.keys() & actual.keys()):
         parsed = _parsed_json(name, expected[name], actual[name])
         if parsed is not None:
-            problems += [f"{name}: {difference}" for difference in _json_differences(*parsed)]
+            differences = _json_differences(*parsed)
+            problems += [f"{name}: {difference}" for difference in differences[:MAX_DIFFERENCES]]
+            if len(differences) > MAX_DIFFERENCES:
+                problems.append(f"{name}: and {len(differences) - MAX_DIFFERENCES} more differences")
         elif expected[name] != actual[name]:
             problems.append(f"{name}: expected {_preview(expected[name])}, got {_preview(actual[name])}")
     return problems
+
+
+MAX_DIFFERENCES = 20
 
 
 def _parsed_json(name: str, expected: bytes, actual: bytes) -> tuple[Any, Any] | None:
@@ -76,7 +82,9 @@ def _json_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     where = path or "the document"
     if isinstance(expected, dict) and isinstance(actual, dict):
         differences = [f"{path}{key}: missing" for key in expected if key not in actual]
-        differences += [f"{path}{key}: not expected, got {actual[key]!r:.200}" for key in actual if key not in expected]
+        differences += [
+            f"{path}{key}: not expected, got {_json_preview(actual[key])}" for key in actual if key not in expected
+        ]
         for key in expected:
             if key in actual:
                 differences += _json_differences(expected[key], actual[key], f"{path}{key}.")
@@ -89,7 +97,12 @@ def _json_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
         ]
     if expected == actual:
         return []
-    return [f"{where.rstrip('.')}: expected {expected!r:.200}, got {actual!r:.200}"]
+    return [f"{where.removesuffix('.')}: expected {_json_preview(expected)}, got {_json_preview(actual)}"]
+
+
+def _json_preview(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _preview(content: bytes, limit: int = 200) -> str:

@@ -50,10 +50,11 @@ def _try_batch(
         return None
     # BaseException: a model calling sys.exit() must fail its items, not stop the server.
     except BaseException as error:
-        # One line: the culprit item raises again when it runs alone, and logs its traceback then.
+        # One line: a culprit item raises again when it runs alone, and logs its traceback then.
         logger.warning(
             "%s batch method raised %s; processing %d items one at a time", model.name, describe(error), len(items)
         )
+        logger.debug("the batch method's traceback", exc_info=True)  # for a bug in the batch code itself
         return None
     if not isinstance(outputs, list | tuple) or len(outputs) != len(items):
         count = f"{len(outputs)} outputs" if isinstance(outputs, list | tuple) else type(outputs).__name__

@@ -47,7 +47,8 @@ def import_wrapper_class(path: str) -> type:
         ]
         raise WrapperImportError(
             f"module {module_name!r} has no class {class_name!r}; model classes it defines: {found or 'none'}. "
-            f"Name yours with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName> (or --model-class)"
+            f"Name yours with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName> (or --model-class; "
+            "for the image, in the Dockerfile's ENV line)"
         )
     if _user_method(wrapper_class, SINGLE_METHOD_NAMES) is None:
         raise WrapperImportError(f"{path} must define one of {' or '.join(SINGLE_METHOD_NAMES)}")
