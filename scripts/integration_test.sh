@@ -44,7 +44,7 @@ cleanup() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  for container in ${containers[@]+"${containers[@]}"}; do docker rm -f "$container" >/dev/null 2>&1 || true; done
+  for name in ${containers[@]+"${containers[@]}"}; do docker rm -f "$name" >/dev/null 2>&1 || true; done
   if [ -n "$image" ]; then docker rmi -f "$image" >/dev/null 2>&1 || true; fi
   if [ -n "$build_log" ]; then rm -f "$build_log"; fi
 }
