@@ -17,11 +17,10 @@
 # DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=scripts/bounded.sh
-source "$here/bounded.sh"
+# shellcheck source=scripts/engine_helpers.sh
+source "$here/engine_helpers.sh"
 
 base_image=docker.io/library/python:3.11-slim
-socket=/run/podman/podman.sock
 cache=${GRPC_MODEL_ENGINE_CACHE:-/var/cache/grpc-model-engine}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -30,7 +29,6 @@ fail() {
   log "error: $*"
   exit 1
 }
-docker_answers() { command -v docker >/dev/null 2>&1 && bounded "${1:-20}" docker info >/dev/null 2>&1; }
 
 if docker_answers; then
   log "a Docker engine answers; nothing to do"
@@ -120,16 +118,16 @@ ensure_base_image() {
 # of this script's file descriptors (a caller waiting for a pipe to close must not wait for it).
 start_service() {
   docker_answers && return
-  log "starting podman's Docker-compatible service on $socket"
-  mkdir -p "$(dirname "$socket")"
-  rm -f "$socket"
+  log "starting podman's Docker-compatible service on $PODMAN_SOCKET"
+  mkdir -p "$(dirname "$PODMAN_SOCKET")"
+  rm -f "$PODMAN_SOCKET"
   (
     for fd in /proc/self/fd/*; do
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
     done
     cd /
-    exec setsid podman system service --time=0 "unix://$socket" >"$cache/service.log" 2>&1 </dev/null
+    exec setsid podman system service --time=0 "unix://$PODMAN_SOCKET" >"$cache/service.log" 2>&1 </dev/null
   ) &
   local deadline=$((SECONDS + 20))
   until docker_answers 2; do
@@ -143,7 +141,7 @@ start_service() {
 install_packages
 ensure_base_image
 # podman's Docker API has no BuildKit: the docker client must use the classic builder.
-export DOCKER_HOST=unix://$socket DOCKER_BUILDKIT=0
+export DOCKER_HOST=unix://$PODMAN_SOCKET DOCKER_BUILDKIT=0
 start_service
 log "ready: podman $(bounded 30 podman version --format '{{.Client.Version}}') behind DOCKER_HOST=$DOCKER_HOST"
 echo "export DOCKER_HOST=$DOCKER_HOST DOCKER_BUILDKIT=0"

@@ -17,8 +17,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-# shellcheck source=scripts/bounded.sh
-source "$root/scripts/bounded.sh"
+# shellcheck source=scripts/engine_helpers.sh
+source "$root/scripts/engine_helpers.sh"
 
 port=${PSC_MODEL_PORT:-45000}
 startup_seconds=${STARTUP_SECONDS:-120}
@@ -135,15 +135,12 @@ if [ "$(client --health --timeout 2)" != "UNREACHABLE" ]; then
   fail "something already answers on 127.0.0.1:$port; stop it or set PSC_MODEL_PORT"
 fi
 
-docker_answers() { command -v docker >/dev/null 2>&1 && bounded 20 docker info >/dev/null 2>&1; }
-
 # The podman service that scripts/container_engine.sh starts, when the caller's shell
 # does not point at it.
-podman_socket=/run/podman/podman.sock
-if [ "${INTEGRATION_MODE:-}" != local ] && [ -z "${DOCKER_HOST:-}" ] && [ -S "$podman_socket" ] &&
+if [ "${INTEGRATION_MODE:-}" != local ] && [ -z "${DOCKER_HOST:-}" ] && [ -S "$PODMAN_SOCKET" ] &&
   ! docker_answers &&
-  DOCKER_HOST=unix://$podman_socket docker_answers; then
-  export DOCKER_HOST=unix://$podman_socket DOCKER_BUILDKIT=0
+  DOCKER_HOST=unix://$PODMAN_SOCKET docker_answers; then
+  export DOCKER_HOST=unix://$PODMAN_SOCKET DOCKER_BUILDKIT=0
 fi
 
 mode=${INTEGRATION_MODE:-}

@@ -13,7 +13,6 @@ from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
 from grpc_model.src.settings import Settings
 from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory
 
-MODEL_CLASS = USER_MODEL_CLASS
 BUNDLE = load_bundle(Settings().asset_bundle_dir, grpc_model.__version__)
 CASES = load_test_cases(BUNDLE)
 FLAGS = [(False, False), (True, False), (False, True), (True, True)]
@@ -26,16 +25,16 @@ def test_the_bundle_has_test_cases() -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 @pytest.mark.parametrize(("detect_drift", "explain"), FLAGS)
 def test_wrapper_single_input(case: TestCase, detect_drift: bool, explain: bool) -> None:
-    model = instantiate(import_wrapper_class(MODEL_CLASS))
+    model = instantiate(import_wrapper_class(USER_MODEL_CLASS))
     output = model.single(case.inputs, detect_drift, explain)
     assert output_differences(case.expected, output) == []
 
 
 @pytest.mark.parametrize(("detect_drift", "explain"), FLAGS)
 def test_wrapper_batch_of_every_case(detect_drift: bool, explain: bool) -> None:
-    model = instantiate(import_wrapper_class(MODEL_CLASS))
+    model = instantiate(import_wrapper_class(USER_MODEL_CLASS))
     if model.batch is None:
-        pytest.skip(f"{MODEL_CLASS} has no batch method")
+        pytest.skip(f"{USER_MODEL_CLASS} has no batch method")
     outputs = model.batch([case.inputs for case in CASES], detect_drift, explain)
     assert [output_differences(case.expected, output) for case, output in zip(CASES, outputs, strict=True)] == [
         [] for _ in CASES
@@ -44,7 +43,7 @@ def test_wrapper_batch_of_every_case(detect_drift: bool, explain: bool) -> None:
 
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_every_case_through_the_server(serve: ServerFactory, batch_size: int) -> None:
-    server = serve(model_class=MODEL_CLASS)
+    server = serve(model_class=USER_MODEL_CLASS)
     assert server.client.status().status_code == 200
     problems = {case.name: check_test_case(server.client, case, batch_size) for case in CASES}
     assert problems == {case.name: [] for case in CASES}
