@@ -4,14 +4,15 @@ from pathlib import Path
 
 import yaml
 
-import grpc_model
+from grpc_model.src.metadata import load_bundle
 from grpc_model.src.settings import PROJECT_ROOT
 
 
 def write_bundle(directory: Path, max_size: str = "100M", max_batch_size: int = 32, run_timeout: str = "20s") -> Path:
     """The example bundle with `input.bin` in and `output.bin` out, written under `directory`."""
-    version = grpc_model.__version__
-    spec = yaml.safe_load((PROJECT_ROOT / "asset_bundle" / version / "model.yaml").read_text())
+    example = load_bundle(PROJECT_ROOT / "asset_bundle")
+    version = example.version
+    spec = yaml.safe_load((example.path / "model.yaml").read_text())
     spec["inputs"] = {"input.bin": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": max_size}}
     spec["outputs"] = {"output.bin": {"mediaType": "application/octet-stream", "maxSize": max_size}}
     spec["features"]["maxBatchSize"] = max_batch_size

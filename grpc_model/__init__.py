@@ -1,5 +1,5 @@
 """A gRPC server for machine-learning models speaking the ModzyModel protocol."""
 
-# The served model version: the asset bundle `asset_bundle/<__version__>/` and its
-# `model.yaml` must agree with it. Change it with `scripts/new_version.py`, never by hand.
+# The framework's version. The served model's version is its asset bundle's: the newest
+# `asset_bundle/<x.y.z>/` (see `grpc-model new-version`).
 __version__ = "0.1.0"

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The project's commands, each installing what it needs first (into .tools/ and .venv/).
+# The bootstrapper: installs what a command needs (into .tools/ and .venv/), then runs it.
 #
-#   scripts/dev.sh serve [server flags]   run the server with the configured model (port 45000)
+#   scripts/dev.sh install                only install
 #   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
-#   scripts/dev.sh functional             only the functional test cases of the served version
 #   scripts/dev.sh bench [--duration S]   the benchmark (scripts/bench.py); writes docs/bench/
-#   scripts/dev.sh install                only install
+#   scripts/dev.sh COMMAND [ARGS]         any `grpc-model` command, e.g. `serve` (port 45000)
 #
 # Needs bash and Python 3.11+ (`python3`, or set PYTHON). Poetry is installed, pinned,
 # into .tools/; the project and its locked dependencies into .venv/.
@@ -62,10 +61,6 @@ case "$command" in
   install)
     install
     ;;
-  serve)
-    install
-    exec .venv/bin/python -m grpc_model.src.model_server "$@"
-    ;;
   test)
     install
     use_container_engine
@@ -79,12 +74,12 @@ case "$command" in
     install --with bench
     exec .venv/bin/python scripts/bench.py "$@"
     ;;
-  functional)
-    install
-    exec .venv/bin/pytest grpc_model/tests/test_functional.py "$@"
+  "" | -h | --help)
+    sed -n '2,12p' "$0" >&2
+    exit 2
     ;;
   *)
-    sed -n '2,13p' "$0" >&2
-    exit 2
+    install
+    exec .venv/bin/grpc-model "$command" "$@"
     ;;
 esac

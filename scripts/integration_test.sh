@@ -85,7 +85,7 @@ check_image() {
   local uid bundles version tests tools
   uid=$(in_container 'id -u')
   [ "$uid" != 0 ] || fail "the container runs as root; the Dockerfile needs a USER"
-  version=$("$python" -c 'import grpc_model; print(grpc_model.__version__)')
+  version=$("$python" -m grpc_model version)
   bundles=$(in_container 'ls asset_bundle' | tr '\n' ' ')
   [ "$bundles" = "$version " ] || fail "the image holds asset bundles '$bundles', expected only $version"
   tests=$(in_container 'find . -type d -name tests')

@@ -1,7 +1,9 @@
 """A small synchronous client for the ModzyModel protocol, used by the reference CLI and the tests."""
 
+import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -9,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
-from grpc_model.src.metadata import TestCase, output_differences
+from grpc_model.src.metadata import TestCase
 from grpc_model.src.settings import MIB
 
 
@@ -77,11 +79,9 @@ class ModelClient:
         self.close()
 
 
-def check_test_case(
-    client: ModelClient, case: TestCase, batch_size: int = 1, detect_drift: bool = False, explain: bool = False
-) -> list[str]:
-    """Sends the case's inputs `batch_size` times in one Run call; returns every problem found."""
-    response = client.run([case.inputs] * batch_size, detect_drift, explain)
+def check_test_case(client: ModelClient, case: TestCase, batch_size: int = 1) -> list[str]:
+    """Sends the case's inputs `batch_size` times in one Run call, with its flags; returns every problem found."""
+    response = client.run([case.inputs] * batch_size, case.detect_drift, case.explain)
     if len(response.outputs) != batch_size:
         return [f"expected {batch_size} output items, got {len(response.outputs)}"]
     problems = []
@@ -90,5 +90,37 @@ def check_test_case(
         if not item.success:
             problems.append(f"{where} failed: {item.output.get('error', b'').decode(errors='replace')}")
         else:
-            problems += [f"{where}: {problem}" for problem in output_differences(case.expected, item.output)]
+            problems += [f"{where}: {problem}" for problem in case.differences(item.output)]
     return problems
+
+
+class InputError(ValueError):
+    """A NAME=PATH input argument that names no input of the model, or no readable file."""
+
+
+def read_inputs(pairs: Sequence[str], input_names: Sequence[str]) -> dict[str, bytes]:
+    """One item from `NAME=PATH` arguments, checked against the model's declared inputs."""
+    item = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            raise InputError(f"--input {pair!r} must look like NAME=PATH")
+        if name not in input_names:
+            raise InputError(f"the model has no input {name!r}; its inputs are {list(input_names)}")
+        try:
+            item[name] = Path(path).read_bytes()
+        except OSError as error:
+            raise InputError(f"--input {name}: cannot read {path}: {error.strerror}") from None
+    return item
+
+
+def render(content: bytes) -> str:
+    """An output file for a terminal: JSON on one line, text as is, binary as its size."""
+    try:
+        return json.dumps(json.loads(content), ensure_ascii=False)
+    except ValueError:
+        pass
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(content)} bytes>"

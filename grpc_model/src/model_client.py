@@ -5,7 +5,7 @@ exits non-zero if any item fails or any output differs from the expected files.
 """
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from grpc_model.src.client import ModelClient, check_test_case
+from grpc_model.src.client import InputError, ModelClient, check_test_case, read_inputs, render
 from grpc_model.src.metadata import BundleError, load_test_case
 from grpc_model.src.settings import PROJECT_ROOT
 
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-        except (BundleError, OSError) as error:
+        except (BundleError, InputError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
 
@@ -50,17 +50,20 @@ def _main(client: ModelClient, args: argparse.Namespace) -> int:
         f"Model: {info.model_name} {info.model_version} by {info.model_author}; max batch {status.features.batch_size}"
     )
     input_names = [model_input.filename for model_input in status.inputs]
+    output_names = [model_output.filename for model_output in status.outputs]
     if args.input:
-        return _run_inputs(client, args, _read_inputs(args.input, input_names))
+        return _run_inputs(client, args, read_inputs(args.input, input_names))
     cases = args.test_case or _bundled_cases(info.model_version)
     if not cases:
         print("error: no test cases found; pass --input NAME=PATH or --test-case DIR", file=sys.stderr)
         return 2
     failed = 0
     for path in cases:
-        problems = check_test_case(
-            client, load_test_case(path, input_names), args.batch_size, args.detect_drift, args.explain
+        case = load_test_case(path, input_names, output_names)
+        case = dataclasses.replace(
+            case, detect_drift=case.detect_drift or args.detect_drift, explain=case.explain or args.explain
         )
+        problems = check_test_case(client, case, args.batch_size)
         print(f"{'PASS' if not problems else 'FAIL'} {path.name} (batch size {args.batch_size})")
         for problem in problems:
             print(f"    {problem}")
@@ -75,39 +78,13 @@ def _run_inputs(client: ModelClient, args: argparse.Namespace, item: Mapping[str
     for index, output in enumerate(response.outputs):
         print(f"item {index + 1}: {'success' if output.success else 'FAILED'}")
         for name, content in output.output.items():
-            print(f"  {name}: {_render(content)}")
+            print(f"  {name}: {render(content)}")
     return 0 if response.outputs and all(output.success for output in response.outputs) else 1
-
-
-def _read_inputs(pairs: list[str], input_names: list[str]) -> dict[str, bytes]:
-    item = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --input {pair!r} must look like NAME=PATH")
-        if name not in input_names:
-            raise SystemExit(f"error: the model has no input {name!r}; its inputs are {input_names}")
-        item[name] = Path(path).read_bytes()
-    missing = sorted(set(input_names) - item.keys())
-    if missing:
-        print(f"warning: no file given for input(s) {missing}", file=sys.stderr)
-    return item
 
 
 def _bundled_cases(version: str) -> list[Path]:
     root = PROJECT_ROOT / "asset_bundle" / version / "test_cases"
     return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
-
-
-def _render(content: bytes) -> str:
-    try:
-        return json.dumps(json.loads(content), ensure_ascii=False)
-    except ValueError:
-        pass
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"<{len(content)} bytes>"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ from grpc_model.src.server import serve
 from grpc_model.src.settings import settings_from_args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.src.model_server") -> int:
     try:
-        settings = settings_from_args(argv)
+        settings = settings_from_args(argv, prog)
     except ValidationError as error:
         print(f"invalid settings:\n{error}", file=sys.stderr)
         return 2

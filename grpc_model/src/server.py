@@ -13,7 +13,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-import grpc_model
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
@@ -44,7 +43,7 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     """Starts serving; raises BundleError or WrapperImportError before binding when the setup is wrong."""
-    bundle = load_bundle(settings.asset_bundle_dir, grpc_model.__version__)
+    bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     options = EngineOptions(
         max_batch_size=bundle.spec.features.maxBatchSize,
         model_threads=settings.model_threads,
@@ -91,7 +90,13 @@ async def start_server(settings: Settings) -> RunningServer:
     await server.start()
     runtime.may_fork = False
     logger.info(
-        "serving %s %s (%s) on %s:%d", bundle.spec.name, bundle.version, settings.model_class, settings.host, port
+        "serving %s %s (%s:%s) on %s:%d",
+        bundle.spec.name,
+        bundle.version,
+        runtime.wrapper_class.__module__,
+        runtime.wrapper_class.__qualname__,
+        settings.host,
+        port,
     )
     return RunningServer(server=server, port=port, service=service, settings=settings)
 

@@ -44,8 +44,13 @@ class Settings(BaseSettings):
         description="TCP port to listen on (0 picks a free one). Also read from `PSC_MODEL_PORT`.",
     )
     model_class: str = Field(
-        default="model_lib.src.model:ExampleModel",
-        description="The model wrapper to serve, as `package.module:ClassName`.",
+        default="model_lib.src.model",
+        description="The model wrapper to serve: `package.module:ClassName`, or `package.module` for the one "
+        "wrapper class that module defines.",
+    )
+    model_version: str = Field(
+        default="",
+        description="The asset bundle version to serve, `x.y.z`; empty serves the newest `<asset_bundle_dir>/x.y.z/`.",
     )
     asset_bundle_dir: Path = Field(
         default_factory=_default_asset_bundle_dir,
@@ -114,11 +119,14 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+def settings_from_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.src.model_server"
+) -> Settings:
     """Builds the settings from command-line flags over environment variables over defaults."""
     parser = argparse.ArgumentParser(
-        prog="python -m grpc_model.src.model_server",
+        prog=prog,
         description="Serve a model over the ModzyModel gRPC protocol.",
+        epilog=f"example: {prog} --port 45000 --workers 2",
     )
     for name, field in Settings.model_fields.items():
         help_text = f"{field.description} Environment: {env_var(name)}."

@@ -17,7 +17,6 @@ import grpc
 import pytest
 import yaml
 
-import grpc_model
 from grpc_model.src.client import ModelClient
 from grpc_model.src.server import RunningServer, start_server
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var
@@ -96,11 +95,12 @@ GREETER = Path(__file__).parent / "greeter"  # the greeter's model.yaml and test
 TESTS = "grpc_model.tests.wrappers"
 
 
+TEST_VERSION = "0.1.0"  # the greeter's version: the only bundle under the roots written below
+
+
 def write_greeter_bundle(root: Path) -> Path:
-    """The greeter's bundle as the served version (whatever version the user serves)."""
-    shutil.copytree(GREETER, root / grpc_model.__version__)
-    model_yaml = root / grpc_model.__version__ / "model.yaml"
-    model_yaml.write_text(re.sub(r"(?m)^version: .*$", f"version: {grpc_model.__version__}", model_yaml.read_text()))
+    """The greeter's bundle, alone under `root`, so the server serves it."""
+    shutil.copytree(GREETER, root / TEST_VERSION)
     return root
 
 
@@ -112,12 +112,12 @@ def greeter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_test_bundle(root: Path, **timeout: str) -> Path:
     """The greeter's bundle with one binary input `a`, which the test wrappers use, and the given timeouts."""
     spec = yaml.safe_load((GREETER / "model.yaml").read_text())
-    spec["version"] = grpc_model.__version__
+    spec["version"] = TEST_VERSION
     spec["inputs"] = {"a": {"acceptedMediaTypes": ["application/octet-stream"], "maxSize": "1M"}}
     spec["outputs"] = {"out": {"mediaType": "application/octet-stream", "maxSize": "1M"}}
     spec["timeout"].update(timeout)
-    (root / grpc_model.__version__).mkdir(parents=True)
-    (root / grpc_model.__version__ / "model.yaml").write_text(yaml.safe_dump(spec))
+    (root / TEST_VERSION).mkdir(parents=True)
+    (root / TEST_VERSION / "model.yaml").write_text(yaml.safe_dump(spec))
     return root
 
 

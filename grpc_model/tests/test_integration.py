@@ -16,7 +16,7 @@ from subprocess import PIPE
 
 import pytest
 
-import grpc_model
+from grpc_model.src.metadata import load_bundle
 from grpc_model.src.settings import PROJECT_ROOT, env_var
 from grpc_model.tests.conftest import TESTS, USER_MODEL_CLASS
 
@@ -76,7 +76,7 @@ def test_integration_script_passes(mode: str) -> None:
         assert containers_and_images() == before
 
 
-ONE_BUNDLE = "COPY asset_bundle/${MODEL_VERSION} ./asset_bundle/${MODEL_VERSION}/"
+ONE_BUNDLE = "COPY --from=dependencies /bundle ./asset_bundle/"
 
 
 def copy_project(destination: Path) -> Path:
@@ -100,7 +100,11 @@ def test_integration_script_rejects_an_image_that_breaks_the_rules(
     tmp_path: Path, change: tuple[str, str], error: str
 ) -> None:
     project = copy_project(tmp_path / "project")
-    shutil.copytree(project / "asset_bundle" / grpc_model.__version__, project / "asset_bundle/99.99.99")
+    older = project / "asset_bundle/0.0.1"  # an older version the image must leave out
+    shutil.copytree(load_bundle(project / "asset_bundle").path, older)
+    (older / "model.yaml").write_text(
+        re.sub(r"(?m)^version: .*$", "version: 0.0.1", (older / "model.yaml").read_text())
+    )
     dockerfile = project / "Dockerfile"
     assert change[0] in dockerfile.read_text()
     dockerfile.write_text(dockerfile.read_text().replace(*change))

@@ -3,7 +3,6 @@ container engine runs; test_integration.py checks the built image where one does
 
 import re
 
-import grpc_model
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var
 from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerProcess, start
@@ -13,7 +12,7 @@ DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 
 def test_the_readme_serve_command_serves_your_model(processes: list[ServerProcess]) -> None:
     assert "scripts/dev.sh serve" in (PROJECT_ROOT / "README.md").read_text()
-    bundle = load_bundle(PROJECT_ROOT / "asset_bundle", grpc_model.__version__)
+    bundle = load_bundle(PROJECT_ROOT / "asset_bundle")
     cases = load_test_cases(bundle)  # none yet: test_functional.py says to add some
     server = start(
         processes,
@@ -28,10 +27,11 @@ def test_the_readme_serve_command_serves_your_model(processes: list[ServerProces
     assert server.wait() == 0
 
 
-def test_the_image_serves_the_model_class_you_configured() -> None:
-    # The README asks for the class in the Dockerfile's ENV line as well as in your shell.
-    in_image = re.search(rf"{env_var('model_class')}=(\S+)", DOCKERFILE)
-    assert (in_image[1] if in_image else Settings.model_fields["model_class"].default) == USER_MODEL_CLASS
+def test_the_image_serves_what_model_lib_and_the_bundles_select() -> None:
+    # No model class or version in the Dockerfile: naming a class or releasing a version changes no framework file.
+    assert env_var("model_class") not in DOCKERFILE
+    assert re.findall(r"^ARG MODEL_VERSION.*$", DOCKERFILE, re.MULTILINE) == ['ARG MODEL_VERSION=""']  # the newest
+    assert Settings.model_fields["model_class"].default == "model_lib.src.model"
 
 
 def test_the_image_runs_as_a_non_root_user() -> None:
@@ -41,10 +41,10 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 
 
 def test_the_image_holds_only_the_served_bundle_version() -> None:
-    assert f"ARG MODEL_VERSION={grpc_model.__version__}" in DOCKERFILE
-    copies = re.findall(r"^COPY (?:--from=\S+ )?(\S+)", DOCKERFILE, re.MULTILINE)
-    assert "asset_bundle/${MODEL_VERSION}" in copies
-    assert "asset_bundle" not in copies  # never the whole directory
+    final_stage = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    copies = re.findall(r"^COPY (?:--from=\S+ )?(\S+) (\S+)", final_stage, re.MULTILINE)
+    assert ("/bundle", "./asset_bundle/") in copies  # the one version the build stage chose and validated
+    assert not [source for source, _ in copies if source.startswith("asset_bundle")]  # never the whole directory
 
 
 def test_the_image_exposes_the_port_and_checks_grpc_health() -> None:

@@ -1,6 +1,7 @@
 """The model runtime without gRPC: loading the wrapper and the batch/single contract."""
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +31,10 @@ def run(model_runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool 
 @pytest.mark.parametrize(
     ("model_class", "message"),
     [
-        ("no_colon", "must look like 'package.module:ClassName'"),
+        ("pkg.mod:", "must look like 'package.module' or 'package.module:ClassName'"),
         ("no.such.module:Model", "cannot import module 'no.such.module'"),
+        ("no.such.module", "cannot import module 'no.such.module'"),
+        (TESTS, "must define exactly one model class"),
         (f"{TESTS}:Missing", "has no class 'Missing'"),
         (f"{TESTS}:NoMethods", "must define one of handle_single_input or handle_discrete_input"),
     ],
@@ -39,6 +42,51 @@ def run(model_runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool 
 def test_a_wrong_model_class_is_named_at_construction(model_class: str, message: str) -> None:
     with pytest.raises(WrapperImportError, match=message.replace("(", r"\(")):
         make_runtime(model_class, 4)
+
+
+def write_module(directory: Path, name: str, source: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    (directory / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(directory))
+    return name
+
+
+WRAPPER_MODULE = """
+from model_lib.src.model_wrapper import ModelWrapper, success_output
+
+class Base(ModelWrapper):
+    def handle_single_input(self, model_input, detect_drift, explain):
+        return success_output("base")
+
+class Mine(Base):
+    pass
+
+class Helper:
+    pass
+"""
+
+
+def test_a_module_path_serves_its_one_model_class_whatever_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = write_module(tmp_path, "authors_model", WRAPPER_MODULE, monkeypatch)
+    assert make_runtime(module).wrapper_class.__name__ == "Mine"  # the base class it extends is not a candidate
+    assert make_runtime(f"{module}:Base").wrapper_class.__name__ == "Base"  # named explicitly, any class serves
+
+
+def test_a_module_with_two_model_classes_asks_which(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = WRAPPER_MODULE + "\nclass Other(Base):\n    pass\n"
+    module = write_module(tmp_path, "two_models", source, monkeypatch)
+    with pytest.raises(
+        WrapperImportError, match=f"it defines: Mine, Other.*GRPC_MODEL_MODEL_CLASS={module}:<ClassName>"
+    ):
+        make_runtime(module)
+
+
+def test_a_seed_template_wrapper_is_found_by_its_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = (
+        "class Legacy:\n    def handle_discrete_input(self, model_input, detect_drift, explain):\n        return {}\n"
+    )
+    assert make_runtime(write_module(tmp_path, "seed_model", source, monkeypatch)).wrapper_class.__name__ == "Legacy"
 
 
 def test_run_before_load_raises() -> None:

@@ -8,9 +8,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-import grpc_model
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.conftest import TEST_VERSION, ServerFactory, ServerThread
 from grpc_model.tests.wrappers import Counted, Echo, FailsFirstInit, Slow
 
 
@@ -19,7 +18,7 @@ def test_status_loads_the_model_and_returns_the_full_metadata(greeter_server: Se
 
     assert (status.status_code, status.status) == (200, "OK")
     assert status.model_info == pb.ModelInfo(
-        model_name="Hello World", model_version=grpc_model.__version__, model_author="Example Team", model_type="grpc",
+        model_name="Hello World", model_version=TEST_VERSION, model_author="Example Team", model_type="grpc",
         source="Example Team",
     )  # fmt: skip
     assert status.description.summary.startswith("Greets the person")

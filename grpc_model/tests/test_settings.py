@@ -12,7 +12,8 @@ def test_defaults() -> None:
     settings = settings_from_args([])
     assert settings.port == 45000
     assert settings.host == "[::]"
-    assert settings.model_class == "model_lib.src.model:ExampleModel"
+    assert settings.model_class == "model_lib.src.model"
+    assert settings.model_version == ""
     assert settings.max_receive_message_bytes == settings.max_send_message_bytes == 250 * 1024 * 1024
     assert settings.load_model_at_startup is False
 

@@ -5,6 +5,7 @@ was expected, because the person reading it is a model author at start-up, not a
 developer reading a traceback.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -12,7 +13,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec
+from grpc_model.src.metadata.schema import SEMANTIC_VERSION, DockerMetadata, ModelSpec
 
 MODEL_YAML = "model.yaml"
 DOCKER_METADATA_YAML = "docker_metadata.yaml"
@@ -42,34 +43,47 @@ class AssetBundle:
         return self.path / TEST_CASES_DIR
 
 
-def load_bundle(root: Path, version: str) -> AssetBundle:
-    """Loads `root/<version>/` and checks that the directory, `model.yaml` and `version` agree."""
+def load_bundle(root: Path, version: str = "") -> AssetBundle:
+    """Loads the served bundle: `root/<version>/`, or the newest one when `version` is empty.
+
+    The directory name and `version:` in its `model.yaml` must agree.
+    """
+    version = version or newest_version(root)
     path = root / version
     if not path.is_dir():
         available = ", ".join(available_versions(root)) or "none"
         raise BundleError(
             f"no asset bundle for version {version} at {path} (versions found: {available}). "
-            f"Create it with `scripts/new_version.py {version}`, or set __version__ in "
-            f"grpc_model/__init__.py to the version you want to serve."
+            f"Create it with `grpc-model new-version {version}`."
         )
     spec = parse_file(path / MODEL_YAML, ModelSpec)
     if spec.version != version:
         raise BundleError(
-            f"{path / MODEL_YAML}: version: is {spec.version} but the served version is {version} "
-            f"(the directory name and grpc_model.__version__). Set `version: {version}` in the file, "
-            f"or use `scripts/new_version.py` to move every place to a new version at once."
+            f"{path / MODEL_YAML}: version: is {spec.version} but the file is in {path.name}/; "
+            f"set `version: {version}`."
         )
     docker_path = path / DOCKER_METADATA_YAML
     docker = parse_file(docker_path, DockerMetadata) if docker_path.exists() else None
     return AssetBundle(path=path, spec=spec, docker=docker)
 
 
+def newest_version(root: Path) -> str:
+    """The served version by default: the newest `<x.y.z>/` under `root`, so a release is one new directory."""
+    versions = available_versions(root)
+    if not versions:
+        raise BundleError(
+            f"no asset bundle under {root}: expected a directory such as {root / '0.1.0'} holding {MODEL_YAML}. "
+            "Create one with `grpc-model init NAME` or `grpc-model new-version X.Y.Z`."
+        )
+    return versions[-1]
+
+
 def available_versions(root: Path) -> list[str]:
-    """The bundle versions under `root`, oldest first."""
+    """The bundle versions under `root` (directories named x.y.z that hold a model.yaml), oldest first."""
     if not root.is_dir():
         return []
-    versions = [p.name for p in root.iterdir() if (p / MODEL_YAML).is_file()]
-    return sorted(versions, key=_version_key)
+    versions = [p.name for p in root.iterdir() if re.fullmatch(SEMANTIC_VERSION, p.name) and (p / MODEL_YAML).is_file()]
+    return sorted(versions, key=version_key)
 
 
 def parse_file(path: Path, schema: type[_Model]) -> _Model:
@@ -106,8 +120,6 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in version.split("."))
-    except ValueError:
-        return (-1,)
+def version_key(version: str) -> tuple[int, ...]:
+    """Orders x.y.z versions numerically (0.10.0 after 0.9.0)."""
+    return tuple(int(part) for part in version.split("."))

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from grpc_model.src.metadata.units import parse_duration, parse_size
 
-SemanticVersion = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+SEMANTIC_VERSION = r"\d+\.\d+\.\d+"
+SemanticVersion = Annotated[str, StringConstraints(pattern=f"^{SEMANTIC_VERSION}$")]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 

@@ -3,6 +3,7 @@
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
@@ -30,29 +31,51 @@ class LoadedModel:
 
 
 def import_wrapper_class(path: str) -> type:
-    """Imports `package.module:ClassName`."""
+    """Imports `package.module:ClassName`, or the one wrapper class of `package.module`.
+
+    A module path alone lets an author rename the class (or keep the seed template's name)
+    without telling the server anything.
+    """
     module_name, sep, class_name = path.partition(":")
-    if not sep or not module_name or not class_name:
-        raise WrapperImportError(f"model class {path!r} must look like 'package.module:ClassName'")
+    if not module_name or (sep and not class_name):
+        raise WrapperImportError(f"model class {path!r} must look like 'package.module' or 'package.module:ClassName'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise WrapperImportError(f"cannot import module {module_name!r} of model class {path!r}: {error}") from error
+    found = _wrapper_classes(module)
+    if not sep:
+        if len(found) != 1:
+            names = ", ".join(sorted(cls.__name__ for cls in found)) or "none"
+            raise WrapperImportError(
+                f"module {module_name!r} must define exactly one model class (a class with "
+                f"{' or '.join(SINGLE_METHOD_NAMES)}) to serve; it defines: {names}. Keep one there, "
+                f"or name one with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName>"
+            )
+        return found[0]
     wrapper_class = getattr(module, class_name, None)
     if not isinstance(wrapper_class, type):
-        found = [
-            name
-            for name, value in vars(module).items()
-            if isinstance(value, type) and value.__module__ == module_name and _user_method(value, SINGLE_METHOD_NAMES)
-        ]
+        defined = ", ".join(sorted(cls.__name__ for cls in found)) or "none"
         raise WrapperImportError(
-            f"module {module_name!r} has no class {class_name!r}; model classes it defines: {found or 'none'}. "
-            f"Name yours with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName> (or --model-class; "
-            "for the image, in the Dockerfile's ENV line)"
+            f"module {module_name!r} has no class {class_name!r}; model classes it defines: {defined}. "
+            f"Name yours with GRPC_MODEL_MODEL_CLASS={module_name}:<ClassName>, or leave the setting unset "
+            f"to serve the one model class of {module_name!r}"
         )
     if _user_method(wrapper_class, SINGLE_METHOD_NAMES) is None:
         raise WrapperImportError(f"{path} must define one of {' or '.join(SINGLE_METHOD_NAMES)}")
     return wrapper_class
+
+
+def _wrapper_classes(module: ModuleType) -> list[type]:
+    """The module's own model classes, leaving out those that only serve as a base for another."""
+    candidates = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and _user_method(value, SINGLE_METHOD_NAMES) is not None
+    ]
+    return [cls for cls in candidates if not any(other is not cls and issubclass(other, cls) for other in candidates)]
 
 
 def instantiate(wrapper_class: type) -> LoadedModel:

@@ -1,0 +1,70 @@
+"""`grpc-model status` and `grpc-model call`: a running server, as a person reads it."""
+
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from grpc_model.src.client import InputError, ModelClient, read_inputs, render
+
+
+def show_status(console: Console, target: str, timeout: float) -> int:
+    """Prints Status and health; 0 only when the model is loaded and the server SERVING."""
+    with ModelClient(target, timeout=timeout) as client:
+        try:
+            status = client.status()  # first: it loads a model that loads on demand
+            health = client.health()
+        except grpc.RpcError as error:
+            console.print(f"[red]{escape(target)}: {error.code().name}: {escape(str(error.details()))}[/red]")
+            return 1
+    info = status.model_info
+    table = Table(show_header=False, box=None)
+    table.add_row("server", target)
+    table.add_row("health", health)
+    table.add_row("status", f"{status.status_code} {status.status}: {status.message}")
+    table.add_row("model", f"{info.model_name} {info.model_version} by {info.model_author}")
+    table.add_row("inputs", ", ".join(f"{i.filename} ({', '.join(i.accepted_media_types)})" for i in status.inputs))
+    table.add_row("outputs", ", ".join(f"{o.filename} ({o.media_type})" for o in status.outputs))
+    table.add_row("max batch", str(status.features.batch_size))
+    table.add_row("timeouts", f"status {status.timeout.status or '-'}, run {status.timeout.run or '-'}")
+    console.print(table)
+    return 0 if status.status_code == 200 and health == "SERVING" else 1
+
+
+def call_once(
+    console: Console,
+    target: str,
+    pairs: list[str],
+    output_dir: Path | None,
+    detect_drift: bool,
+    explain: bool,
+    timeout: float,
+) -> int:
+    """Sends one item made of `NAME=PATH` files; prints or writes its outputs."""
+    with ModelClient(target, timeout=timeout) as client:
+        try:
+            status = client.status()
+            item = read_inputs(pairs, [i.filename for i in status.inputs])
+            response = client.run([item], detect_drift, explain)
+        except grpc.RpcError as error:
+            console.print(f"[red]{escape(target)}: {error.code().name}: {escape(str(error.details()))}[/red]")
+            return 1
+        except InputError as error:
+            console.print(f"[red]error:[/red] {escape(str(error))}")
+            return 2
+    if not response.outputs:
+        console.print(f"[red]no output: {response.status_code} {escape(response.message)}[/red]")
+        return 1
+    output = response.outputs[0]
+    console.print("[green]success[/green]" if output.success else "[red]failed[/red]")
+    for name, content in output.output.items():
+        if output_dir is not None and output.success:
+            path = output_dir / Path(name).name  # never outside output_dir, whatever the server names it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            console.print(f"  {escape(name)} -> {escape(str(path))} ({len(content)} bytes)")
+        else:
+            console.print(f"  {escape(name)}: {escape(render(content))}")
+    return 0 if output.success else 1
