@@ -147,6 +147,12 @@ def greeter_server(serve_greeter: ServerFactory) -> ServerThread:
     return serve_greeter()
 
 
+def copy_project(destination: Path) -> Path:
+    """The project as a fresh clone has it, to change without touching the real one."""
+    leave_out = shutil.ignore_patterns(".git", ".venv", ".tools", ".*_cache", ".hypothesis", "__pycache__")
+    return Path(shutil.copytree(PROJECT_ROOT, destination, ignore=leave_out))
+
+
 SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.settings import PROJECT_ROOT, env_var
-from grpc_model.tests.conftest import TESTS, USER_MODEL_CLASS
+from grpc_model.tests.conftest import TESTS, USER_MODEL_CLASS, copy_project
 
 MODE = os.environ.get("INTEGRATION_MODE")
 needs_engine = pytest.mark.skipif(
@@ -77,11 +77,6 @@ def test_integration_script_passes(mode: str) -> None:
 
 
 ONE_BUNDLE = "COPY --from=dependencies /bundle ./asset_bundle/"
-
-
-def copy_project(destination: Path) -> Path:
-    leave_out = shutil.ignore_patterns(".git", ".venv", ".tools", ".*_cache", ".hypothesis", "__pycache__")
-    return Path(shutil.copytree(PROJECT_ROOT, destination, ignore=leave_out))
 
 
 @needs_engine

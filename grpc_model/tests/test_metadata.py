@@ -1,13 +1,22 @@
 """model.yaml validation and asset-bundle loading: every broken file gets a message naming the key."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from grpc_model.src.metadata import BundleError, load_bundle, load_test_case, load_test_cases, output_differences
+from grpc_model.src.metadata import (
+    BundleError,
+    Tolerance,
+    load_bundle,
+    load_test_case,
+    load_test_cases,
+    newest_version,
+    output_differences,
+)
 from grpc_model.tests.conftest import GREETER
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
@@ -161,3 +170,63 @@ def test_json_differences_name_the_key_path() -> None:
     assert many[:2] == ["r.json: 0: expected 0, got -1", "r.json: 1: expected 1, got -1"]
     assert many[20:] == ["r.json: and 10 more differences"]
     assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]
+
+
+def test_numbers_match_within_a_tolerance_and_true_is_not_one() -> None:
+    expected = {"r.json": b'{"p": [0.5, 100.0], "ok": true}'}
+    actual = {"r.json": b'{"p": [0.5004, 100.9], "ok": true}'}
+    assert output_differences(expected, actual) == [
+        "r.json: p.0: expected 0.5, got 0.5004",
+        "r.json: p.1: expected 100.0, got 100.9",
+    ]
+    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001)}) == [
+        "r.json: p.1: expected 100.0, got 100.9"
+    ]
+    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001, relative=0.01)}) == []
+    assert output_differences({"r.json": b"[true]"}, {"r.json": b"[1]"}, {"r.json": Tolerance(absolute=1)}) == [
+        "r.json: 0: expected true, got 1"
+    ]
+
+
+def write_case(path: Path, case_yaml: str | None = None, **files: str) -> Path:
+    path.mkdir()
+    for name, content in {"input.txt": "Hi Al", "results.json": '{"n": 1.0}', **files}.items():
+        (path / name.replace("_", ".")).write_text(content)
+    if case_yaml is not None:
+        (path / "case.yaml").write_text(case_yaml)
+    return path
+
+
+def test_case_yaml_sets_flags_and_tolerances(tmp_path: Path) -> None:
+    yaml_text = "explain: true\ntolerance: 0.5\noutputs:\n  results.json: {tolerance: {relative: 0.01}}\n"
+    case = load_test_case(write_case(tmp_path / "c", yaml_text), ["input.txt"], ["results.json", "other.json"])
+    assert (case.explain, case.detect_drift) == (True, False)
+    assert case.tolerances == {"results.json": Tolerance(relative=0.01)}  # the output's own tolerance wins
+    assert case.differences({"results.json": b'{"n": 1.005}'}) == []
+    assert case.differences({"results.json": b'{"n": 1.5}'}) == ["results.json: n: expected 1.0, got 1.5"]
+
+
+@pytest.mark.parametrize(
+    ("case_yaml", "files", "problem"),
+    [
+        ("tolerance: -1\n", {}, "tolerance.absolute: Input should be greater than or equal to 0"),
+        ("tolerence: 1\n", {}, "tolerence: Extra inputs are not permitted"),
+        ("outputs: {other.json: {tolerance: 1}}\n", {}, "outputs.other.json: not an expected output file"),
+        (None, {"notes_txt": "scratch"}, "notes.txt: not an input or output declared in model.yaml"),
+    ],
+)
+def test_a_malformed_case_names_the_file_and_key(
+    tmp_path: Path, case_yaml: str | None, files: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(BundleError, match=re.escape(problem)):
+        load_test_case(write_case(tmp_path / "c", case_yaml, **files), ["input.txt"], ["results.json", "other.json"])
+
+
+def test_the_newest_version_is_served(tmp_path: Path) -> None:
+    for version in ("0.9.0", "0.10.0", "1.0.0", "notes"):
+        (tmp_path / version).mkdir()
+    for version in ("0.9.0", "0.10.0", "notes"):
+        (tmp_path / version / "model.yaml").write_text("")
+    assert newest_version(tmp_path) == "0.10.0"  # numeric order; 1.0.0 has no model.yaml, "notes" is no version
+    with pytest.raises(BundleError, match=r"no asset bundle under .*grpc-model init NAME"):
+        newest_version(tmp_path / "missing")

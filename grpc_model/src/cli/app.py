@@ -1,22 +1,25 @@
 """The `grpc-model` command: one subcommand per step of a model's life.
 
 Each command is a thin layer over the module that does the work (scaffold, testing, the
-client, the server's entry point), so the same steps stay scriptable from Python.
+client, the server's entry point), so the same steps stay scriptable from Python. Those that
+need gRPC import it when they run, so `version` and `validate` start in a fraction of a second.
 """
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from grpc_model.src import model_server
-from grpc_model.src.cli import remote, scaffold, testing
+from grpc_model.src.cli import scaffold
 from grpc_model.src.metadata import BundleError, check_bundle, load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from grpc_model.src.cli import testing
 
 app = typer.Typer(
     name="grpc-model",
@@ -157,6 +160,8 @@ def run_tests(
     """
     if server and image:
         raise _fail("choose --server or --image, not both", USAGE)
+    from grpc_model.src.cli import testing  # gRPC and the runtime, only when testing
+
     settings = _settings()
     report = check_bundle(settings.asset_bundle_dir, settings.model_version)
     with tempfile.TemporaryDirectory() as scratch:
@@ -187,7 +192,7 @@ def run_tests(
         raise typer.Exit(1)
 
 
-def _print_suites(suites: list[testing.Suite]) -> None:
+def _print_suites(suites: "list[testing.Suite]") -> None:
     console.rule("summary")
     for suite in suites:
         for outcome in suite.outcomes:
@@ -210,6 +215,8 @@ def serve(ctx: typer.Context) -> None:
 
     Example: `grpc-model serve --port 45000 --workers 2`
     """
+    from grpc_model.src import model_server  # the server's imports, only when serving
+
     raise typer.Exit(model_server.main(ctx.args, prog="grpc-model serve"))
 
 
@@ -225,6 +232,8 @@ def status(
 
     Example: `grpc-model status localhost:45000`
     """
+    from grpc_model.src.cli import remote  # gRPC, only when calling a server
+
     raise typer.Exit(remote.show_status(console, target, timeout))
 
 
@@ -245,6 +254,8 @@ def call(
 
     Example: `grpc-model call localhost:45000 --input input.txt=hello.txt`
     """
+    from grpc_model.src.cli import remote  # gRPC, only when calling a server
+
     raise typer.Exit(remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout))
 
 
