@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from grpc_model.src.cli import scaffold
-from grpc_model.src.metadata import BundleError, check_bundle, load_bundle, load_test_cases
+from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -79,6 +79,12 @@ def init(
         raise _fail(str(error), USAGE) from None
     for path in written:
         console.print(f"  wrote {escape(_shown(path))}")
+    bundles = _settings().asset_bundle_dir
+    for older in [v for v in available_versions(bundles) if v != version]:
+        console.print(
+            f"  note: {escape(_shown(bundles / older))}/ is an older version, not served; "
+            "delete it if it is not this model's"
+        )
     console.print(
         "Next: fill in the wrapper and model.yaml, add test cases under "
         f"{escape(_shown(written[-1].parent))}/, then `grpc-model test`."

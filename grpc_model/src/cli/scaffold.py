@@ -88,7 +88,7 @@ def init_model(
     existing = [path for path in (wrapper, unit_tests, bundle) if path.exists()]
     if existing and not force:
         raise ScaffoldError(
-            f"{', '.join(str(path) for path in existing)} already exist(s); pass --force to replace "
+            f"{', '.join(_relative(path, root) for path in existing)} already exist(s); pass --force to replace "
             "(the example model is replaced this way)"
         )
     class_name = _class_name(name)
@@ -154,6 +154,10 @@ def _class_name(name: str) -> str:
     base = "".join(word[:1].upper() + word[1:] for word in words) or "My"
     base = f"Model{base}" if base[0].isdigit() else base
     return base if base.endswith("Model") else f"{base}Model"
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _slug(name: str) -> str:
