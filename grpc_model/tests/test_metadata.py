@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from grpc_model.src.metadata import BundleError, load_bundle, load_test_case, load_test_cases, output_differences
+from grpc_model.src.servicer import status_metadata
 from grpc_model.tests.conftest import GREETER
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
@@ -74,6 +75,16 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"resources/gpu/count": -1}, "resources.gpu.count: Input should be greater than or equal to 0"),
         ({"type": "rest"}, "type: Input should be 'grpc' or 'file'"),
         ({"version": "1.0"}, "version: String should match pattern"),
+        # Values the protobuf Status message cannot carry, and sizes and durations no number can hold.
+        ({"inputs/input.txt/maxSize": "9" * 400}, "inputs.input.txt.maxSize: Value error, too large"),
+        ({"resources/memory/size": "9" * 400}, "resources.memory.size: Value error, too large"),
+        ({"timeout/run": "9" * 400 + "s"}, "timeout.run: Value error, too long"),
+        ({"features/maxBatchSize": 3_000_000_000}, "features.maxBatchSize: Input should be less than or equal to"),
+        ({"resources/gpu/count": 3_000_000_000}, "resources.gpu.count: Input should be less than or equal to"),
+        ({"resources/cpu/count": 1e39}, "resources.cpu.count: Input should be less than or equal to"),
+        ({"resources/cpu/count": float("inf")}, "resources.cpu.count: Input should be a finite number"),
+        ({"description/summary": "a\ud800"}, "description.summary: Value error, not valid Unicode"),
+        ({"inputs/input.txt/description": "\udfff"}, "inputs.input.txt.description: Value error, not valid Unicode"),
     ],
 )
 def test_broken_model_yaml_names_the_file_and_key(bundle_root: Path, edit: dict[str, object], expected: str) -> None:
@@ -161,3 +172,13 @@ def test_json_differences_name_the_key_path() -> None:
     assert many[:2] == ["r.json: 0: expected 0, got -1", "r.json: 1: expected 1, got -1"]
     assert many[20:] == ["r.json: and 10 more differences"]
     assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]
+
+
+def test_the_largest_accepted_values_fit_the_status_message(bundle_root: Path) -> None:
+    edit_model_yaml(
+        bundle_root,
+        {"features/maxBatchSize": 2**31 - 1, "resources/gpu/count": 2**31 - 1, "resources/cpu/count": 3.4e38},
+    )
+    status = status_metadata(load_bundle(bundle_root, "0.1.0").spec)
+    assert (status.features.batch_size, status.resources.num_gpus) == (2**31 - 1, 2**31 - 1)
+    assert status.resources.num_cpus == pytest.approx(3.4e38)

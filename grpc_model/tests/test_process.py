@@ -79,3 +79,27 @@ def test_an_invalid_setting_is_named(processes: list[ServerProcess]) -> None:
     server = start(processes, "--max-receive-message-bytes", "lots")
     assert server.wait() == 2
     assert "max_receive_message_bytes" in server.output()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("maxSize: 1M", "maxSize: " + "9" * 400, "inputs.input.txt.maxSize"),
+        ("maxBatchSize: 8", "maxBatchSize: 3000000000", "features.maxBatchSize"),
+        (
+            "summary: Greets the person whose name is the last word of a text file.",
+            'summary: "\\uD800"',
+            "description.summary",
+        ),
+    ],
+)
+def test_values_the_protocol_cannot_carry_stop_start_up_with_the_key(
+    processes: list[ServerProcess], tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    model_yaml = write_greeter_bundle(tmp_path) / grpc_model.__version__ / "model.yaml"
+    model_yaml.write_text(model_yaml.read_text().replace(old, new, 1))
+    server = start(processes, "--asset-bundle-dir", str(tmp_path))
+
+    assert server.wait() == 2
+    assert f"model.yaml: 1 problem(s):\n  {key}: " in server.output()
+    assert "Traceback" not in server.output()
