@@ -103,3 +103,37 @@ def test_values_the_protocol_cannot_carry_stop_start_up_with_the_key(
     assert server.wait() == 2
     assert f"model.yaml: 1 problem(s):\n  {key}: " in server.output()
     assert "Traceback" not in server.output()
+
+
+def test_an_unknown_log_level_is_named(processes: list[ServerProcess]) -> None:
+    server = start(processes, "--log-level", "VERBOSE")
+    assert server.wait() == 2
+    assert "log_level" in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_a_port_in_use_stops_start_up_naming_the_port(processes: list[ServerProcess]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = start(processes, port=port)
+        assert server.wait() == 2
+    assert f"port: cannot listen on 127.0.0.1:{port}: Address already in use (set with --port or " in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_a_second_server_on_the_same_port_stops_instead_of_sharing_it(processes: list[ServerProcess]) -> None:
+    first = start(processes)
+    with first.client() as client:
+        assert client.status().status_code == 200
+    second = start(processes, port=first.port)
+    assert second.wait() == 2
+    assert f"port: cannot listen on 127.0.0.1:{first.port}: " in second.output()
+
+
+def test_an_unresolvable_host_stops_start_up_naming_the_host(processes: list[ServerProcess]) -> None:
+    server = start(processes, "--host", "no-such-host.invalid")  # .invalid never resolves (RFC 2606)
+    assert server.wait() == 2
+    assert "host: cannot listen on no-such-host.invalid: " in server.output()
+    assert "Traceback" not in server.output()
