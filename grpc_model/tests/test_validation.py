@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import grpc_model
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.bundle import describe_errors
 from grpc_model.src.metadata.units import parse_duration, parse_size
@@ -188,6 +190,33 @@ def test_deeply_nested_json_does_not_fail_the_call(serve_wrapper: ServerFactory,
 
     assert [output.success for output in response.outputs] == [True, True, False]
     assert response.outputs[2].output["error"] == b"a: content is not application/json"
+
+
+def test_a_large_item_is_checked_off_the_event_loop(
+    serve_wrapper: ServerFactory, json_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a large item is being checked, the server answers other calls."""
+    checking, may_finish = threading.Event(), threading.Event()
+
+    large = b"[" + b"0," * 500_000 + b"0]"
+
+    def held_json_check(content: bytes) -> bool:
+        if content != large:
+            return True
+        checking.set()
+        return may_finish.wait(timeout=60)  # the window this test holds open
+
+    monkeypatch.setitem(SNIFFERS, "application/json", held_json_check)
+    server = serve_wrapper("Echo", asset_bundle_dir=json_bundle)
+    server.client.status()
+    call = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": large})]), timeout=60)
+    try:
+        assert checking.wait(timeout=30)
+        assert server.client.health() == "SERVING"  # on the event loop while the check holds
+        assert not call.done()
+    finally:
+        may_finish.set()
+    assert call.result().outputs[0].success
 
 
 def test_an_unknown_media_type_passes_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
