@@ -121,11 +121,15 @@ def sniffer(media_type: str) -> Sniffer | None:
     if kind != "text/plain":
         return SNIFFERS.get(kind)
     encoding = _charset(media_type) or "utf-8"
+    return functools.partial(_is_text, encoding=encoding) if _decodes_text(encoding) else None
+
+
+def _decodes_text(encoding: str) -> bool:
+    """Whether `encoding` names a codec from bytes to text: not unknown, nor base64, rot13, zlib and the like."""
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        return None
-    return functools.partial(_is_text, encoding=encoding)
+        return isinstance(codecs.decode(b"", encoding), str)
+    except Exception:  # LookupError when unknown; codecs that are not bytes-to-text raise what they like
+        return False
 
 
 @dataclass(frozen=True)

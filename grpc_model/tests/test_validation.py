@@ -152,10 +152,15 @@ def test_a_declared_charset_is_checked(media_type: str, content: bytes) -> None:
     assert validator.check({"file": content}) == ({}, f"file: content is not {media_type}")
 
 
-def test_a_family_or_an_unknown_charset_is_not_checked_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("media_type", ["image/*", "text/plain; charset=x-nope", "text/plain; charset=rot13",
+                                        "text/plain; charset=base64", "text/plain; charset=undefined"])  # fmt: skip
+def test_a_family_or_a_charset_that_is_not_a_text_encoding_is_not_checked_and_says_so(
+    media_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
-        InputValidator(spec(file={"acceptedMediaTypes": ["image/*", "text/plain; charset=x-nope"], "maxSize": "1K"}))
-    assert "input file: media type(s) ['image/*', 'text/plain; charset=x-nope'] cannot be checked" in caplog.text
+        validator = InputValidator(spec(file={"acceptedMediaTypes": [media_type], "maxSize": "1K"}))
+    assert f"input file: media type(s) ['{media_type}'] cannot be checked" in caplog.text
+    assert validator.check({"file": b"\xff"}) == ({"file": b"\xff"}, None)
 
 
 def test_a_sniffer_that_raises_fails_only_its_item(monkeypatch: pytest.MonkeyPatch) -> None:
