@@ -102,6 +102,11 @@ def test_broken_model_yaml_names_the_file_and_key(bundle_root: Path, edit: dict[
         ("name: [unclosed", "not valid YAML"),
         ("- a list", "expected a mapping of keys at the top level, got list"),
         ("", "expected a mapping of keys at the top level, got NoneType"),
+        # YAML that PyYAML parses, then fails to turn into Python values with errors other than YAMLError.
+        ("name: " + "[" * 10_000 + "]" * 10_000, r"not valid YAML: RecursionError: maximum recursion depth"),
+        ("released: 2001-13-45", r"not valid YAML: ValueError: month must be in 1\.\.12"),
+        ("count: " + "9" * 5000, r"not valid YAML: ValueError: Exceeds the limit \(4300 digits\)"),
+        ("count: !!float many", r"not valid YAML: ValueError: could not convert string to float: 'many'"),
     ],
 )
 def test_unreadable_model_yaml(bundle_root: Path, content: str, expected: str) -> None:

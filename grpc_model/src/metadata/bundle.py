@@ -84,6 +84,8 @@ def parse_file(path: Path, schema: type[_Model]) -> _Model:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise BundleError(f"{path}: not valid YAML: {error}") from None
+    except (ValueError, RecursionError) as error:  # PyYAML's constructors: a bad date, a huge int, deep nesting
+        raise BundleError(f"{path}: not valid YAML: {type(error).__name__}: {error}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     try:
