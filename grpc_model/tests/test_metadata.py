@@ -126,6 +126,12 @@ def test_a_missing_bundle_lists_the_versions_found(bundle_root: Path) -> None:
         load_bundle(bundle_root, "9.9.9")
 
 
+def test_an_unreadable_bundle_directory_is_named(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 300)  # longer than a file name may be
+    with pytest.raises(BundleError, match=r"x{300}/0\.1\.0: cannot be read: File name too long \(asset_bundle_dir\)"):
+        load_bundle(too_long, "0.1.0")
+
+
 def test_missing_model_yaml(tmp_path: Path) -> None:
     (tmp_path / "0.1.0").mkdir()
     with pytest.raises(BundleError, match=r"model\.yaml: file not found"):

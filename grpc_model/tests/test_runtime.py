@@ -31,6 +31,7 @@ def run(model_runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool 
     ("model_class", "message"),
     [
         ("no_colon", "must look like 'package.module:ClassName'"),
+        ("..relative:Model", "must look like 'package.module:ClassName'"),  # import_module raised TypeError
         ("no.such.module:Model", "cannot import module 'no.such.module'"),
         (f"{TESTS}:Missing", "has no class 'Missing'"),
         (f"{TESTS}:NoMethods", "must define one of handle_single_input or handle_discrete_input"),

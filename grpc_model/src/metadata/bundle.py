@@ -45,8 +45,12 @@ class AssetBundle:
 def load_bundle(root: Path, version: str) -> AssetBundle:
     """Loads `root/<version>/` and checks that the directory, `model.yaml` and `version` agree."""
     path = root / version
-    if not path.is_dir():
-        available = ", ".join(available_versions(root)) or "none"
+    try:
+        found = path.is_dir()
+        available = "" if found else ", ".join(available_versions(root)) or "none"
+    except OSError as error:  # a name too long, a directory we may not enter
+        raise BundleError(f"{error.filename}: cannot be read: {error.strerror} (asset_bundle_dir)") from None
+    if not found:
         raise BundleError(
             f"no asset bundle for version {version} at {path} (versions found: {available}). "
             f"Create it with `scripts/new_version.py {version}`, or set __version__ in "

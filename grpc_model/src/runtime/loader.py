@@ -32,7 +32,7 @@ class LoadedModel:
 def import_wrapper_class(path: str) -> type:
     """Imports `package.module:ClassName`."""
     module_name, sep, class_name = path.partition(":")
-    if not sep or not module_name or not class_name:
+    if not sep or not module_name or not class_name or module_name.startswith("."):  # no relative imports
         raise WrapperImportError(f"model class {path!r} must look like 'package.module:ClassName'")
     try:
         module = importlib.import_module(module_name)
