@@ -29,7 +29,7 @@ CheckedItem = tuple[dict[str, bytes], str | None]
 
 
 def _decoded(content: bytes, encoding: str) -> Iterator[str]:
-    """`content` decoded a chunk at a time; raises UnicodeDecodeError."""
+    """`content` decoded a chunk at a time; raises UnicodeError."""
     decoder = codecs.getincrementaldecoder(encoding)()
     view = memoryview(content)
     for start in range(0, len(view), CHUNK_BYTES):
@@ -41,7 +41,7 @@ def _is_text(content: bytes, encoding: str) -> bool:
     try:
         for _ in _decoded(content, encoding):
             pass
-    except UnicodeDecodeError:
+    except UnicodeError:
         return False
     return True
 

@@ -145,6 +145,7 @@ def test_members_of_families_and_declared_charsets_are_accepted(media_type: str,
         ("text/plain; charset=us-ascii", "café".encode()),
         ("text/plain; charset=utf-8", "café".encode("latin-1")),
         ("text/plain", "café".encode("latin-1")),  # no charset: UTF-8
+        ("text/plain; charset=idna", b"xn--zz."),  # a codec that raises UnicodeError, not UnicodeDecodeError
     ],
 )
 def test_a_declared_charset_is_checked(media_type: str, content: bytes) -> None:
