@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from grpc_model.src.metadata import BundleError
 from grpc_model.src.runtime import WrapperImportError
-from grpc_model.src.server import serve
+from grpc_model.src.server import ListenError, serve
 from grpc_model.src.settings import settings_from_args
 
 
@@ -19,12 +19,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.sr
     except ValidationError as error:
         print(f"invalid settings:\n{error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
         asyncio.run(serve(settings))
-    except (BundleError, WrapperImportError) as error:
+    except (BundleError, WrapperImportError, ListenError) as error:
         logging.getLogger("grpc_model").critical("cannot start: %s", error)
         return 2
     return 0

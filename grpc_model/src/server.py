@@ -5,8 +5,10 @@ reflection); nothing imports it but the entry point and the tests.
 """
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -16,10 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
-from grpc_model.src.settings import Settings
+from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """The server cannot listen where the host and port settings say."""
 
 
 @dataclass
@@ -42,7 +48,7 @@ class RunningServer:
 
 
 async def start_server(settings: Settings) -> RunningServer:
-    """Starts serving; raises BundleError or WrapperImportError before binding when the setup is wrong."""
+    """Starts serving; raises BundleError, WrapperImportError or ListenError when the setup is wrong."""
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     options = EngineOptions(
         max_batch_size=bundle.spec.features.maxBatchSize,
@@ -79,6 +85,7 @@ async def start_server(settings: Settings) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", settings.max_send_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
         ]
     )
     add_to_server(service, server)
@@ -86,7 +93,11 @@ async def start_server(settings: Settings) -> RunningServer:
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError:
+        await runtime.close()  # worker processes started with the model must not outlive the failed start
+        raise ListenError(_why_not_listening(settings.host, settings.port)) from None
     await server.start()
     runtime.may_fork = False
     logger.info(
@@ -109,6 +120,29 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, _on_signal, running.service, signum)
     await running.wait_for_shutdown_request()
     await running.stop()
+
+
+def _why_not_listening(host: str, port: int) -> str:
+    """gRPC only says that binding failed; asking the OS the same question names the setting at fault."""
+    try:
+        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # gRPC's [::1] is ::1
+        addresses = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"host: cannot listen on {host}: {error.strerror} (set with {flag('host')} or {env_var('host')})"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            try:
+                probe.bind(address)
+            except OSError as error:
+                setting = "host" if error.errno == errno.EADDRNOTAVAIL else "port"
+                return (
+                    f"{setting}: cannot listen on {host}:{port}: {error.strerror} "
+                    f"(set with {flag(setting)} or {env_var(setting)})"
+                )
+    return (
+        f"host, port: cannot listen on {host}:{port}: gRPC could not bind it (an IPv6 address goes in brackets, "
+        f"e.g. [::1]; set with {flag('host')} and {flag('port')})"
+    )
 
 
 def _on_signal(service: ModzyModelService, signum: int) -> None:

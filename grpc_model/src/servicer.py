@@ -25,13 +25,16 @@ from grpc_model.src.runtime import (
     ModelUnavailableError,
     QueueFullError,
 )
-from grpc_model.src.validation import InputValidator
+from grpc_model.src.validation import CheckedItem, InputValidator
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModzyModel"].full_name
 SHUTDOWN_TOKEN_METADATA = "shutdown-token"
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health checkers expect
+CHECK_INLINE_BYTES = 64 * 1024
+"""Requests up to this size are checked on the event loop (about a millisecond); larger ones on a
+thread, so that Status, health and other calls keep answering while a large file is checked."""
 
 
 class ModzyModelService(ModzyModelServicer):
@@ -93,7 +96,7 @@ class ModzyModelService(ModzyModelServicer):
         started = time.perf_counter()
         count = len(request.inputs)
         try:
-            checked = [self.validator.check(item.input) for item in request.inputs]
+            checked = await self._check_items(request)
             answers = iter(
                 await self.runtime.run(
                     [item for item, error in checked if error is None], request.detect_drift, request.explain
@@ -130,6 +133,12 @@ class ModzyModelService(ModzyModelServicer):
             count / elapsed if elapsed > 0 else 0.0,
         )
         return response
+
+    async def _check_items(self, request: pb.RunRequest) -> list[CheckedItem]:
+        items = [item.input for item in request.inputs]
+        if request.ByteSize() <= CHECK_INLINE_BYTES:
+            return self.validator.check_all(items)
+        return await asyncio.to_thread(self.validator.check_all, items)
 
     async def Shutdown(
         self,

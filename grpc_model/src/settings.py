@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import grpc_model
@@ -18,6 +18,8 @@ import grpc_model
 ENV_PREFIX = "GRPC_MODEL_"
 PROJECT_ROOT = Path(grpc_model.__file__).resolve().parent.parent
 MIB = 1024 * 1024
+INT32_MAX = 2**31 - 1  # gRPC's message size limits are C ints
+MAX_PARALLEL = 1024  # model threads or worker processes: each is an OS thread or process, started at once
 
 
 def _default_asset_bundle_dir() -> Path:
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
         if self.shutdown == "token" and not self.shutdown_token:
             raise ValueError("shutdown is 'token' but shutdown_token is empty; set GRPC_MODEL_SHUTDOWN_TOKEN")
         return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     host: str = Field(default="[::]", description="Address to listen on; `[::]` is every interface.")
     port: int = Field(
@@ -61,9 +68,11 @@ class Settings(BaseSettings):
         description="Load the model when the server starts instead of on the first Status call.",
     )
     max_receive_message_bytes: int = Field(
-        default=250 * MIB, gt=0, description="Largest request message accepted, in bytes."
+        default=250 * MIB, gt=0, le=INT32_MAX, description="Largest request message accepted, in bytes."
     )
-    max_send_message_bytes: int = Field(default=250 * MIB, gt=0, description="Largest response message sent, in bytes.")
+    max_send_message_bytes: int = Field(
+        default=250 * MIB, gt=0, le=INT32_MAX, description="Largest response message sent, in bytes."
+    )
     undeclared_inputs: Literal["reject", "ignore"] = Field(
         default="reject",
         description="An input file that model.yaml does not declare fails its item (`reject`) or is dropped "
@@ -72,12 +81,14 @@ class Settings(BaseSettings):
     model_threads: int = Field(
         default=1,
         ge=1,
+        le=MAX_PARALLEL,
         description="Model calls that may run at once in this process; above 1 needs `thread_safe = True` "
         "on the wrapper.",
     )
     workers: int = Field(
         default=0,
         ge=0,
+        le=MAX_PARALLEL,
         description="Worker processes, each running its own copy of the model (for models that hold the GIL); "
         "0 runs the model in the server process. Implies loading the model at start-up.",
     )
@@ -106,7 +117,9 @@ class Settings(BaseSettings):
     shutdown_token: str = Field(
         default="", description="The token Shutdown calls must carry when `shutdown` is `token`."
     )
-    log_level: str = Field(default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."
+    )
 
 
 def env_var(field: str) -> str:

@@ -5,36 +5,77 @@ the model is only ever called with items that have every declared file, within i
 declared size, of an accepted media type.
 """
 
+import codecs
+import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+import ijson
+from ijson.utils import sendable_list
 
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.units import parse_size
 
 logger = logging.getLogger(__name__)
 
+CHUNK_BYTES = 64 * 1024
+"""Content is decoded and parsed this much at a time: memory stays small, and the GIL is let
+go between chunks, so a large file checked on a thread does not stall the event loop."""
 
-def _is_utf8(content: bytes) -> bool:
+Sniffer = Callable[[bytes], bool]
+CheckedItem = tuple[dict[str, bytes], str | None]
+
+
+def _decoded(content: bytes, encoding: str) -> Iterator[str]:
+    """`content` decoded a chunk at a time; raises UnicodeError."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    view = memoryview(content)
+    for start in range(0, len(view), CHUNK_BYTES):
+        yield decoder.decode(view[start : start + CHUNK_BYTES])
+    yield decoder.decode(b"", final=True)
+
+
+def _is_text(content: bytes, encoding: str) -> bool:
     try:
-        content.decode("utf-8")
-    except UnicodeDecodeError:
+        for _ in _decoded(content, encoding):
+            pass
+    except UnicodeError:
         return False
     return True
+
+
+def _utf8_chunks(content: bytes) -> Iterator[bytes]:
+    """JSON text as UTF-8, from any encoding json.loads reads: UTF-8 (with or without a BOM), UTF-16, UTF-32."""
+    encoding = json.detect_encoding(content[:4])
+    if encoding == "utf-8":
+        view = memoryview(content)
+        for start in range(0, len(view), CHUNK_BYTES):
+            yield view[start : start + CHUNK_BYTES].tobytes()
+    else:
+        for text in _decoded(content, encoding):
+            if text:  # an empty chunk would tell the parser that the document ended
+                yield text.encode("utf-8")
 
 
 def _is_json(content: bytes) -> bool:
+    """RFC 8259 JSON, parsed as a stream (ijson): nesting of any depth, and memory bounded by a chunk."""
+    events = sendable_list()  # the parser's output, dropped after each chunk
+    parser = ijson.basic_parse_coro(events)
     try:
-        json.loads(content)
-    except ValueError:
+        for chunk in _utf8_chunks(content):
+            parser.send(chunk)
+            events.clear()
+        parser.close()
+    except (ijson.JSONError, UnicodeError):
         return False
     return True
 
 
-# Media type -> does the content look like it? Types not listed here are not checked.
-SNIFFERS: dict[str, Callable[[bytes], bool]] = {
-    "text/plain": _is_utf8,
+# Media type -> does the content look like it? Types not listed here are not checked, except
+# text/plain, which is checked in its declared charset (see `sniffer`).
+SNIFFERS: dict[str, Sniffer] = {
     "application/json": _is_json,
     "image/png": lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"),
     "image/jpeg": lambda b: b.startswith(b"\xff\xd8\xff"),
@@ -61,15 +102,34 @@ def canonical(media_type: str) -> str:
     return ALIASES.get(base, base)
 
 
-def matches(media_type: str, content: bytes) -> bool | None:
-    """Whether `content` looks like `media_type`; None when the type is not one we can check."""
-    kind = canonical(media_type)
-    if kind in SNIFFERS:
-        return SNIFFERS[kind](content)
-    if kind.endswith("/*"):  # a family such as image/*: any checkable member will do
-        family = [check for name, check in SNIFFERS.items() if name.startswith(kind[:-1])]
-        return any(check(content) for check in family) if family else None
+def _charset(media_type: str) -> str | None:
+    """`text/plain; charset="iso-8859-1"` -> `iso-8859-1`."""
+    for parameter in media_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"')
     return None
+
+
+def sniffer(media_type: str) -> Sniffer | None:
+    """How to tell whether content is of `media_type`; None when the server cannot tell.
+
+    A family such as image/* is never checked: it has members no sniffer knows (WebP, SVG,
+    MP3, FLAC, ...), so no content can be ruled out.
+    """
+    kind = canonical(media_type)
+    if kind != "text/plain":
+        return SNIFFERS.get(kind)
+    encoding = _charset(media_type) or "utf-8"
+    return functools.partial(_is_text, encoding=encoding) if _decodes_text(encoding) else None
+
+
+def _decodes_text(encoding: str) -> bool:
+    """Whether `encoding` names a codec from bytes to text: not unknown, nor base64, rot13, zlib and the like."""
+    try:
+        return isinstance(codecs.decode(b"", encoding), str)
+    except Exception:  # LookupError when unknown; codecs that are not bytes-to-text raise what they like
+        return False
 
 
 @dataclass(frozen=True)
@@ -77,7 +137,7 @@ class _InputRule:
     max_bytes: int
     max_size_text: str
     media_types: tuple[str, ...]
-    checkable: bool  # every accepted type can be sniffed; otherwise content is not checked at all
+    sniffers: tuple[tuple[str, Sniffer], ...]  # empty when some accepted type cannot be checked
 
 
 class InputValidator:
@@ -86,7 +146,8 @@ class InputValidator:
         self.rules: dict[str, _InputRule] = {}
         for name, declared in spec.inputs.items():
             types = tuple(declared.acceptedMediaTypes)
-            unknown = [t for t in types if matches(t, b"") is None]
+            sniffers = {media_type: sniffer(media_type) for media_type in types}
+            unknown = [media_type for media_type, check in sniffers.items() if check is None]
             if unknown:
                 logger.warning(
                     "input %s: media type(s) %s cannot be checked; their content is not checked", name, unknown
@@ -95,10 +156,14 @@ class InputValidator:
                 max_bytes=parse_size(declared.maxSize),
                 max_size_text=declared.maxSize,
                 media_types=types,
-                checkable=len(unknown) == 0,
+                sniffers=() if unknown else tuple((t, check) for t, check in sniffers.items() if check is not None),
             )
 
-    def check(self, item: Mapping[str, bytes]) -> tuple[dict[str, bytes], str | None]:
+    def check_all(self, items: Sequence[Mapping[str, bytes]]) -> list[CheckedItem]:
+        """`check` for each item: one call to hand to a thread when the items are large."""
+        return [self.check(item) for item in items]
+
+    def check(self, item: Mapping[str, bytes]) -> CheckedItem:
         """The item to give the model (undeclared files dropped when ignored), or an error naming the problem."""
         files = dict(item)  # one copy of each file out of the request message, used for everything below
         problems: list[str] = []
@@ -119,8 +184,22 @@ class InputValidator:
                     f"{name}: {len(content)} bytes is larger than its maxSize "
                     f"{rule.max_size_text} ({rule.max_bytes} bytes)"
                 )
-            elif rule.checkable and not any(matches(t, content) for t in rule.media_types):
-                problems.append(f"{name}: content is not {' or '.join(rule.media_types)}")
+            elif rule.sniffers and (problem := _content_problem(name, rule, content)):
+                problems.append(problem)
         if problems:
             return {}, "; ".join(problems)
         return ({name: files[name] for name in self.rules} if undeclared else files), None
+
+
+def _content_problem(name: str, rule: _InputRule, content: bytes) -> str | None:
+    """Why `content` is none of the accepted types; a sniffer that raises fails this file, not the call."""
+    failure = None
+    for media_type, check in rule.sniffers:
+        try:
+            if check(content):
+                return None
+        except Exception as error:
+            failure = (
+                failure or f"{name}: content could not be checked as {media_type}: {type(error).__name__}: {error}"
+            )
+    return failure or f"{name}: content is not {' or '.join(rule.media_types)}"

@@ -17,6 +17,7 @@ from grpc_model.src.metadata import (
     newest_version,
     output_differences,
 )
+from grpc_model.src.servicer import status_metadata
 from grpc_model.tests.conftest import GREETER
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
@@ -83,6 +84,16 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"resources/gpu/count": -1}, "resources.gpu.count: Input should be greater than or equal to 0"),
         ({"type": "rest"}, "type: Input should be 'grpc' or 'file'"),
         ({"version": "1.0"}, "version: String should match pattern"),
+        # Values the protobuf Status message cannot carry, and sizes and durations no number can hold.
+        ({"inputs/input.txt/maxSize": "9" * 400}, "inputs.input.txt.maxSize: Value error, too large"),
+        ({"resources/memory/size": "9" * 400}, "resources.memory.size: Value error, too large"),
+        ({"timeout/run": "9" * 400 + "s"}, "timeout.run: Value error, too long"),
+        ({"features/maxBatchSize": 3_000_000_000}, "features.maxBatchSize: Input should be less than or equal to"),
+        ({"resources/gpu/count": 3_000_000_000}, "resources.gpu.count: Input should be less than or equal to"),
+        ({"resources/cpu/count": 1e39}, "resources.cpu.count: Input should be less than or equal to"),
+        ({"resources/cpu/count": float("inf")}, "resources.cpu.count: Input should be a finite number"),
+        ({"description/summary": "a\ud800"}, "description.summary: Value error, not valid Unicode"),
+        ({"inputs/input.txt/description": "\udfff"}, "inputs.input.txt.description: Value error, not valid Unicode"),
     ],
 )
 def test_broken_model_yaml_names_the_file_and_key(bundle_root: Path, edit: dict[str, object], expected: str) -> None:
@@ -100,6 +111,11 @@ def test_broken_model_yaml_names_the_file_and_key(bundle_root: Path, edit: dict[
         ("name: [unclosed", "not valid YAML"),
         ("- a list", "expected a mapping of keys at the top level, got list"),
         ("", "expected a mapping of keys at the top level, got NoneType"),
+        # YAML that PyYAML parses, then fails to turn into Python values with errors other than YAMLError.
+        ("name: " + "[" * 10_000 + "]" * 10_000, r"not valid YAML: RecursionError: maximum recursion depth"),
+        ("released: 2001-13-45", r"not valid YAML: ValueError: month must be in 1\.\.12"),
+        ("count: " + "9" * 5000, r"not valid YAML: ValueError: Exceeds the limit \(4300 digits\)"),
+        ("count: !!float many", r"not valid YAML: ValueError: could not convert string to float: 'many'"),
     ],
 )
 def test_unreadable_model_yaml(bundle_root: Path, content: str, expected: str) -> None:
@@ -117,6 +133,12 @@ def test_a_version_mismatch_says_what_to_change(bundle_root: Path) -> None:
 def test_a_missing_bundle_lists_the_versions_found(bundle_root: Path) -> None:
     with pytest.raises(BundleError, match=r"no asset bundle for version 9.9.9 .*versions found: 0.1.0"):
         load_bundle(bundle_root, "9.9.9")
+
+
+def test_an_unreadable_bundle_directory_is_named(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 300)  # longer than a file name may be
+    with pytest.raises(BundleError, match=r"x{300}/0\.1\.0: cannot be read: File name too long \(asset_bundle_dir\)"):
+        load_bundle(too_long, "0.1.0")
 
 
 def test_missing_model_yaml(tmp_path: Path) -> None:
@@ -230,3 +252,13 @@ def test_the_newest_version_is_served(tmp_path: Path) -> None:
     assert newest_version(tmp_path) == "0.10.0"  # numeric order; 1.0.0 has no model.yaml, "notes" is no version
     with pytest.raises(BundleError, match=r"no asset bundle under .*grpc-model init NAME"):
         newest_version(tmp_path / "missing")
+
+
+def test_the_largest_accepted_values_fit_the_status_message(bundle_root: Path) -> None:
+    edit_model_yaml(
+        bundle_root,
+        {"features/maxBatchSize": 2**31 - 1, "resources/gpu/count": 2**31 - 1, "resources/cpu/count": 3.4e38},
+    )
+    status = status_metadata(load_bundle(bundle_root, "0.1.0").spec)
+    assert (status.features.batch_size, status.resources.num_gpus) == (2**31 - 1, 2**31 - 1)
+    assert status.resources.num_cpus == pytest.approx(3.4e38)

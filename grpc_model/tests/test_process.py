@@ -79,3 +79,61 @@ def test_an_invalid_setting_is_named(processes: list[ServerProcess]) -> None:
     server = start(processes, "--max-receive-message-bytes", "lots")
     assert server.wait() == 2
     assert "max_receive_message_bytes" in server.output()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("maxSize: 1M", "maxSize: " + "9" * 400, "inputs.input.txt.maxSize"),
+        ("maxBatchSize: 8", "maxBatchSize: 3000000000", "features.maxBatchSize"),
+        (
+            "summary: Greets the person whose name is the last word of a text file.",
+            'summary: "\\uD800"',
+            "description.summary",
+        ),
+    ],
+)
+def test_values_the_protocol_cannot_carry_stop_start_up_with_the_key(
+    processes: list[ServerProcess], tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    model_yaml = write_greeter_bundle(tmp_path) / TEST_VERSION / "model.yaml"
+    model_yaml.write_text(model_yaml.read_text().replace(old, new, 1))
+    server = start(processes, "--asset-bundle-dir", str(tmp_path))
+
+    assert server.wait() == 2
+    assert f"model.yaml: 1 problem(s):\n  {key}: " in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_an_unknown_log_level_is_named(processes: list[ServerProcess]) -> None:
+    server = start(processes, "--log-level", "VERBOSE")
+    assert server.wait() == 2
+    assert "log_level" in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_a_port_in_use_stops_start_up_naming_the_port(processes: list[ServerProcess]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = start(processes, port=port)
+        assert server.wait() == 2
+    assert f"port: cannot listen on 127.0.0.1:{port}: Address already in use (set with --port or " in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_a_second_server_on_the_same_port_stops_instead_of_sharing_it(processes: list[ServerProcess]) -> None:
+    first = start(processes)
+    with first.client() as client:
+        assert client.status().status_code == 200
+    second = start(processes, port=first.port)
+    assert second.wait() == 2
+    assert f"port: cannot listen on 127.0.0.1:{first.port}: " in second.output()
+
+
+def test_an_unresolvable_host_stops_start_up_naming_the_host(processes: list[ServerProcess]) -> None:
+    server = start(processes, "--host", "no-such-host.invalid")  # .invalid never resolves (RFC 2606)
+    assert server.wait() == 2
+    assert "host: cannot listen on no-such-host.invalid: " in server.output()
+    assert "Traceback" not in server.output()

@@ -32,6 +32,7 @@ def run(model_runtime: ModelRuntime, items: list[dict[str, bytes]], drift: bool 
     ("model_class", "message"),
     [
         ("pkg.mod:", "must look like 'package.module' or 'package.module:ClassName'"),
+        ("..relative:Model", "must look like 'package.module' or 'package.module:ClassName'"),  # TypeError before
         ("no.such.module:Model", "cannot import module 'no.such.module'"),
         ("no.such.module", "cannot import module 'no.such.module'"),
         (TESTS, "must define exactly one model class"),

@@ -37,7 +37,16 @@ def test_the_platform_port_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "field"), [(["--port", "99999"], "port"), (["--shutdown-grace-seconds", "x"], "shutdown_grace_seconds")]
+    ("args", "field"),
+    [
+        (["--port", "99999"], "port"),
+        (["--shutdown-grace-seconds", "x"], "shutdown_grace_seconds"),
+        (["--log-level", "VERBOSE"], "log_level"),
+        (["--max-receive-message-bytes", "4294967296"], "max_receive_message_bytes"),  # gRPC takes an int32
+        (["--max-send-message-bytes", "99999999999999999999"], "max_send_message_bytes"),
+        (["--model-threads", "1000000"], "model_threads"),  # one OS thread each
+        (["--workers", "1000000"], "workers"),  # one process each
+    ],
 )
 def test_invalid_values_name_the_setting(args: list[str], field: str) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -68,3 +77,8 @@ def test_a_token_policy_needs_a_token() -> None:
 def test_a_bare_port_variable_is_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "8080")  # set by many hosting platforms for other purposes
     assert settings_from_args([]).port == 45000
+
+
+def test_log_levels_are_the_documented_names_in_any_case() -> None:
+    assert settings_from_args(["--log-level", "debug"]).log_level == "DEBUG"
+    assert settings_from_args(["--log-level", "Warning"]).log_level == "WARNING"

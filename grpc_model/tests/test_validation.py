@@ -2,18 +2,22 @@
 
 import json
 import logging
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.bundle import describe_errors
 from grpc_model.src.metadata.units import parse_duration, parse_size
-from grpc_model.src.validation import InputValidator, matches
-from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.src.validation import SNIFFERS, InputValidator, sniffer
+from grpc_model.tests.conftest import TEST_VERSION, ServerFactory, ServerThread, write_test_bundle
 
 
 @pytest.mark.parametrize(
@@ -92,6 +96,11 @@ SAMPLES = {
 }
 
 
+def matches(media_type: str, content: bytes) -> bool | None:
+    check = sniffer(media_type)
+    return None if check is None else check(content)
+
+
 @pytest.mark.parametrize("media_type", sorted(SAMPLES))
 def test_sniffers_accept_their_type_and_reject_others(media_type: str) -> None:
     good, bad = SAMPLES[media_type]
@@ -102,10 +111,117 @@ def test_sniffers_accept_their_type_and_reject_others(media_type: str) -> None:
 def test_media_type_forms() -> None:
     assert matches("Text/Plain; charset=utf-8", b"hi") is True
     assert matches("audio/x-wav", b"RIFF\x00\x00\x00\x00WAVE") is True
-    assert matches("image/*", PNG) is True
-    assert matches("image/*", b"%PDF-") is False
     assert matches("application/octet-stream", b"\x00\xff") is True
     assert matches("model/x-custom", b"anything") is None
+    assert matches("image/*", PNG) is None  # a family has members no sniffer knows: not checked
+
+
+WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 "
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x00"
+FLAC = b"fLaC\x00\x00\x00\x22"
+
+
+@pytest.mark.parametrize(
+    ("media_type", "content"),
+    [
+        ("image/*", WEBP), ("image/*", SVG), ("audio/*", MP3), ("audio/*", FLAC), ("image/*", PNG),
+        ("text/plain; charset=iso-8859-1", "café".encode("latin-1")),
+        ("text/plain; charset=ISO-8859-1", b"\xff\xfe"),  # every byte is a Latin-1 character
+        ('text/plain; charset="utf-16"', "café".encode("utf-16")),
+        ("application/json", "[\"café\"]".encode("utf-16")),  # JSON in UTF-16, as json.loads reads it
+        ("application/json", b"\xef\xbb\xbf[1]"),  # UTF-8 with a byte order mark
+    ],
+)  # fmt: skip
+def test_members_of_families_and_declared_charsets_are_accepted(media_type: str, content: bytes) -> None:
+    validator = InputValidator(spec(file={"acceptedMediaTypes": [media_type], "maxSize": "1K"}))
+    assert validator.check({"file": content}) == ({"file": content}, None)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "content"),
+    [
+        ("text/plain; charset=us-ascii", "café".encode()),
+        ("text/plain; charset=utf-8", "café".encode("latin-1")),
+        ("text/plain", "café".encode("latin-1")),  # no charset: UTF-8
+        ("text/plain; charset=idna", b"xn--zz."),  # a codec that raises UnicodeError, not UnicodeDecodeError
+    ],
+)
+def test_a_declared_charset_is_checked(media_type: str, content: bytes) -> None:
+    validator = InputValidator(spec(file={"acceptedMediaTypes": [media_type], "maxSize": "1K"}))
+    assert validator.check({"file": content}) == ({}, f"file: content is not {media_type}")
+
+
+@pytest.mark.parametrize("media_type", ["image/*", "text/plain; charset=x-nope", "text/plain; charset=rot13",
+                                        "text/plain; charset=base64", "text/plain; charset=undefined"])  # fmt: skip
+def test_a_family_or_a_charset_that_is_not_a_text_encoding_is_not_checked_and_says_so(
+    media_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        validator = InputValidator(spec(file={"acceptedMediaTypes": [media_type], "maxSize": "1K"}))
+    assert f"input file: media type(s) ['{media_type}'] cannot be checked" in caplog.text
+    assert validator.check({"file": b"\xff"}) == ({"file": b"\xff"}, None)
+
+
+def test_a_sniffer_that_raises_fails_only_its_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(content: bytes) -> bool:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setitem(SNIFFERS, "application/json", broken)
+    validator = InputValidator(spec(doc={"acceptedMediaTypes": ["application/json"], "maxSize": "1K"}))
+    assert validator.check({"doc": b"[]"}) == (
+        {},
+        "doc: content could not be checked as application/json: RecursionError: maximum recursion depth exceeded",
+    )
+
+
+@pytest.fixture(scope="module")
+def json_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test bundle, its input `a` accepting application/json of up to 5M."""
+    root = write_test_bundle(tmp_path_factory.mktemp("json_bundle"))
+    model_yaml = root / TEST_VERSION / "model.yaml"
+    spec = yaml.safe_load(model_yaml.read_text())
+    spec["inputs"]["a"] = {"acceptedMediaTypes": ["application/json"], "maxSize": "5M"}
+    model_yaml.write_text(yaml.safe_dump(spec))
+    return root
+
+
+def test_deeply_nested_json_does_not_fail_the_call(serve_wrapper: ServerFactory, json_bundle: Path) -> None:
+    server = serve_wrapper("Echo", asset_bundle_dir=json_bundle)
+    server.client.status()
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's recursion limit
+
+    response = server.client.run([{"a": deep}, {"a": b"[1]"}, {"a": b"[" * 100_000}])
+
+    assert [output.success for output in response.outputs] == [True, True, False]
+    assert response.outputs[2].output["error"] == b"a: content is not application/json"
+
+
+def test_a_large_item_is_checked_off_the_event_loop(
+    serve_wrapper: ServerFactory, json_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a large item is being checked, the server answers other calls."""
+    checking, may_finish = threading.Event(), threading.Event()
+
+    large = b"[" + b"0," * 500_000 + b"0]"
+
+    def held_json_check(content: bytes) -> bool:
+        if content != large:
+            return True
+        checking.set()
+        return may_finish.wait(timeout=60)  # the window this test holds open
+
+    monkeypatch.setitem(SNIFFERS, "application/json", held_json_check)
+    server = serve_wrapper("Echo", asset_bundle_dir=json_bundle)
+    server.client.status()
+    call = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": large})]), timeout=60)
+    try:
+        assert checking.wait(timeout=30)
+        assert server.client.health() == "SERVING"  # on the event loop while the check holds
+        assert not call.done()
+    finally:
+        may_finish.set()
+    assert call.result().outputs[0].success
 
 
 def test_an_unknown_media_type_passes_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

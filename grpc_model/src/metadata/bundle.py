@@ -50,8 +50,12 @@ def load_bundle(root: Path, version: str = "") -> AssetBundle:
     """
     version = version or newest_version(root)
     path = root / version
-    if not path.is_dir():
-        available = ", ".join(available_versions(root)) or "none"
+    try:
+        found = path.is_dir()
+        available = "" if found else ", ".join(available_versions(root)) or "none"
+    except OSError as error:  # a name too long, a directory we may not enter
+        raise BundleError(f"{error.filename}: cannot be read: {error.strerror} (asset_bundle_dir)") from None
+    if not found:
         raise BundleError(
             f"no asset bundle for version {version} at {path} (versions found: {available}). "
             f"Create it with `grpc-model new-version {version}`."
@@ -98,6 +102,8 @@ def parse_file(path: Path, schema: type[_Model]) -> _Model:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise BundleError(f"{path}: not valid YAML: {error}") from None
+    except (ValueError, RecursionError) as error:  # PyYAML's constructors: a bad date, a huge int, deep nesting
+        raise BundleError(f"{path}: not valid YAML: {type(error).__name__}: {error}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     try:

@@ -6,7 +6,7 @@ JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_s
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from grpc_model.src.metadata.units import parse_duration, parse_size
 
@@ -33,6 +33,10 @@ Duration = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidat
 """A duration as written (`20s`, `1500ms`, `2m`); kept as text for Status, checked at load."""
 RequiredSize = Annotated[NonBlank, AfterValidator(_checked_size)]
 
+# The widest values the Status message's fields carry (protos/model2_template/model.proto).
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 class _Section(BaseModel):
     """Shared rules: unknown keys are errors, blank (null) values fall back to defaults."""
@@ -47,6 +51,20 @@ class _Section(BaseModel):
         if isinstance(data, dict):
             return {key: value for key, value in data.items() if value is not None}
         return data
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        # Status sends every text as a protobuf string, which must be UTF-8: a lone surrogate
+        # (YAML's "\uD800") cannot be, and would crash the server at start-up.
+        texts = [value] if isinstance(value, str) else value if isinstance(value, list | dict) else []
+        for text in texts:  # a dict's texts are its keys (file names); its values validated themselves
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise ValueError(f"not valid Unicode: {error.reason} at position {error.start}") from None
+        return value
 
 
 def _without_blanks(items: Any) -> Any:
@@ -99,11 +117,11 @@ class Memory(_Section):
 
 
 class Cpu(_Section):
-    count: float = Field(default=1.0, ge=0)
+    count: float = Field(default=1.0, ge=0, le=FLOAT32_MAX, allow_inf_nan=False)
 
 
 class Gpu(_Section):
-    count: int = Field(default=0, ge=0)
+    count: int = Field(default=0, ge=0, le=INT32_MAX)
 
 
 class Resources(_Section):
@@ -135,7 +153,7 @@ class Internal(_Section):
 
 class Features(_Section):
     adversarialDefense: bool = False
-    maxBatchSize: int = Field(default=1, ge=1)
+    maxBatchSize: int = Field(default=1, ge=1, le=INT32_MAX)
     retrainable: bool = False
     resultsFormat: str | None = None
     driftFormat: str | None = None

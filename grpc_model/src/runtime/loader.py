@@ -37,7 +37,7 @@ def import_wrapper_class(path: str) -> type:
     without telling the server anything.
     """
     module_name, sep, class_name = path.partition(":")
-    if not module_name or (sep and not class_name):
+    if not module_name or module_name.startswith(".") or (sep and not class_name):  # no relative imports
         raise WrapperImportError(f"model class {path!r} must look like 'package.module' or 'package.module:ClassName'")
     try:
         module = importlib.import_module(module_name)
