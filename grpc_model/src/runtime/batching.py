@@ -43,11 +43,12 @@ class _Call:
     caller only wakes once, when the last of its items is answered.
     """
 
-    __slots__ = ("future", "remaining", "results")
+    __slots__ = ("future", "queued", "remaining", "results")
 
     def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]") -> None:
         self.results: list[ItemResult | None] = [None] * count
         self.remaining = count
+        self.queued = count  # items still in the queue that count against its bound
         self.future = future
 
     def needs(self, index: int) -> bool:
@@ -140,16 +141,19 @@ class Batcher:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            # Answered, timed out or gone: whatever of it is still queued waits for nobody. It leaves
+            # the queue lazily, but stops counting against the bound now.
+            self._queued -= call.queued
+            call.queued = 0
 
     async def close(self) -> None:
         """Stops dispatching and fails whatever is still queued."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._queued = 0
         for group in self._groups.values():
             while group:
-                entry = group.popleft()
+                entry = self._dequeue(group)
                 entry.call.answer(entry.index, ItemResult.failure("the server shut down before this item ran"))
 
     def _pump(self) -> None:
@@ -167,9 +171,7 @@ class Batcher:
                     self._timer = loop.call_at(earliest, self._on_timer)
                 return
             flags, group = ready
-            batch = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
-            self._queued -= len(batch)
-            self._start(batch, flags)
+            self._start([self._dequeue(group) for _ in range(min(len(group), self.max_batch_size))], flags)
 
     def _next_ready(self, now: float) -> tuple[tuple[Flags, deque[_Pending]] | None, float | None]:
         """The oldest group that may go now (full, idle model or window over), else the earliest deadline.
@@ -193,8 +195,14 @@ class Batcher:
         """Removes queued items that need no run any more: their caller left, or their time ran out."""
         for group in self._groups.values():
             while group and not group[0].needed():
-                group.popleft()
-                self._queued -= 1
+                self._dequeue(group)
+
+    def _dequeue(self, group: deque[_Pending]) -> _Pending:
+        entry = group.popleft()
+        if entry.call.queued:  # else its call is over and no longer counted
+            entry.call.queued -= 1
+            self._queued -= 1
+        return entry
 
     def _start(self, batch: list[_Pending], flags: Flags) -> None:
         live = [entry for entry in batch if entry.needed()]
