@@ -66,9 +66,11 @@ class ModzyModelService(ModzyModelServicer):
         try:
             await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
         except TimeoutError:
+            previous = self.runtime.last_load_error
             raise ModelLoadError(
                 f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
                 "(timeout.status in model.yaml); it goes on loading and a later Status reports the result"
+                + (f"; the last load failed: {previous}" if previous else "")
             ) from None
 
     async def _load_and_report(self) -> None:

@@ -6,19 +6,22 @@ batches in flight.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel
 from model_lib.src.model_wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ModelExecutor(Protocol):
@@ -80,6 +83,26 @@ class ThreadExecutor:
 
     async def close(self) -> None:
         self._jobs.stop(len(self._threads))
+
+
+def in_daemon_thread(function: Callable[[], T], name: str) -> "asyncio.Future[T]":
+    """Runs `function` on a new daemon thread; the future completes on the calling loop.
+
+    Not the loop's default executor: `asyncio.run` waits for its threads without limit when it
+    ends, so a call that never returns (a hung model load) would keep the process from exiting.
+    """
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def target() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(function())
+        except BaseException as error:  # delivered to the awaiting coroutine, which decides
+            done.set_exception(error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return asyncio.wrap_future(done)
 
 
 class JobQueue:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from grpc_model.src.runtime.execution import Job, JobQueue
+from grpc_model.src.runtime.execution import Job, JobQueue, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
 from model_lib.src.model_wrapper import ModelInput
@@ -186,7 +186,7 @@ class WorkerPool:
         context = multiprocessing.get_context("fork" if fork else "spawn")
         self._workers = [_Worker(context, None if fork else self.model_class) for _ in range(self.slots)]
         try:
-            await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in self._workers))
+            await asyncio.gather(*(in_daemon_thread(worker.wait_ready, "worker-start") for worker in self._workers))
         except WorkerStartError:
             await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
             raise
