@@ -86,7 +86,13 @@ class ModzyModelService(ModzyModelServicer):
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
-            response = pb.StatusResponse(status_code=200, status="OK", message="Model is loaded.")
+            condition = self.runtime.condition
+            if not self.runtime.available:
+                message = f"The model is loaded but cannot take work: {condition}"
+                response = pb.StatusResponse(status_code=503, status="Service Unavailable", message=message)
+            else:
+                message = f"Model is loaded; {condition}." if condition else "Model is loaded."
+                response = pb.StatusResponse(status_code=200, status="OK", message=message)
         response.MergeFrom(self._metadata)
         logger.info("Status: %d in %.1f ms", response.status_code, (time.perf_counter() - started) * 1000)
         return response

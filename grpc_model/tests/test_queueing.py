@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import pytest
 
 from grpc_model.src.runtime.batching import Batcher, QueueFullError
+from grpc_model.src.runtime.execution import Wanted
 from grpc_model.src.runtime.items import ItemResult
 from model_lib.src.model_wrapper import ModelInput
 
@@ -15,12 +16,17 @@ class HeldExecutor:
 
     slots = 1
     available = True
+    condition = None
 
     def __init__(self) -> None:
         self.batches: list[tuple[list[ModelInput], asyncio.Future[list[ItemResult]]]] = []
 
     def start_batch(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self,
+        items: Sequence[ModelInput],
+        detect_drift: bool,
+        explain: bool,
+        wanted: Wanted | None = None,
     ) -> "asyncio.Future[list[ItemResult]]":
         future: asyncio.Future[list[ItemResult]] = asyncio.get_running_loop().create_future()
         self.batches.append((list(items), future))

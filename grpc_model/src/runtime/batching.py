@@ -209,7 +209,9 @@ class Batcher:
         if not live:
             return
         try:
-            running = self.executor.start_batch([entry.item for entry in live], *flags)
+            running = self.executor.start_batch(
+                [entry.item for entry in live], *flags, wanted=lambda position: live[position].needed()
+            )
         except Exception as error:  # never leave another caller's item unanswered
             logger.exception("a batch of %d items could not start", len(live))
             for entry in live:

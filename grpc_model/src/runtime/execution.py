@@ -22,6 +22,11 @@ from model_lib.src.model_wrapper import ModelInput
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Wanted = Callable[[int], bool]
+"""Whether the item at a position of a batch still has a caller waiting for it.
+
+Called from the threads that feed the model; safe there because the answer only ever goes
+from True to False, so a stale True costs at most one needless model call."""
 
 
 class ModelExecutor(Protocol):
@@ -35,12 +40,18 @@ class ModelExecutor(Protocol):
         """Whether a model call can start now or soon (False while no worker process is up)."""
         ...
 
+    @property
+    def condition(self) -> str | None:
+        """What keeps some slot from taking work (for Status and refusals); None when every slot can."""
+        ...
+
     def start_batch(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
         """Starts one batch (a batch call with per-item fallback); the future holds one result per item, in order.
 
         A future rather than a coroutine: the batcher chains on it without a task per batch.
+        `wanted` lets a retry skip items that nobody waits for any more.
         """
         ...
 
@@ -56,6 +67,7 @@ class ThreadExecutor:
     """
 
     available = True  # a model thread survives whatever its batch does
+    condition = None
 
     def __init__(self, model: LoadedModel, threads: int) -> None:
         self.model = model
@@ -68,9 +80,9 @@ class ThreadExecutor:
             thread.start()
 
     def start_batch(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
-        return self._jobs.submit(items, detect_drift, explain)
+        return self._jobs.submit(items, detect_drift, explain, wanted)
 
     def _work(self) -> None:
         while (job := self._jobs.take()) is not None:
@@ -112,24 +124,33 @@ class JobQueue:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
 
     def submit(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
         """Called on the event loop: queues the batch; the future completes there too."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[ItemResult]] = loop.create_future()
-        self._jobs.put(Job(loop, future, items, detect_drift, explain))
+        self._jobs.put(Job(loop, future, items, detect_drift, explain, wanted))
         return future
 
     def take(self) -> "Job | None":
         """Called on a worker thread: the next batch, or None when the thread should stop."""
         return self._jobs.get()
 
-    def take_nowait(self) -> "Job | None":
-        """The next batch if one is waiting, else None."""
-        try:
-            return self._jobs.get_nowait()
-        except queue.Empty:
-            return None
+    def take_waiting(self) -> "list[Job]":
+        """Every batch waiting now, leaving any stop markers for the threads they are meant for."""
+        jobs: list[Job] = []
+        stops = 0
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stops += 1
+            else:
+                jobs.append(job)
+        self.stop(stops)
+        return jobs
 
     def stop(self, threads: int) -> None:
         for _ in range(threads):
@@ -145,6 +166,11 @@ class Job:
     items: Sequence[ModelInput]
     detect_drift: bool
     explain: bool
+    wanted: Wanted | None = None
+
+    def needed(self, position: int) -> bool:
+        """Whether the item at `position` still has a caller waiting for it."""
+        return self.wanted is None or self.wanted(position)
 
     def resolve(self, results: list[ItemResult]) -> None:
         """Called from the thread: completes the future on the loop's own thread."""

@@ -30,7 +30,7 @@ class ModelNotLoadedError(Exception):
 
 
 class ModelUnavailableError(Exception):
-    """No worker process can take work right now (all are being replaced)."""
+    """No worker process can take work right now (every one is being replaced)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ModelRuntime:
         """Whether worker processes may be forked from this process; the server clears it once it
         serves, because forking a process with gRPC threads is unsafe (workers are spawned then)."""
         self.on_capacity_change: Callable[[bool], None] | None = None
-        """Told (on the event loop) when worker processes go from available to none, or back."""
+        """Told (on the event loop) when the model goes from able to take work to not, or back."""
         self.last_load_error: str | None = None
         """Why the last load failed, for callers that give up waiting on the next one."""
         self._loading: asyncio.Task[ModelLoadError | None] | None = None
@@ -73,6 +73,16 @@ class ModelRuntime:
     @property
     def is_loaded(self) -> bool:
         return self._executor is not None
+
+    @property
+    def available(self) -> bool:
+        """Whether the loaded model can take work now (not while every worker process is being replaced)."""
+        return self._executor is not None and self._executor.available
+
+    @property
+    def condition(self) -> str | None:
+        """What limits the loaded model's capacity now; None when nothing does."""
+        return None if self._executor is None else self._executor.condition
 
     async def load(self) -> bool:
         """Loads the model unless it is loaded; True when this call started the load that succeeded.
@@ -148,7 +158,7 @@ class ModelRuntime:
         if executor is None:
             raise ModelNotLoadedError("the model is not loaded: call Status first, which loads it")
         if items and not executor.available:
-            raise ModelUnavailableError("no model worker process is up (they are being restarted); retry shortly")
+            raise ModelUnavailableError(executor.condition or "the model cannot take work now; retry shortly")
         if self._batcher is not None:
             return await self._batcher.submit(items, detect_drift, explain)
         results: list[ItemResult] = []
