@@ -164,7 +164,7 @@ class ModzyModelService(ModzyModelServicer):
         return None
 
     def on_capacity_change(self, available: bool) -> None:
-        """Health tells the truth: NOT_SERVING while no worker process can take work."""
+        """Health tells the truth: NOT_SERVING while no worker process or model thread can take work."""
         if self.shutdown_requested.is_set():
             return
         status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,4 +1,4 @@
-"""Recovery: lost worker slots never leave a call hanging, come back, and health and Status say so."""
+"""Recovery: lost or stuck model slots never leave a call hanging, and health and Status say so."""
 
 import re
 import time
@@ -11,8 +11,9 @@ import pytest
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime import workers
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
-from grpc_model.tests.conftest import TESTS, ServerFactory, wait_until_serving_again, write_test_bundle
+from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread, wait_until_serving_again, write_test_bundle
 from grpc_model.tests.fault_wrappers import LOAD_BLOCKER
+from grpc_model.tests.wrappers import Slow
 
 FAULTS = "grpc_model.tests.fault_wrappers"
 
@@ -138,3 +139,28 @@ def test_a_framework_error_in_a_feeding_thread_answers_its_items(
 
     assert response.outputs[0].output == {"error": b"internal error: RuntimeError: framework bug"}
     wait_until_serving_again(server)
+
+
+def test_health_is_not_serving_while_every_model_thread_is_stuck(serve: ServerFactory, tmp_path: Path) -> None:
+    Slow.started.clear()
+    Slow.release.clear()
+    server: ServerThread = serve(model_class=f"{TESTS}:Slow", asset_bundle_dir=write_test_bundle(tmp_path, run="1s"))
+    server.client.status()
+    try:
+        stuck = server.client.run([{"a": b"1"}])
+        assert stuck.outputs[0].output == {"error": TIMEOUT_MESSAGE.encode()}
+
+        assert server.client.wait_for_health("NOT_SERVING", 8) == "NOT_SERVING"
+        with pytest.raises(grpc.RpcError) as refused:  # at once, not after another timeout
+            server.client.run([{"a": b"1"}])
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "stuck" in str(refused.value.details())
+        status = server.client.status()
+        assert status.status_code == 503
+        assert "stuck" in status.message
+    finally:
+        Slow.release.set()
+
+    assert server.client.wait_for_health("SERVING", 10) == "SERVING"
+    assert server.client.run([{"a": b"1"}]).outputs[0].output == {"slept.txt": b"done"}
+    assert server.client.status().status_code == 200

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -64,36 +65,93 @@ class ThreadExecutor:
     A plain queue and `call_soon_threadsafe` rather than `run_in_executor`: the hop to the
     model thread and back is paid once per batch, and for small models it is most of what
     the framework costs, so it is kept to the minimum.
+
+    A model thread cannot be stopped, so a call that never returns keeps its thread. With a
+    `stuck_seconds` limit (the run timeout), a watchdog on the event loop reports the
+    executor unavailable while every thread has been on one call for longer than that, so
+    health and Run say so instead of letting every call time out.
     """
 
-    available = True  # a model thread survives whatever its batch does
-    condition = None
-
-    def __init__(self, model: LoadedModel, threads: int) -> None:
+    def __init__(self, model: LoadedModel, threads: int, stuck_seconds: float | None = None) -> None:
         self.model = model
         self.slots = threads
+        self.stuck_seconds = stuck_seconds
+        self.on_capacity_change: Callable[[bool], None] | None = None
+        """Called on the event loop when every thread becomes stuck, or one comes free again."""
         self._jobs = JobQueue()
+        self._since: list[float | None] = [None] * threads  # when each thread's current call began
+        self._stuck = False
+        self._closed = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop() if stuck_seconds is not None else None
+        if self._loop is not None:
+            self._check_stuck()
         self._threads = [
-            threading.Thread(target=self._work, name=f"model-{index}", daemon=True) for index in range(threads)
+            threading.Thread(target=self._work, args=(index,), name=f"model-{index}", daemon=True)
+            for index in range(threads)
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def available(self) -> bool:
+        return not self._stuck
+
+    @property
+    def condition(self) -> str | None:
+        if not self._stuck:
+            return None
+        return (
+            f"the model is stuck: every model thread ({self.slots}) has been on one call for over "
+            f"{self.stuck_seconds:g} s (timeout.run in model.yaml); retry later"
+        )
 
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
         return self._jobs.submit(items, detect_drift, explain, wanted)
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         while (job := self._jobs.take()) is not None:
+            self._since[index] = time.monotonic()
             try:
                 results = process_items(self.model, job.items, job.detect_drift, job.explain)
             except BaseException as error:  # a bug in the framework: fail the batch, keep the thread
                 logger.exception("a model thread failed outside the model's own code")
                 results = [ItemResult.failure(f"internal error: {describe(error)}")] * len(job.items)
+            finally:
+                self._since[index] = None
             job.resolve(results)
+            if self._stuck and self._loop is not None:  # free again: say so now, not at the next check
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._check_stuck)
+
+    def _check_stuck(self) -> None:
+        """On the loop: updates the stuck state, and checks again when it could next change."""
+        assert self._loop is not None
+        assert self.stuck_seconds is not None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._closed:
+            return
+        now = time.monotonic()
+        busy = [since for since in self._since if since is not None]
+        all_busy = len(busy) == self.slots
+        stuck = all_busy and now - max(busy) >= self.stuck_seconds
+        if stuck != self._stuck:
+            self._stuck = stuck
+            if stuck:
+                logger.error("%s", self.condition)
+            if self.on_capacity_change is not None:
+                self.on_capacity_change(not stuck)
+        # A call that starts after now cannot be stuck before now + stuck_seconds.
+        wake = max(busy) + self.stuck_seconds if all_busy and not stuck else now + self.stuck_seconds
+        self._watchdog = self._loop.call_later(wake - now, self._check_stuck)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._jobs.stop(len(self._threads))
 
 

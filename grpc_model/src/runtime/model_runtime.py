@@ -30,7 +30,7 @@ class ModelNotLoadedError(Exception):
 
 
 class ModelUnavailableError(Exception):
-    """No worker process can take work right now (every one is being replaced)."""
+    """The model cannot take work right now: every worker process is being replaced, or every model thread is stuck."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class ModelRuntime:
 
     @property
     def available(self) -> bool:
-        """Whether the loaded model can take work now (not while every worker process is being replaced)."""
+        """Whether the loaded model can take work now (not while every worker or model thread is lost or stuck)."""
         return self._executor is not None and self._executor.available
 
     @property
@@ -134,7 +134,9 @@ class ModelRuntime:
 
     async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
         if self.options.workers == 0:
-            return ThreadExecutor(model, self.options.model_threads)
+            threads = ThreadExecutor(model, self.options.model_threads, self.options.run_timeout_seconds)
+            threads.on_capacity_change = self._capacity_changed
+            return threads
         pool = WorkerPool(
             self.model_class,
             self.options.workers,
