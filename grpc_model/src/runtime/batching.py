@@ -63,10 +63,10 @@ class _Call:
         if self.remaining == 0:
             self.future.set_result(cast(list[ItemResult], self.results))  # no None is left
 
-    def expire(self) -> None:
-        """The call's time is up: its unanswered items fail now (queued ones are then never run)."""
+    def fail_unanswered(self, message: str) -> None:
+        """Its unanswered items fail now (queued ones are then never run): the call's time is up, or the server's."""
         for index in range(len(self.results)):
-            self.answer(index, ItemResult.failure(TIMEOUT_MESSAGE))
+            self.answer(index, ItemResult.failure(message))
 
 
 @dataclass(eq=False, slots=True)
@@ -104,6 +104,7 @@ class Batcher:
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
+        self._calls: set[_Call] = set()  # submitted and not over
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -131,7 +132,10 @@ class Batcher:
             _Pending(item, call, index, now) for index, item in enumerate(items)
         )
         self._queued += len(items)
-        expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, call.expire)
+        self._calls.add(call)
+        expiry: asyncio.TimerHandle | None = None
+        if self.timeout_seconds is not None:
+            expiry = loop.call_later(self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         self._pump()
         try:
             return await call.future
@@ -145,9 +149,10 @@ class Batcher:
             # the queue lazily, but stops counting against the bound now.
             self._queued -= call.queued
             call.queued = 0
+            self._calls.discard(call)
 
     async def close(self) -> None:
-        """Stops dispatching and fails whatever is still queued."""
+        """Stops dispatching and answers every item still waiting, queued or with the model."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -155,6 +160,8 @@ class Batcher:
             while group:
                 entry = self._dequeue(group)
                 entry.call.answer(entry.index, ItemResult.failure("the server shut down before this item ran"))
+        for call in list(self._calls):
+            call.fail_unanswered("the server shut down before the model finished this item")
 
     def _pump(self) -> None:
         """Starts every batch that may start now; arms the timer for partial batches that must wait."""
