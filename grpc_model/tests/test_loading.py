@@ -52,10 +52,10 @@ def test_status_calls_during_a_failing_load_share_it_and_report_its_error(serve:
     FailsAfterRelease.loads = 0
     FailsAfterRelease.release.clear()
     server = serve(
-        model_class=f"{FAULTS}:FailsAfterRelease", asset_bundle_dir=write_test_bundle(tmp_path, status="200ms")
+        model_class=f"{FAULTS}:FailsAfterRelease", asset_bundle_dir=write_test_bundle(tmp_path, status="500ms")
     )
     try:
-        waiting = [server.client.status() for _ in range(3)]  # each gives up after 0.2 s; the load goes on
+        waiting = [server.client.status() for _ in range(3)]  # each gives up after 0.5 s; the load goes on
         assert [status.status_code for status in waiting] == [500] * 3
         assert all("did not finish loading within the status timeout" in status.message for status in waiting)
         assert FailsAfterRelease.loads == 1

@@ -38,7 +38,7 @@ class ModelExecutor(Protocol):
 
     @property
     def available(self) -> bool:
-        """Whether a model call can start now or soon (False while no worker process is up)."""
+        """Whether a model call can start now or soon (not while no worker process is up or every thread is stuck)."""
         ...
 
     @property

@@ -181,6 +181,8 @@ class WorkerPool:
         ready = self._states.count(_Slot.READY)
         if ready == self.slots:
             return None
+        if self._closing.is_set():
+            return "the server is shutting down"
         if _Slot.LOST in self._states:
             why = f"a replacement could not start ({self._failure}); retrying in the background"
         else:
