@@ -275,6 +275,7 @@ class WorkerPool:
             job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds))
             return
         except WorkerDiedError as error:
+            self._set_state(index, _Slot.STARTING)  # before any caller hears of the death
             logger.error("%s on a batch of %d items; starting a new worker", error, len(items))
             death = ItemResult.failure(str(error))
         if len(items) == 1:
@@ -294,6 +295,7 @@ class WorkerPool:
             try:
                 results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds)
             except WorkerDiedError as error:
+                self._set_state(index, _Slot.STARTING)
                 results.append(ItemResult.failure(str(error)))
                 dead = True
         job.resolve(results)
