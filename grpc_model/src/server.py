@@ -23,6 +23,8 @@ from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
 
+ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to reach their callers
+
 
 class ListenError(Exception):
     """The server cannot listen where the host and port settings say."""
@@ -39,11 +41,19 @@ class RunningServer:
         await self.service.shutdown_requested.wait()
 
     async def stop(self) -> None:
-        """Refuses new calls, lets in-flight calls finish within the grace period, then releases the model."""
+        """Refuses new calls, lets in-flight calls finish within the grace period, then releases the model.
+
+        Items still unfinished when the grace period ends are answered by the runtime, with an
+        error saying that the server shut down, and a moment later gRPC cancels whatever call
+        is left (with a bare "Cancelling all calls").
+        """
         self.service.request_shutdown()
         await self.service.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.shutdown_grace_seconds)
+        grace = self.settings.shutdown_grace_seconds
+        stopping = asyncio.ensure_future(self.server.stop(grace + ANSWER_SECONDS))
+        await asyncio.wait({stopping}, timeout=grace)
         await self.service.runtime.close()
+        await stopping
         logger.info("server stopped")
 
 

@@ -69,9 +69,11 @@ class ModzyModelService(ModzyModelServicer):
         try:
             await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
         except TimeoutError:
+            previous = self.runtime.last_load_error
             raise ModelLoadError(
                 f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
                 "(timeout.status in model.yaml); it goes on loading and a later Status reports the result"
+                + (f"; the last load failed: {previous}" if previous else "")
             ) from None
 
     async def _load_and_report(self) -> None:
@@ -87,7 +89,13 @@ class ModzyModelService(ModzyModelServicer):
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
-            response = pb.StatusResponse(status_code=200, status="OK", message="Model is loaded.")
+            condition = self.runtime.condition
+            if not self.runtime.available:
+                message = f"The model is loaded but cannot take work: {condition}"
+                response = pb.StatusResponse(status_code=503, status="Service Unavailable", message=message)
+            else:
+                message = f"Model is loaded; {condition}." if condition else "Model is loaded."
+                response = pb.StatusResponse(status_code=200, status="OK", message=message)
         response.MergeFrom(self._metadata)
         logger.info("Status: %d in %.1f ms", response.status_code, (time.perf_counter() - started) * 1000)
         return response
@@ -165,7 +173,7 @@ class ModzyModelService(ModzyModelServicer):
         return None
 
     def on_capacity_change(self, available: bool) -> None:
-        """Health tells the truth: NOT_SERVING while no worker process can take work."""
+        """Health tells the truth: NOT_SERVING while no worker process or model thread can take work."""
         if self.shutdown_requested.is_set():
             return
         status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grpc_model.src.runtime.batching import Batcher, QueueFullError
-from grpc_model.src.runtime.execution import ThreadExecutor
+from grpc_model.src.runtime.execution import ThreadExecutor, Wanted
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
 from grpc_model.tests.conftest import TESTS
@@ -36,13 +36,14 @@ class RecordingExecutor:
     batches: list[Recorded] = field(default_factory=list)
 
     available = True
+    condition = None
 
     @property
     def slots(self) -> int:
         return self.inner.slots
 
     def start_batch(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
         self.batches.append(Recorded((detect_drift, explain), [item["id"] for item in items], time.monotonic()))
         return asyncio.ensure_future(self._delayed(items, detect_drift, explain))

@@ -104,7 +104,7 @@ def test_status_does_not_overrule_health_while_workers_restart(serve_wrapper: Se
     server.client.run([{"a": b"kill"}])  # answered at once; the replacement starts after
     status = server.client.status()
 
-    assert status.status_code == 200
+    assert status.status_code == 503  # the truth about capacity, without turning health SERVING
     assert server.client.health() == "NOT_SERVING"  # a spawned worker takes well over these milliseconds
     wait_until_serving_again(server)
     assert server.client.health() == "SERVING"

@@ -43,11 +43,12 @@ class _Call:
     caller only wakes once, when the last of its items is answered.
     """
 
-    __slots__ = ("future", "remaining", "results")
+    __slots__ = ("future", "queued", "remaining", "results")
 
     def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]") -> None:
         self.results: list[ItemResult | None] = [None] * count
         self.remaining = count
+        self.queued = count  # items still in the queue that count against its bound
         self.future = future
 
     def needs(self, index: int) -> bool:
@@ -62,10 +63,10 @@ class _Call:
         if self.remaining == 0:
             self.future.set_result(cast(list[ItemResult], self.results))  # no None is left
 
-    def expire(self) -> None:
-        """The call's time is up: its unanswered items fail now (queued ones are then never run)."""
+    def fail_unanswered(self, message: str) -> None:
+        """Its unanswered items fail now (queued ones are then never run): the call's time is up, or the server's."""
         for index in range(len(self.results)):
-            self.answer(index, ItemResult.failure(TIMEOUT_MESSAGE))
+            self.answer(index, ItemResult.failure(message))
 
 
 @dataclass(eq=False, slots=True)
@@ -103,6 +104,7 @@ class Batcher:
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
+        self._calls: set[_Call] = set()  # submitted and not over
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -130,7 +132,10 @@ class Batcher:
             _Pending(item, call, index, now) for index, item in enumerate(items)
         )
         self._queued += len(items)
-        expiry = None if self.timeout_seconds is None else loop.call_later(self.timeout_seconds, call.expire)
+        self._calls.add(call)
+        expiry: asyncio.TimerHandle | None = None
+        if self.timeout_seconds is not None:
+            expiry = loop.call_later(self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         self._pump()
         try:
             return await call.future
@@ -140,17 +145,23 @@ class Batcher:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            # Answered, timed out or gone: whatever of it is still queued waits for nobody. It leaves
+            # the queue lazily, but stops counting against the bound now.
+            self._queued -= call.queued
+            call.queued = 0
+            self._calls.discard(call)
 
     async def close(self) -> None:
-        """Stops dispatching and fails whatever is still queued."""
+        """Stops dispatching and answers every item still waiting, queued or with the model."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._queued = 0
         for group in self._groups.values():
             while group:
-                entry = group.popleft()
+                entry = self._dequeue(group)
                 entry.call.answer(entry.index, ItemResult.failure("the server shut down before this item ran"))
+        for call in list(self._calls):
+            call.fail_unanswered("the server shut down before the model finished this item")
 
     def _pump(self) -> None:
         """Starts every batch that may start now; arms the timer for partial batches that must wait."""
@@ -167,9 +178,7 @@ class Batcher:
                     self._timer = loop.call_at(earliest, self._on_timer)
                 return
             flags, group = ready
-            batch = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
-            self._queued -= len(batch)
-            self._start(batch, flags)
+            self._start([self._dequeue(group) for _ in range(min(len(group), self.max_batch_size))], flags)
 
     def _next_ready(self, now: float) -> tuple[tuple[Flags, deque[_Pending]] | None, float | None]:
         """The oldest group that may go now (full, idle model or window over), else the earliest deadline.
@@ -193,15 +202,23 @@ class Batcher:
         """Removes queued items that need no run any more: their caller left, or their time ran out."""
         for group in self._groups.values():
             while group and not group[0].needed():
-                group.popleft()
-                self._queued -= 1
+                self._dequeue(group)
+
+    def _dequeue(self, group: deque[_Pending]) -> _Pending:
+        entry = group.popleft()
+        if entry.call.queued:  # else its call is over and no longer counted
+            entry.call.queued -= 1
+            self._queued -= 1
+        return entry
 
     def _start(self, batch: list[_Pending], flags: Flags) -> None:
         live = [entry for entry in batch if entry.needed()]
         if not live:
             return
         try:
-            running = self.executor.start_batch([entry.item for entry in live], *flags)
+            running = self.executor.start_batch(
+                [entry.item for entry in live], *flags, wanted=lambda position: live[position].needed()
+            )
         except Exception as error:  # never leave another caller's item unanswered
             logger.exception("a batch of %d items could not start", len(live))
             for entry in live:

@@ -6,13 +6,14 @@ processes, with an adaptive batcher in front unless batching is switched off.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
-from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor
-from grpc_model.src.runtime.items import ItemResult
+from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor, in_daemon_thread
+from grpc_model.src.runtime.items import ItemResult, describe
 from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
 from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
 from model_lib.src.model_wrapper import ModelInput
@@ -29,7 +30,7 @@ class ModelNotLoadedError(Exception):
 
 
 class ModelUnavailableError(Exception):
-    """No worker process can take work right now (all are being replaced)."""
+    """The model cannot take work right now: every worker process is being replaced, or every model thread is stuck."""
 
 
 @dataclass(frozen=True)
@@ -64,49 +65,78 @@ class ModelRuntime:
         """Whether worker processes may be forked from this process; the server clears it once it
         serves, because forking a process with gRPC threads is unsafe (workers are spawned then)."""
         self.on_capacity_change: Callable[[bool], None] | None = None
-        """Told (on the event loop) when worker processes go from available to none, or back."""
-        self._load_lock = asyncio.Lock()
+        """Told (on the event loop) when the model goes from able to take work to not, or back."""
+        self.last_load_error: str | None = None
+        """Why the last load failed, for callers that give up waiting on the next one."""
+        self._loading: asyncio.Task[ModelLoadError | None] | None = None
 
     @property
     def is_loaded(self) -> bool:
         return self._executor is not None
 
-    async def load(self) -> bool:
-        """Loads the model unless it is loaded; True when this call did the loading.
+    @property
+    def available(self) -> bool:
+        """Whether the loaded model can take work now (not while every worker or model thread is lost or stuck)."""
+        return self._executor is not None and self._executor.available
 
-        Concurrent callers wait for one load instead of starting several. A failed load
-        leaves the runtime unloaded, so a later call tries again.
+    @property
+    def condition(self) -> str | None:
+        """What limits the loaded model's capacity now; None when nothing does."""
+        return None if self._executor is None else self._executor.condition
+
+    async def load(self) -> bool:
+        """Loads the model unless it is loaded; True when this call started the load that succeeded.
+
+        One load at a time: a caller that arrives during a load shares its outcome, so callers
+        that stop waiting (a Status timeout) leave no loads of their own queued behind it. A
+        failed load leaves the runtime unloaded, so a later call starts a new one.
         """
-        async with self._load_lock:
-            if self._executor is not None:
-                return False
-            name = self.wrapper_class.__name__
-            try:
-                model = await asyncio.to_thread(instantiate, self.wrapper_class)
-                executor = await self._start_executor(model)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as error:
-                logger.exception("loading %s failed", name)
-                raise ModelLoadError(f"{name} failed to load: {type(error).__name__}: {error}") from error
-            if self.options.adaptive_batching:
-                # Without a batch method, a "batch" is a loop of single calls: keep items apart
-                # so that they spread over the slots instead.
-                batch_size = self.options.max_batch_size if model.batch is not None else 1
-                self._batcher = Batcher(
-                    executor,
-                    batch_size,
-                    self.options.batch_wait_seconds,
-                    self.options.max_queued_items,
-                    self.options.run_timeout_seconds,
-                )
-            self._executor = executor
-            logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
-            return True
+        if self._executor is not None:
+            return False
+        started = self._loading is None
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        failure = await asyncio.shield(self._loading)
+        if failure is not None:
+            raise failure
+        return started
+
+    async def _load(self) -> ModelLoadError | None:
+        """The one running load; returns its error rather than raising it, for every caller to raise."""
+        name = self.wrapper_class.__name__
+        try:
+            model = await in_daemon_thread(functools.partial(instantiate, self.wrapper_class), f"load-{name}")
+            executor = await self._start_executor(model)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            logger.exception("loading %s failed", name)
+            self.last_load_error = describe(error)
+            failure = ModelLoadError(f"{name} failed to load: {self.last_load_error}")
+            failure.__cause__ = error
+            return failure
+        finally:
+            self._loading = None
+        if self.options.adaptive_batching:
+            # Without a batch method, a "batch" is a loop of single calls: keep items apart
+            # so that they spread over the slots instead.
+            batch_size = self.options.max_batch_size if model.batch is not None else 1
+            self._batcher = Batcher(
+                executor,
+                batch_size,
+                self.options.batch_wait_seconds,
+                self.options.max_queued_items,
+                self.options.run_timeout_seconds,
+            )
+        self._executor = executor
+        logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
+        return None
 
     async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
         if self.options.workers == 0:
-            return ThreadExecutor(model, self.options.model_threads)
+            threads = ThreadExecutor(model, self.options.model_threads, self.options.run_timeout_seconds)
+            threads.on_capacity_change = self._capacity_changed
+            return threads
         pool = WorkerPool(
             self.model_class,
             self.options.workers,
@@ -130,7 +160,7 @@ class ModelRuntime:
         if executor is None:
             raise ModelNotLoadedError("the model is not loaded: call Status first, which loads it")
         if items and not executor.available:
-            raise ModelUnavailableError("no model worker process is up (they are being restarted); retry shortly")
+            raise ModelUnavailableError(executor.condition or "the model cannot take work now; retry shortly")
         if self._batcher is not None:
             return await self._batcher.submit(items, detect_drift, explain)
         results: list[ItemResult] = []

@@ -13,6 +13,7 @@ process disappearing, so no worker outlives the server.
 
 import asyncio
 import contextlib
+import enum
 import gc
 import logging
 import multiprocessing
@@ -23,8 +24,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from grpc_model.src.runtime.execution import Job, JobQueue
-from grpc_model.src.runtime.items import ItemResult, process_items
+from grpc_model.src.runtime.execution import Job, JobQueue, Wanted, in_daemon_thread
+from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
 from model_lib.src.model_wrapper import ModelInput
 
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 READY = "ready"
 STOP_SECONDS = 5.0
 START_SECONDS = 300.0
-REPLACE_ATTEMPTS = 3
-NO_WORKER = "no model worker process could be started"
+RETRY_SECONDS = (0.5, 60.0)
+MAX_HANG_SECONDS = 7 * 24 * 3600.0  # Connection.poll cannot wait past about 24 days (2**31 ms)
+NO_WORKER = "no model worker process is up"
 
 # The loaded model a forked worker inherits; set in the server process just before forking.
 _inherited_model: LoadedModel | None = None
@@ -127,29 +129,44 @@ class _Worker:
         self.conn.close()
 
 
+class _Slot(enum.Enum):
+    READY = "ready"
+    STARTING = "starting"  # a replacement is loading the model; batches may queue for it
+    LOST = "lost"  # its replacement failed: retried with back-off, and batches fail at once meanwhile
+
+
 class WorkerPool:
     """`count` worker processes behind the executor interface; one batch per worker at a time.
 
     Each worker has a thread in the server that feeds it batches from a shared queue and
     hands the results back to the event loop, so a batch costs one pickle each way and no
     task on the loop. A thread whose worker dies starts a replacement, retries the batch's
-    items one at a time on it, and carries on.
+    items one at a time on it, and carries on. If the replacement cannot load the model, the
+    slot is retried with back-off until it can; while no slot has a worker or one starting,
+    every batch is answered at once with the reason, so no item waits for nobody.
     """
 
     def __init__(
-        self, model_class: str, count: int, loaded: LoadedModel | None, hang_seconds: float | None = None
+        self,
+        model_class: str,
+        count: int,
+        loaded: LoadedModel | None,
+        hang_seconds: float | None = None,
+        retry_seconds: tuple[float, float] = RETRY_SECONDS,
     ) -> None:
         self.model_class = model_class
-        self.hang_seconds = hang_seconds
+        self.hang_seconds = None if hang_seconds is None else min(hang_seconds, MAX_HANG_SECONDS)
+        self.retry_seconds = retry_seconds
+        """The first pause before retrying a slot whose replacement failed, and the longest (it doubles)."""
         self.slots = count
         self._loaded = loaded
         self._workers: list[_Worker] = []
         self._jobs = JobQueue()
         self._threads: list[threading.Thread] = []
-        self._ready = 0
-        self._feeding = 0  # feeding threads still running; the last one out fails what is left
-        self._closing = False
-        self._ready_lock = threading.Lock()
+        self._states = [_Slot.STARTING] * count
+        self._state_lock = threading.Lock()
+        self._failure: str | None = None  # why the last replacement could not start
+        self._closing = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_capacity_change: Callable[[bool], None] | None = None
         """Called on the event loop when the pool goes from some ready workers to none, or back."""
@@ -157,15 +174,38 @@ class WorkerPool:
     @property
     def available(self) -> bool:
         """Whether any worker can take work now (False while every worker is being replaced)."""
-        return self._ready > 0
+        return _Slot.READY in self._states
 
-    def _count_ready(self, change: int) -> None:
-        with self._ready_lock:
-            before, self._ready = self._ready, self._ready + change
-            after = self._ready
-        if (before > 0) != (after > 0) and self._loop is not None:
+    @property
+    def condition(self) -> str | None:
+        ready = self._states.count(_Slot.READY)
+        if ready == self.slots:
+            return None
+        if self._closing.is_set():
+            return "the server is shutting down"
+        if _Slot.LOST in self._states:
+            why = f"a replacement could not start ({self._failure}); retrying in the background"
+        else:
+            why = "a replacement is starting; retry shortly"
+        if ready == 0:
+            return f"{NO_WORKER}: {why}"
+        return f"{ready} of {self.slots} model worker processes are up: {why}"
+
+    def _set_state(self, index: int, state: _Slot) -> None:
+        """Moves a slot to `state`; when no slot has or expects a worker any more, answers what waits."""
+        with self._state_lock:  # with start_batch's check, so no batch slips into an unread queue
+            was_available, was_accepting = self.available, self._accepting()
+            self._states[index] = state
+            if was_accepting and not self._accepting():
+                failure = ItemResult.failure(self.condition or NO_WORKER)
+                for orphan in self._jobs.take_waiting():
+                    orphan.resolve([failure] * len(orphan.items))
+        if self.available != was_available and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
                 self._loop.call_soon_threadsafe(self._report_capacity)
+
+    def _accepting(self) -> bool:
+        return _Slot.READY in self._states or _Slot.STARTING in self._states
 
     def _report_capacity(self) -> None:
         # Reads the state when it runs, so reports from two threads cannot land in the wrong order.
@@ -186,12 +226,12 @@ class WorkerPool:
         context = multiprocessing.get_context("fork" if fork else "spawn")
         self._workers = [_Worker(context, None if fork else self.model_class) for _ in range(self.slots)]
         try:
-            await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in self._workers))
+            await asyncio.gather(*(in_daemon_thread(worker.wait_ready, "worker-start") for worker in self._workers))
         except WorkerStartError:
             await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
             raise
         self._loop = asyncio.get_running_loop()
-        self._ready = self._feeding = self.slots
+        self._states = [_Slot.READY] * self.slots
         for index in range(self.slots):
             thread = threading.Thread(target=self._feed, args=(index,), name=f"worker-io-{index}", daemon=True)
             thread.start()
@@ -199,83 +239,108 @@ class WorkerPool:
         logger.info("%d worker processes ready (%s): %s", self.slots, context.get_start_method(), self.pids)
 
     def start_batch(
-        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
-        return self._jobs.submit(items, detect_drift, explain)
+        with self._state_lock:
+            if self._accepting():
+                return self._jobs.submit(items, detect_drift, explain, wanted)
+            failure = ItemResult.failure(self.condition or NO_WORKER)
+        answered: asyncio.Future[list[ItemResult]] = asyncio.get_running_loop().create_future()
+        answered.set_result([failure] * len(items))
+        return answered
 
     def _feed(self, index: int) -> None:
-        """One worker's thread: batches in, results out, a replacement when the worker dies."""
-        while (job := self._jobs.take()) is not None:
-            if not self._serve(index, job):
-                break  # no replacement could start: this slot is gone
-        with self._ready_lock:
-            self._feeding -= 1
-            last = self._feeding == 0
-        if last:  # nobody is left to take the queued batches: answer them now
-            while (orphan := self._jobs.take_nowait()) is not None:
-                orphan.resolve([ItemResult.failure(NO_WORKER)] * len(orphan.items))
+        """One slot's thread: batches in, results out, a replacement when the worker dies."""
+        try:
+            while self._restore(index) and (job := self._jobs.take()) is not None:
+                try:
+                    self._serve(index, job)
+                except BaseException as error:  # a bug here must strand neither the batch nor the slot
+                    logger.exception("a worker's feeding thread failed outside the model")
+                    job.resolve([ItemResult.failure(f"internal error: {describe(error)}")] * len(job.items))
+                    self._replace(index)  # what the worker holds now is unknown
+        finally:
+            self._set_state(index, _Slot.LOST)  # nobody feeds this slot any more
 
-    def _serve(self, index: int, job: Job) -> bool:
-        """Runs one batch and answers it; False when the slot has no worker any more.
+    def _serve(self, index: int, job: Job) -> None:
+        """Runs one batch and answers it, replacing the worker if it dies.
 
         If the worker dies on a batch of several items, each is retried alone on its
-        replacement, so only the item that kills a worker fails. A lone item's caller is
-        answered before the replacement starts.
+        replacement, so only the item that kills a worker fails; items whose caller has its
+        answer already (timed out or gone) are skipped, so a hang is not rerun for nobody.
+        A lone item's caller is answered before the replacement starts.
         """
         items = list(job.items)
         try:
             job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds))
-            return True
+            return
         except WorkerDiedError as error:
+            self._set_state(index, _Slot.STARTING)  # before any caller hears of the death
             logger.error("%s on a batch of %d items; starting a new worker", error, len(items))
-            if len(items) == 1:
-                job.resolve([ItemResult.failure(str(error))])
-                return self._recover(index)
+            death = ItemResult.failure(str(error))
+        if len(items) == 1:
+            job.resolve([death])
+            self._replace(index)
+            return
         results: list[ItemResult] = []
         dead = True  # the worker in this slot has died and must be replaced before the next call
-        for item in items:
-            if dead:
-                if not self._recover(index):
-                    job.resolve(results + [ItemResult.failure(NO_WORKER)] * (len(items) - len(results)))
-                    return False
-                dead = False
+        for position, item in enumerate(items):
+            if dead and not self._replace(index):
+                job.resolve(results + [ItemResult.failure(self.condition or NO_WORKER)] * (len(items) - position))
+                return
+            dead = False
+            if not job.needed(position):
+                results.append(death)  # read by nobody
+                continue
             try:
                 results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds)
             except WorkerDiedError as error:
+                self._set_state(index, _Slot.STARTING)
                 results.append(ItemResult.failure(str(error)))
                 dead = True
         job.resolve(results)
-        return not dead or self._recover(index)
+        if dead:
+            self._replace(index)
 
-    def _recover(self, index: int) -> bool:
-        self._count_ready(-1)
-        if not self._replace(index):
-            return False
-        self._count_ready(+1)
+    def _restore(self, index: int) -> bool:
+        """Returns once slot `index` has a worker (at once if it has); False if the pool closes first.
+
+        A slot whose replacement failed is retried with back-off, doubling up to a bound, so it
+        comes back once the cause (missing weights, memory, a device) goes away.
+        """
+        pause, longest = self.retry_seconds
+        while self._states[index] is not _Slot.READY:
+            logger.warning("worker slot %d has no worker; next attempt in %g s", index, pause)
+            if self._closing.wait(pause):
+                return False
+            self._replace(index)
+            pause = min(pause * 2, longest)
         return True
 
     def _replace(self, index: int) -> bool:
-        """Spawns a fresh worker in slot `index` (forking a serving process is unsafe); False if it cannot."""
+        """One attempt at a fresh worker in slot `index`: spawned, since forking a serving process is unsafe."""
+        self._set_state(index, _Slot.STARTING)
         self._workers[index].stop()
-        if self._closing:
+        if self._closing.is_set():
+            self._set_state(index, _Slot.LOST)
             return False
-        for attempt in range(1, REPLACE_ATTEMPTS + 1):
+        try:
             worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
             self._workers[index] = worker
-            try:
-                worker.wait_ready()
-            except WorkerStartError:
-                logger.exception("replacement worker failed to start (attempt %d of %d)", attempt, REPLACE_ATTEMPTS)
-                worker.stop()
-                continue
-            logger.info("replacement worker %s ready", worker.process.pid)
-            return True
-        logger.critical("no replacement worker could start; serving with one worker fewer")
-        return False
+            worker.wait_ready()
+        except Exception as error:
+            self._failure = describe(error) if not isinstance(error, WorkerStartError) else str(error)
+            logger.error("replacement worker failed to start: %s", self._failure)
+            self._workers[index].stop()
+            self._set_state(index, _Slot.LOST)
+            return False
+        logger.info("replacement worker %s ready", worker.process.pid)
+        self._set_state(index, _Slot.READY)
+        return True
 
     async def close(self) -> None:
         """Stops the feeding threads and every worker (killing any that do not stop within a few seconds)."""
-        self._closing = True
+        self._closing.set()
         self._jobs.stop(len(self._threads))
         await asyncio.gather(*(asyncio.to_thread(thread.join, STOP_SECONDS) for thread in self._threads))
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self._workers))
