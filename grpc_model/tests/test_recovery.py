@@ -116,8 +116,14 @@ def test_items_nobody_waits_for_are_not_retried_after_a_hang(
     assert len(hangs) == 1  # the timed-out items were not run again, one by one
 
 
-def test_a_huge_run_timeout_is_served_by_workers(serve: ServerFactory, tmp_path: Path) -> None:
-    server = serve(model_class=f"{TESTS}:Echo", asset_bundle_dir=write_test_bundle(tmp_path, run="600h"), workers=1)
+def test_the_pool_clamps_a_hang_limit_that_poll_cannot_take() -> None:
+    # model.yaml refuses timeouts past poll()'s limit (test_metadata); the pool clamps whatever it is given too.
+    pool = workers.WorkerPool(f"{TESTS}:Echo", 1, loaded=None, hang_seconds=600 * 3600)
+    assert pool.hang_seconds == workers.MAX_HANG_SECONDS < 2**31 / 1000
+
+
+def test_the_largest_run_timeout_is_served_by_workers(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serve(model_class=f"{TESTS}:Echo", asset_bundle_dir=write_test_bundle(tmp_path, run="2147483s"), workers=1)
 
     response = server.client.stub.Run.future(run_request(b"fine"), timeout=15).result()
 
