@@ -88,7 +88,10 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"inputs/input.txt/maxSize": "9" * 400}, "inputs.input.txt.maxSize: Value error, too large"),
         ({"resources/memory/size": "9" * 400}, "resources.memory.size: Value error, too large"),
         ({"timeout/run": "9" * 400 + "s"}, "timeout.run: Value error, too long"),
-        ({"timeout/run": "600h"}, "timeout.run: Value error, too long: a timeout is at most 2147483 s"),  # poll() overflowed
+        (
+            {"timeout/run": "600h"},
+            "timeout.run: Value error, too long: a timeout is at most 2147483 s",
+        ),  # poll() overflowed
         ({"features/maxBatchSize": 3_000_000_000}, "features.maxBatchSize: Input should be less than or equal to"),
         ({"resources/gpu/count": 3_000_000_000}, "resources.gpu.count: Input should be less than or equal to"),
         ({"resources/cpu/count": 1e39}, "resources.cpu.count: Input should be less than or equal to"),
