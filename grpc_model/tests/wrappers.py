@@ -12,9 +12,33 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+
+GATE_DIR = "MODEL_TEST_GATE_DIR"
+"""Names the directory through which a test and wrappers running in other processes (worker processes,
+server processes) signal each other with files; the `gate` fixture sets it. Threading events cannot
+cross a process boundary, and a test that sleeps instead of waiting for a signal is a flaky test."""
+
+PATIENCE_SECONDS = 60.0
+"""How long a wrapper waits for a test's signal before giving up: long enough for any loaded machine,
+short enough that a test which forgot to signal fails instead of hanging."""
+
+
+def gate_file(name: str) -> Path:
+    return Path(os.environ[GATE_DIR]) / name
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Polls `condition` within PATIENCE_SECONDS; raises TimeoutError naming `what` if it never holds."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {PATIENCE_SECONDS:g} s for {what}")
+        time.sleep(0.01)
 
 
 class Greeter(ModelWrapper):
@@ -237,3 +261,43 @@ class BadMessages(Echo):
 class Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no message")
+
+
+class Gated(ModelWrapper):
+    """Echoes `a` and records it in `ran`; the item b"hold" keeps the model thread until `release` is set.
+
+    For tests in this process: holding the model makes a window of time that the test controls
+    (calls queue behind it for as long as the test needs), where a sleeping model makes a window
+    that a loaded machine can close early.
+    """
+
+    ran: ClassVar[list[bytes]] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.ran.clear()
+        cls.holding.clear()
+        cls.release.clear()
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        type(self).ran.append(model_input["a"])
+        if model_input["a"] == b"hold":
+            type(self).holding.set()
+            if not type(self).release.wait(timeout=PATIENCE_SECONDS):
+                raise TimeoutError("the test never released the held item")
+        return {"a": model_input["a"]}
+
+
+class CrashesSlowToReplace(Crashes):
+    """Crashes, whose new instances (replacement workers load their own) wait in `__init__` while the gate
+    directory holds a file `hold`: the test decides how long a replacement takes to start.
+
+    The workers started with the server are forked from the loaded model, so they are not held.
+    """
+
+    def __init__(self) -> None:
+        if GATE_DIR in os.environ and gate_file("hold").exists():
+            gate_file(f"loading-{os.getpid()}").touch()
+            wait_until(lambda: not gate_file("hold").exists(), "the test to remove the hold file")
