@@ -209,11 +209,6 @@ class HangsOnRequest(Echo):
         return super().handle_single_input(model_input, detect_drift, explain)
 
 
-class LoadsSlowly(Echo):
-    def __init__(self) -> None:
-        time.sleep(1.0)
-
-
 class SleepsAsAsked(ModelWrapper):
     """Sleeps for as many seconds as `a` says; records what it ran."""
 
@@ -288,6 +283,16 @@ class Gated(ModelWrapper):
             if not type(self).release.wait(timeout=PATIENCE_SECONDS):
                 raise TimeoutError("the test never released the held item")
         return {"a": model_input["a"]}
+
+
+class HeldLoad(Echo):
+    """Loads (in this process) only when the test sets `release`: a load that takes exactly as long as the test says."""
+
+    release = threading.Event()
+
+    def __init__(self) -> None:
+        if not type(self).release.wait(timeout=PATIENCE_SECONDS):
+            raise TimeoutError("the test never released the load")
 
 
 class CrashesSlowToReplace(Crashes):
