@@ -32,6 +32,10 @@ def gate_file(name: str) -> Path:
     return Path(os.environ[GATE_DIR]) / name
 
 
+def gate_files(pattern: str) -> list[Path]:
+    return list(Path(os.environ[GATE_DIR]).glob(pattern))
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     """Polls `condition` within PATIENCE_SECONDS; raises TimeoutError naming `what` if it never holds."""
     deadline = time.monotonic() + PATIENCE_SECONDS
@@ -174,28 +178,51 @@ class SleepsOneSecond(ModelWrapper):
 
 
 class Pid(ModelWrapper):
-    """Answers with the process that ran it, after a pause that lets calls overlap."""
+    """Answers with the process that ran it, once `together` processes are answering calls at once.
+
+    Each process leaves a file named after itself in the gate directory and waits for the others'
+    files: the calls are made to overlap, instead of hoping that a pause makes them overlap.
+    """
+
+    together = 2
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        time.sleep(0.2)
+        gate_file(f"pid-{os.getpid()}").touch()
+        wait_until(
+            lambda: len(gate_files("pid-*")) >= self.together,
+            f"{self.together} worker processes to answer at once",
+        )
         return {"pid": str(os.getpid()).encode()}
 
 
 class Overlapping(ModelWrapper):
-    """Thread-safe; records how many of its calls ran at the same time."""
+    """Thread-safe; records how many of its calls ran at the same time (`most`).
+
+    Each call stays in the model until `wanted` calls have run at once, or `patience` seconds pass:
+    a test that expects overlap waits for it instead of hoping that a pause produces it, and a test
+    that expects none gives the engine `patience` seconds to (wrongly) start another call.
+    """
 
     thread_safe = True
-    lock = threading.Lock()
+    changed = threading.Condition()
     running = 0
     most = 0
+    wanted = 2
+    patience = 0.2
+
+    @classmethod
+    def reset(cls, wanted: int, patience: float) -> None:
+        with cls.changed:
+            cls.running = cls.most = 0
+            cls.wanted, cls.patience = wanted, patience
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         cls = type(self)
-        with cls.lock:
+        with cls.changed:
             cls.running += 1
             cls.most = max(cls.most, cls.running)
-        time.sleep(0.2)
-        with cls.lock:
+            cls.changed.notify_all()
+            cls.changed.wait_for(lambda: cls.most >= cls.wanted, timeout=cls.patience)
             cls.running -= 1
         return {"ok": b"1"}
 
