@@ -221,11 +221,11 @@ class ServerProcess:
                 self.port_found.set()
 
     def client(self) -> ModelClient:
-        assert self.port_found.wait(timeout=30), self.output()
+        assert self.port_found.wait(timeout=PATIENCE_SECONDS), self.output()
         return ModelClient(f"127.0.0.1:{self.port}", timeout=30)
 
     def wait(self) -> int:
-        code = self.process.wait(timeout=30)
+        code = self.process.wait(timeout=PATIENCE_SECONDS)
         self.reader.join(timeout=10)
         return code
 

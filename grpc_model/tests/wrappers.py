@@ -171,12 +171,6 @@ class NoMethods:
     pass
 
 
-class SleepsOneSecond(ModelWrapper):
-    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        time.sleep(1)
-        return {"slept.txt": b"done"}
-
-
 class Pid(ModelWrapper):
     """Answers with the process that ran it, once `together` processes are answering calls at once.
 
@@ -320,6 +314,15 @@ class HeldLoad(Echo):
     def __init__(self) -> None:
         if not type(self).release.wait(timeout=PATIENCE_SECONDS):
             raise TimeoutError("the test never released the load")
+
+
+class HeldByFile(ModelWrapper):
+    """For a server in another process: creates `started` in the gate directory, then waits for `release` there."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        gate_file("started").touch()
+        wait_until(gate_file("release").exists, "the test to create the release file")
+        return {"released.txt": b"done"}
 
 
 class CrashesSlowToReplace(Crashes):
