@@ -147,10 +147,16 @@ def test_shutdown_finishes_every_accepted_call_and_refuses_new_ones(gated: tuple
 
 
 def refused(client: ModelClient) -> bool:
-    """Whether the server refuses a new call (a Status: it answers at once even while the model is held)."""
+    """Whether the server refuses a new call (a Status: it answers at once even while the model is held).
+
+    A call that reaches the server just as it stops is CANCELLED by grpc rather than refused:
+    not yet conclusive, so the caller asks again.
+    """
     try:
         client.status()
     except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.CANCELLED:
+            return False
         if error.code() != grpc.StatusCode.UNAVAILABLE:
             raise
         return True
