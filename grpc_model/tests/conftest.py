@@ -22,12 +22,9 @@ from grpc_model.src.client import ModelClient
 from grpc_model.src.server import RunningServer, start_server
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var
 from grpc_model.tests.wrappers import GATE_DIR
+from grpc_model.tests.wrappers import PATIENCE_SECONDS as PATIENCE_SECONDS  # the tests' bound on every wait
 
 T = TypeVar("T")
-
-PATIENCE_SECONDS = 60.0
-"""The bound on every wait for something to happen: far above what it takes on a loaded machine, so that
-reaching it means the thing is not going to happen (a bug), not that the machine was busy."""
 
 # Read at import, before the environment cleaning below: the tests of *your* model
 # (test_functional.py, test_packaging.py) serve the class you configured, as the server would.

@@ -24,8 +24,9 @@ server processes) signal each other with files; the `gate` fixture sets it. Thre
 cross a process boundary, and a test that sleeps instead of waiting for a signal is a flaky test."""
 
 PATIENCE_SECONDS = 60.0
-"""How long a wrapper waits for a test's signal before giving up: long enough for any loaded machine,
-short enough that a test which forgot to signal fails instead of hanging."""
+"""The bound on every wait in the tests, and on a wrapper's wait for a test's signal: far above what
+anything takes on a loaded machine, so that reaching it means a bug, not a busy machine; short enough
+that a test which forgot to signal fails instead of hanging."""
 
 
 def gate_file(name: str) -> Path:
