@@ -217,8 +217,9 @@ class ServerProcess:
                 self.port = int(match.group(1))
                 self.port_found.set()
 
-    def client(self) -> ModelClient:
-        assert self.port_found.wait(timeout=PATIENCE_SECONDS), self.output()
+    def client(self, seconds: float = PATIENCE_SECONDS) -> ModelClient:
+        """A client, once the server says it serves (within `seconds`)."""
+        assert self.port_found.wait(timeout=seconds), self.output()
         return ModelClient(f"127.0.0.1:{self.port}", timeout=30)
 
     def wait(self) -> int:
