@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -20,10 +20,30 @@ import yaml
 from grpc_model.src.client import ModelClient
 from grpc_model.src.server import RunningServer, start_server
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var
+from grpc_model.tests.wrappers import GATE_DIR
+from grpc_model.tests.wrappers import PATIENCE_SECONDS as PATIENCE_SECONDS  # the tests' bound on every wait
+
+T = TypeVar("T")
 
 # Read at import, before the environment cleaning below: the tests of *your* model
 # (test_functional.py, test_packaging.py) serve the class you configured, as the server would.
 USER_MODEL_CLASS = os.environ.get(env_var("model_class"), Settings.model_fields["model_class"].default)
+
+
+def eventually(condition: Callable[[], T | None], what: str, seconds: float = PATIENCE_SECONDS) -> T:
+    """Polls `condition` until it returns something true, and returns that; fails the test after `seconds`.
+
+    How a test waits for another thread or process: a sleep followed by an assertion wins a race
+    on an idle machine and loses it on a loaded one.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g} s for {what}")
+        time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -61,19 +81,24 @@ ServerFactory = Callable[..., ServerThread]
 
 
 def wait_until_serving_again(server: ServerThread) -> None:
-    """Calls until an item of the test bundle succeeds; meanwhile only UNAVAILABLE is acceptable."""
+    """Calls until an item of the test bundle succeeds, then until health says SERVING again.
+
+    Meanwhile only UNAVAILABLE is acceptable. Health is reported a moment after a worker can take
+    calls again, so it is polled too rather than read once.
+    """
     refusals: set[grpc.StatusCode] = set()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE_SECONDS
     while time.monotonic() < deadline:
         try:
             if server.client.run([{"a": b"fine"}]).outputs[0].success:
                 break
         except grpc.RpcError as error:
             refusals.add(error.code())
-        time.sleep(0.2)
+        time.sleep(0.05)
     else:
-        raise AssertionError("the server did not serve again within 60 s")
+        raise AssertionError(f"the server did not serve again within {PATIENCE_SECONDS:g} s")
     assert refusals <= {grpc.StatusCode.UNAVAILABLE}  # while no worker is up, calls fail fast
+    assert server.client.wait_for_health("SERVING", PATIENCE_SECONDS) == "SERVING"
 
 
 @pytest.fixture
@@ -89,6 +114,22 @@ def serve() -> Iterator[ServerFactory]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def gate(
+    serve: ServerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A directory through which the test and wrappers in other processes signal each other (wrappers.GATE_DIR).
+
+    Its teardown releases whatever a wrapper still waits for ("release" appears, "hold" goes), and runs
+    before the servers stop (it depends on `serve`), so no server has to kill a held worker to stop.
+    """
+    directory = tmp_path_factory.mktemp("gate")
+    monkeypatch.setenv(GATE_DIR, str(directory))
+    yield directory
+    (directory / "release").touch()
+    (directory / "hold").unlink(missing_ok=True)
 
 
 GREETER = Path(__file__).parent / "greeter"  # the greeter's model.yaml and test cases
@@ -182,12 +223,13 @@ class ServerProcess:
                 self.port = int(match.group(1))
                 self.port_found.set()
 
-    def client(self) -> ModelClient:
-        assert self.port_found.wait(timeout=30), self.output()
+    def client(self, seconds: float = PATIENCE_SECONDS) -> ModelClient:
+        """A client, once the server says it serves (within `seconds`)."""
+        assert self.port_found.wait(timeout=seconds), self.output()
         return ModelClient(f"127.0.0.1:{self.port}", timeout=30)
 
     def wait(self) -> int:
-        code = self.process.wait(timeout=30)
+        code = self.process.wait(timeout=PATIENCE_SECONDS)
         self.reader.join(timeout=10)
         return code
 

@@ -1,7 +1,6 @@
 """The adaptive batcher: every caller gets exactly its own outputs, in order, whatever the mix."""
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,7 +13,7 @@ from grpc_model.src.runtime.batching import Batcher, QueueFullError
 from grpc_model.src.runtime.execution import ThreadExecutor, Wanted
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
-from grpc_model.tests.conftest import TESTS
+from grpc_model.tests.conftest import PATIENCE_SECONDS, TESTS
 from model_lib.src.model_wrapper import ModelInput
 
 T = TypeVar("T")
@@ -29,11 +28,17 @@ class Recorded:
 
 @dataclass
 class RecordingExecutor:
-    """The real thread executor around a test wrapper, recording every batch it is given."""
+    """The real thread executor around a test wrapper, recording every batch it is given.
+
+    A batch holding an item whose id is in `held` does not finish until `release()`: tests keep a
+    model slot busy for exactly as long as they need, where a delay would end on its own, early or
+    late, on a loaded machine.
+    """
 
     inner: ThreadExecutor
-    delay: float = 0.0
+    held: frozenset[bytes] = frozenset()
     batches: list[Recorded] = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     available = True
     condition = None
@@ -42,23 +47,39 @@ class RecordingExecutor:
     def slots(self) -> int:
         return self.inner.slots
 
+    def release(self) -> None:
+        self.released.set()
+
     def start_batch(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
-        self.batches.append(Recorded((detect_drift, explain), [item["id"] for item in items], time.monotonic()))
-        return asyncio.ensure_future(self._delayed(items, detect_drift, explain))
+        ids = [item["id"] for item in items]
+        self.batches.append(Recorded((detect_drift, explain), ids, asyncio.get_running_loop().time()))
+        return asyncio.ensure_future(self._run(items, detect_drift, explain, hold=not self.held.isdisjoint(ids)))
 
-    async def _delayed(self, items: Sequence[ModelInput], detect_drift: bool, explain: bool) -> list[ItemResult]:
-        await asyncio.sleep(self.delay)
+    async def _run(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, hold: bool
+    ) -> list[ItemResult]:
+        if hold:
+            await self.released.wait()
         return await self.inner.start_batch(items, detect_drift, explain)
 
     async def close(self) -> None:
         await self.inner.close()
 
 
-def executor(wrapper: str, slots: int = 1, delay: float = 0.0) -> RecordingExecutor:
+def executor(wrapper: str, slots: int = 1, held: bytes | None = None) -> RecordingExecutor:
+    """A recording executor; a batch with the item `held` keeps its slot until the test releases it."""
     model = instantiate(import_wrapper_class(f"{TESTS}:{wrapper}"))
-    return RecordingExecutor(ThreadExecutor(model, slots), delay)
+    return RecordingExecutor(ThreadExecutor(model, slots), frozenset([held] if held else []))
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Lets the loop run until `condition` holds (bounded): how a test waits for a task it started."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE_SECONDS
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"waited {PATIENCE_SECONDS:g} s for {what}"
+        await asyncio.sleep(0.001)
 
 
 @dataclass
@@ -140,29 +161,30 @@ def run_async(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def test_an_idle_model_gets_items_at_once() -> None:
     recorder = executor("Echo")
-    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0.5, max_queued_items=100)
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=3600, max_queued_items=100)
 
-    async def scenario() -> float:
-        started = time.monotonic()
-        await batcher.submit([{"id": b"1"}], False, False)
+    async def scenario() -> None:
+        await asyncio.wait_for(batcher.submit([{"id": b"1"}], False, False), PATIENCE_SECONDS)  # not in an hour
         await batcher.close()
-        return time.monotonic() - started
 
-    assert run_async(scenario) < 0.25  # far below the 0.5 s window: no waiting while idle
+    run_async(scenario)
     assert [batch.ids for batch in recorder.batches] == [[b"1"]]
 
 
 def test_while_busy_a_partial_batch_waits_for_more_items() -> None:
-    recorder = executor("Echo", slots=2, delay=0.3)
+    recorder = executor("Echo", slots=2, held=b"busy")
     batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0.2, max_queued_items=100)
 
     async def scenario() -> None:
-        first = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
-        await asyncio.sleep(0.05)  # "busy" now holds one slot
+        busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await until(lambda: len(recorder.batches) == 1, "busy to hold one of the two slots")
+        # Submitted in one turn of the loop, so no timer can fire between them: with a slot free,
+        # `a` would leave alone at once unless the batcher waits for more items while busy.
         second = asyncio.create_task(batcher.submit([{"id": b"a"}], False, False))
-        await asyncio.sleep(0.05)
         third = asyncio.create_task(batcher.submit([{"id": b"b"}], False, False))
-        await asyncio.gather(first, second, third)
+        await asyncio.wait_for(asyncio.gather(second, third), PATIENCE_SECONDS)  # busy is still held
+        recorder.release()
+        await busy
         await batcher.close()
 
     run_async(scenario)
@@ -171,32 +193,35 @@ def test_while_busy_a_partial_batch_waits_for_more_items() -> None:
 
 def test_the_window_bounds_the_wait_for_a_partial_batch() -> None:
     window = 0.05
-    recorder = executor("Echo", slots=2, delay=1.0)
+    recorder = executor("Echo", slots=2, held=b"busy")
     batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=window, max_queued_items=100)
 
     async def scenario() -> float:
         busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
-        await asyncio.sleep(0.05)
-        enqueued = time.monotonic()
-        waiting = asyncio.create_task(batcher.submit([{"id": b"alone"}], False, False))
-        await asyncio.sleep(0.5)
-        await asyncio.gather(busy, waiting)
+        await until(lambda: len(recorder.batches) == 1, "busy to hold one of the two slots")
+        enqueued = asyncio.get_running_loop().time()
+        # Answered while busy is held: the window, not a finished batch or more items, let it go.
+        await asyncio.wait_for(batcher.submit([{"id": b"alone"}], False, False), PATIENCE_SECONDS)
+        recorder.release()
+        await busy
         await batcher.close()
         return enqueued
 
     enqueued = run_async(scenario)
-    waited = recorder.batches[1].dispatched_at - enqueued
-    assert window * 0.8 <= waited <= window + 0.15  # dispatched when the window closed, not before or much after
+    assert [batch.ids for batch in recorder.batches] == [[b"busy"], [b"alone"]]
+    assert recorder.batches[1].dispatched_at - enqueued >= window - 0.001  # not before the window closed
 
 
 def test_a_full_batch_leaves_without_waiting() -> None:
-    recorder = executor("Echo", slots=2, delay=0.5)
-    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=10.0, max_queued_items=100)
+    recorder = executor("Echo", slots=2, held=b"busy")
+    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=3600, max_queued_items=100)
 
     async def scenario() -> None:
         busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
-        await asyncio.sleep(0.05)
-        await asyncio.wait_for(batcher.submit([{"id": bytes([i])} for i in range(3)], False, False), timeout=5)
+        await until(lambda: len(recorder.batches) == 1, "busy to hold one of the two slots")
+        full = [{"id": bytes([i])} for i in range(3)]
+        await asyncio.wait_for(batcher.submit(full, False, False), PATIENCE_SECONDS)  # not in an hour
+        recorder.release()
         await busy
         await batcher.close()
 
@@ -205,16 +230,17 @@ def test_a_full_batch_leaves_without_waiting() -> None:
 
 
 def test_the_queue_is_bounded() -> None:
-    recorder = executor("Echo", delay=0.3)
+    recorder = executor("Echo", held=b"0")
     batcher = Batcher(recorder, max_batch_size=2, max_wait_seconds=0, max_queued_items=4)
 
     async def scenario() -> None:
         running = asyncio.create_task(batcher.submit([{"id": b"0"}], False, False))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(recorder.batches) == 1, "the first item to hold the only slot")
         queued = asyncio.create_task(batcher.submit([{"id": bytes([i])} for i in range(4)], False, False))
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 4, "four items to be queued")
         with pytest.raises(QueueFullError, match="4 items are queued and this call adds 1, over the limit of 4"):
             await batcher.submit([{"id": b"x"}], False, False)
+        recorder.release()
         await asyncio.gather(running, queued)
         await batcher.close()
 
@@ -222,17 +248,18 @@ def test_the_queue_is_bounded() -> None:
 
 
 def test_a_cancelled_caller_items_are_not_run() -> None:
-    recorder = executor("Echo", delay=0.2)
+    recorder = executor("Echo", held=b"first")
     batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0, max_queued_items=100)
 
     async def scenario() -> None:
         running = asyncio.create_task(batcher.submit([{"id": b"first"}], False, False))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(recorder.batches) == 1, "the first item to hold the only slot")
         gone = asyncio.create_task(batcher.submit([{"id": b"gone"}], False, False))
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 1, "the item to be queued")
         gone.cancel()
-        kept = await batcher.submit([{"id": b"kept"}], False, False)
-        assert kept[0].output["id"] == b"kept"
+        kept = asyncio.create_task(batcher.submit([{"id": b"kept"}], False, False))
+        recorder.release()
+        assert (await kept)[0].output["id"] == b"kept"
         await running
         await batcher.close()
 
@@ -241,33 +268,35 @@ def test_a_cancelled_caller_items_are_not_run() -> None:
 
 
 def test_close_fails_what_is_still_queued() -> None:
-    recorder = executor("Echo", delay=0.3)
+    recorder = executor("Echo", held=b"1")
     batcher = Batcher(recorder, max_batch_size=1, max_wait_seconds=0, max_queued_items=100)
 
     async def scenario() -> list[ItemResult]:
         running = asyncio.create_task(batcher.submit([{"id": b"1"}], False, False))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(recorder.batches) == 1, "the first item to hold the only slot")
         queued = asyncio.create_task(batcher.submit([{"id": b"2"}], False, False))
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 1, "the second item to be queued")
         await batcher.close()
-        await running
+        recorder.release()
+        assert (await running)[0].success  # what was running finishes
         return await queued
 
     assert run_async(scenario) == [ItemResult({"error": b"the server shut down before this item ran"}, success=False)]
 
 
 def test_a_group_inside_its_window_does_not_hold_up_a_full_one() -> None:
-    recorder = executor("Echo", slots=2, delay=0.5)
-    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=10.0, max_queued_items=100)
+    recorder = executor("Echo", slots=2, held=b"busy")
+    batcher = Batcher(recorder, max_batch_size=3, max_wait_seconds=3600, max_queued_items=100)
 
     async def scenario() -> None:
         busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(recorder.batches) == 1, "busy to hold one of the two slots")
         waiting = asyncio.create_task(batcher.submit([{"id": b"drift"}], True, False))  # older, partial
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 1, "the partial group to be queued")
         full = [{"id": bytes([i])} for i in range(3)]
-        await asyncio.wait_for(batcher.submit(full, False, False), timeout=5)  # not 10 s
-        await asyncio.gather(busy, waiting)
+        await asyncio.wait_for(batcher.submit(full, False, False), PATIENCE_SECONDS)  # not in an hour
+        recorder.release()
+        await asyncio.wait_for(asyncio.gather(busy, waiting), PATIENCE_SECONDS)  # idle again: the group goes
         await batcher.close()
 
     run_async(scenario)

@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -11,8 +10,8 @@ import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime import WrapperImportError
-from grpc_model.tests.conftest import ServerFactory, ServerProcess, ServerThread, start
-from grpc_model.tests.wrappers import Overlapping
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerProcess, ServerThread, eventually, start
+from grpc_model.tests.wrappers import Gated, Overlapping
 
 
 def concurrent_runs(server: ServerThread, requests: list[list[dict[str, bytes]]]) -> list[pb.RunResponse]:
@@ -29,7 +28,7 @@ def alive(pid: int) -> bool:
 
 
 def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve_wrapper: ServerFactory) -> None:
-    Overlapping.most = 0
+    Overlapping.reset(wanted=4, patience=PATIENCE_SECONDS)  # each call waits until 4 have run at once
     server = serve_wrapper("Overlapping", model_threads=4)
     server.client.status()
 
@@ -40,7 +39,7 @@ def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve_wrapper: 
 
 
 def test_by_default_model_calls_run_one_at_a_time(serve_wrapper: ServerFactory) -> None:
-    Overlapping.most = 0
+    Overlapping.reset(wanted=2, patience=0.2)  # each call gives a second one 0.2 s to (wrongly) join it
     server = serve_wrapper("Overlapping")
     server.client.status()
     concurrent_runs(server, [[{"a": b"1"}]] * 4)
@@ -52,8 +51,9 @@ def test_model_threads_need_a_thread_safe_wrapper(serve_wrapper: ServerFactory) 
         serve_wrapper("Echo", model_threads=2)
 
 
+@pytest.mark.usefixtures("gate")
 def test_worker_processes_share_the_load_and_are_stopped(serve_wrapper: ServerFactory) -> None:
-    server = serve_wrapper("Pid", workers=2)
+    server = serve_wrapper("Pid", workers=2)  # a call waits until both workers answer one: they must share
     assert server.client.health() == "SERVING"  # workers imply loading at start-up
 
     responses = concurrent_runs(server, [[{"a": b"1"}]] * 6)
@@ -75,24 +75,27 @@ def test_workers_do_not_outlive_a_killed_server(processes: list[ServerProcess]) 
     server.process.send_signal(signal.SIGKILL)
     server.wait()
 
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in worker_pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in worker_pids)
+    eventually(lambda: not any(alive(pid) for pid in worker_pids), "the workers to notice and exit")
 
 
 def test_a_full_queue_gets_resource_exhausted(serve_wrapper: ServerFactory) -> None:
-    server = serve_wrapper("Overlapping", max_queued_items=3)
+    Gated.reset()
+    server = serve_wrapper("Gated", max_queued_items=3)
     server.client.status()
-    busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})] * 3))
-    time.sleep(0.05)
+    batcher = server.running.service.runtime._batcher
+    assert batcher is not None
+    try:
+        busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"hold"})] * 3))
+        eventually(lambda: Gated.holding.is_set() and batcher.queued == 2, "one item held, two queued")
 
-    with pytest.raises(grpc.RpcError) as raised:
-        server.client.run([{"a": b"1"}] * 2)
+        with pytest.raises(grpc.RpcError) as raised:
+            server.client.run([{"a": b"1"}] * 2)
+    finally:
+        Gated.release.set()
 
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "2 items are queued and this call adds 2, over the limit of 3" in str(raised.value.details())
-    assert len(busy.result(timeout=10).outputs) == 3
+    assert len(busy.result(timeout=PATIENCE_SECONDS).outputs) == 3
     assert server.client.run([{"a": b"1"}]).outputs[0].success  # serving again once drained
     with pytest.raises(grpc.RpcError, match="this call has 4 items, more than the server queues at once"):
         server.client.run([{"a": b"1"}] * 4)

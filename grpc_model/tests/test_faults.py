@@ -1,13 +1,19 @@
 """Fault isolation: a model that crashes, hangs or exhausts memory costs only its own items."""
 
 import re
-import threading
-import time
+from pathlib import Path
 
 import grpc
 import pytest
 
-from grpc_model.tests.conftest import ServerFactory, ServerThread, wait_until_serving_again
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
+    ServerFactory,
+    ServerThread,
+    eventually,
+    wait_until_serving_again,
+)
 
 
 @pytest.mark.parametrize(("action", "exit_code"), [(b"exit", 1), (b"segfault", -11), (b"kill", -9)])
@@ -32,27 +38,30 @@ def test_running_out_of_memory_fails_the_item_only(serve_wrapper: ServerFactory)
     assert response.outputs[1].success
 
 
-def test_health_is_not_serving_while_no_worker_is_up(serve_wrapper: ServerFactory) -> None:
-    server = serve_wrapper("Crashes", workers=1)
+def hold_replacements(gate: Path) -> None:
+    """From now on, a replacement worker waits in `__init__` until `release_replacements` (CrashesSlowToReplace)."""
+    (gate / "hold").touch()
+
+
+def release_replacements(gate: Path) -> None:
+    (gate / "hold").unlink()
+
+
+def test_health_is_not_serving_while_no_worker_is_up(serve_wrapper: ServerFactory, gate: Path) -> None:
+    server = serve_wrapper("CrashesSlowToReplace", workers=1)
     assert server.client.health() == "SERVING"
-    seen: list[str] = []
-    stop = threading.Event()
+    hold_replacements(gate)
 
-    def watch() -> None:
-        while not stop.is_set():
-            seen.append(server.client.health())
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     server.client.run([{"a": b"kill"}])
-    wait_until_serving_again(server)
-    time.sleep(0.1)
-    stop.set()
-    watcher.join()
+    eventually(lambda: list(gate.glob("loading-*")), "a replacement worker to start loading")
 
-    assert "NOT_SERVING" in seen
-    assert seen[-1] == "SERVING"
+    assert server.client.wait_for_health("NOT_SERVING", PATIENCE_SECONDS) == "NOT_SERVING"
+    with pytest.raises(grpc.RpcError) as raised:
+        server.client.run([{"a": b"fine"}])
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # refused at once, not queued for nobody
+    assert server.client.health() == "NOT_SERVING"  # still: the replacement is held
+    release_replacements(gate)
+    wait_until_serving_again(server)  # then health says SERVING again
 
 
 def test_a_bug_in_the_framework_is_internal_and_the_server_goes_on(
@@ -88,24 +97,29 @@ def test_a_crash_on_the_last_item_of_a_batch_leaves_a_working_worker(serve_wrapp
     response = server.client.run([{"a": b"one"}, {"a": b"exit"}])
     assert [item.success for item in response.outputs] == [True, False]
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # refused (UNAVAILABLE) until the replacement is up...
+    def served_by_the_replacement() -> pb.RunResponse | None:
         try:
-            after = server.client.run([{"a": b"two"}])
-            break
-        except grpc.RpcError:
-            time.sleep(0.05)
+            return server.client.run([{"a": b"two"}])
+        except grpc.RpcError as error:  # refused until the replacement is up...
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return None
+
+    after = eventually(served_by_the_replacement, "the replacement worker to serve")
     assert after.outputs[0].output.get("a") == b"two"  # ...then served by it, never by the dead worker
 
 
-def test_status_does_not_overrule_health_while_workers_restart(serve_wrapper: ServerFactory) -> None:
-    server = serve_wrapper("Crashes", workers=1)
+def test_status_does_not_overrule_health_while_workers_restart(serve_wrapper: ServerFactory, gate: Path) -> None:
+    server = serve_wrapper("CrashesSlowToReplace", workers=1)
+    hold_replacements(gate)
 
     server.client.run([{"a": b"kill"}])  # answered at once; the replacement starts after
+    assert server.client.wait_for_health("NOT_SERVING", PATIENCE_SECONDS) == "NOT_SERVING"
     status = server.client.status()
 
     assert status.status_code == 503  # the truth about capacity, without turning health SERVING
-    assert server.client.health() == "NOT_SERVING"  # a spawned worker takes well over these milliseconds
+    assert server.client.health() == "NOT_SERVING"  # the replacement is still held: Status changed nothing
+    release_replacements(gate)
     wait_until_serving_again(server)
     assert server.client.health() == "SERVING"
 

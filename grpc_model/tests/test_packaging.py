@@ -5,7 +5,7 @@ import re
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var
-from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerProcess, start
+from grpc_model.tests.conftest import PATIENCE_SECONDS, USER_MODEL_CLASS, ServerProcess, start
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 
@@ -19,7 +19,8 @@ def test_the_readme_serve_command_serves_your_model(processes: list[ServerProces
         command=["bash", str(PROJECT_ROOT / "scripts/dev.sh"), "serve"],
         env={env_var("model_class"): USER_MODEL_CLASS, env_var("asset_bundle_dir"): str(bundle.path.parent)},
     )
-    with server.client() as client:
+    # dev.sh installs before it serves (poetry check and sync): over 20 s on a loaded 2-vCPU machine.
+    with server.client(seconds=3 * PATIENCE_SECONDS) as client:
         assert client.status().model_info.model_name == bundle.spec.name
         if cases:
             assert client.run([cases[0].inputs]).outputs[0].success

@@ -3,13 +3,20 @@
 import re
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.tests.conftest import TEST_VERSION, TESTS, ServerProcess, start, write_greeter_bundle
+from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
+    TEST_VERSION,
+    TESTS,
+    ServerProcess,
+    eventually,
+    start,
+    write_greeter_bundle,
+)
 
 
 def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess]) -> None:
@@ -25,25 +32,24 @@ def test_shutdown_answers_then_the_process_exits_0(processes: list[ServerProcess
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_drains_in_flight_calls_and_exits_0(
-    processes: list[ServerProcess], signum: signal.Signals, test_bundle: Path
+    processes: list[ServerProcess], signum: signal.Signals, test_bundle: Path, gate: Path
 ) -> None:
     server = start(
         processes,
-        "--model-class",
-        "grpc_model.tests.wrappers:SleepsOneSecond",
-        "--asset-bundle-dir",
-        str(test_bundle),
+        *("--model-class", f"{TESTS}:HeldByFile", "--asset-bundle-dir", str(test_bundle)),
+        *("--shutdown-grace-seconds", str(PATIENCE_SECONDS)),  # the test, not the grace, ends the call
     )
     with server.client() as client:
         client.status()
-        in_flight = client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]), timeout=30)
-        time.sleep(0.3)  # let the call reach the model; it sleeps 1 s, well inside the grace period
+        in_flight = client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]), timeout=60)
+        eventually((gate / "started").exists, "the call to reach the model")
         server.process.send_signal(signum)
-        response = in_flight.result(timeout=30)
+        eventually(lambda: f"received {signum.name}" in server.output(), "the server to take the signal")
+        (gate / "release").touch()  # the model finishes only now, while the server drains
+        response = in_flight.result(timeout=PATIENCE_SECONDS)
 
-    assert response.outputs[0].output == {"slept.txt": b"done"}
+    assert response.outputs[0].output == {"released.txt": b"done"}
     assert server.wait() == 0
-    assert f"received {signum.name}" in server.output()
 
 
 def test_the_port_comes_from_psc_model_port(processes: list[ServerProcess]) -> None:

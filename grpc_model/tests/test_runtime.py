@@ -10,7 +10,7 @@ from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelNotLoaded
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.tests.conftest import TESTS
-from grpc_model.tests.wrappers import Echo
+from grpc_model.tests.wrappers import Echo, Gated
 
 
 def make_runtime(model_class: str, max_batch_size: int = 4, **options: Any) -> ModelRuntime:
@@ -147,7 +147,12 @@ def test_sys_exit_in_the_model_fails_the_item_not_the_server() -> None:
 
 
 def test_without_batching_the_run_timeout_still_answers_every_item() -> None:
-    model_runtime = make_runtime(f"{TESTS}:SleepsAsAsked", 1, adaptive_batching=False, run_timeout_seconds=0.3)
-    results = run(model_runtime, [{"a": b"0"}, {"a": b"1"}, {"a": b"0"}])
+    Gated.reset()
+    model_runtime = make_runtime(f"{TESTS}:Gated", 1, adaptive_batching=False, run_timeout_seconds=1.0)
+    try:
+        results = run(model_runtime, [{"a": b"first"}, {"a": b"hold"}, {"a": b"never"}])  # held: never finishes
+    finally:
+        Gated.release.set()
     assert [r.success for r in results] == [True, False, False]
-    assert results[1] == ItemResult.failure(TIMEOUT_MESSAGE)
+    assert results[1] == results[2] == ItemResult.failure(TIMEOUT_MESSAGE)
+    assert Gated.ran == [b"first", b"hold"]  # the item after the timeout was not started

@@ -12,9 +12,38 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+
+GATE_DIR = "MODEL_TEST_GATE_DIR"
+"""Names the directory through which a test and wrappers running in other processes (worker processes,
+server processes) signal each other with files; the `gate` fixture sets it. Threading events cannot
+cross a process boundary, and a test that sleeps instead of waiting for a signal is a flaky test."""
+
+PATIENCE_SECONDS = 60.0
+"""The bound on every wait in the tests, and on a wrapper's wait for a test's signal: far above what
+anything takes on a loaded machine, so that reaching it means a bug, not a busy machine; short enough
+that a test which forgot to signal fails instead of hanging."""
+
+
+def gate_file(name: str) -> Path:
+    return Path(os.environ[GATE_DIR]) / name
+
+
+def gate_files(pattern: str) -> list[Path]:
+    return list(Path(os.environ[GATE_DIR]).glob(pattern))
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Polls `condition` within PATIENCE_SECONDS; raises TimeoutError naming `what` if it never holds."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {PATIENCE_SECONDS:g} s for {what}")
+        time.sleep(0.01)
 
 
 class Greeter(ModelWrapper):
@@ -143,35 +172,52 @@ class NoMethods:
     pass
 
 
-class SleepsOneSecond(ModelWrapper):
-    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        time.sleep(1)
-        return {"slept.txt": b"done"}
-
-
 class Pid(ModelWrapper):
-    """Answers with the process that ran it, after a pause that lets calls overlap."""
+    """Answers with the process that ran it, once `together` processes are answering calls at once.
+
+    Each process leaves a file named after itself in the gate directory and waits for the others'
+    files: the calls are made to overlap, instead of hoping that a pause makes them overlap.
+    """
+
+    together = 2
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
-        time.sleep(0.2)
+        gate_file(f"pid-{os.getpid()}").touch()
+        wait_until(
+            lambda: len(gate_files("pid-*")) >= self.together,
+            f"{self.together} worker processes to answer at once",
+        )
         return {"pid": str(os.getpid()).encode()}
 
 
 class Overlapping(ModelWrapper):
-    """Thread-safe; records how many of its calls ran at the same time."""
+    """Thread-safe; records how many of its calls ran at the same time (`most`).
+
+    Each call stays in the model until `wanted` calls have run at once, or `patience` seconds pass:
+    a test that expects overlap waits for it instead of hoping that a pause produces it, and a test
+    that expects none gives the engine `patience` seconds to (wrongly) start another call.
+    """
 
     thread_safe = True
-    lock = threading.Lock()
+    changed = threading.Condition()
     running = 0
     most = 0
+    wanted = 2
+    patience = 0.2
+
+    @classmethod
+    def reset(cls, wanted: int, patience: float) -> None:
+        with cls.changed:
+            cls.running = cls.most = 0
+            cls.wanted, cls.patience = wanted, patience
 
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         cls = type(self)
-        with cls.lock:
+        with cls.changed:
             cls.running += 1
             cls.most = max(cls.most, cls.running)
-        time.sleep(0.2)
-        with cls.lock:
+            cls.changed.notify_all()
+            cls.changed.wait_for(lambda: cls.most >= cls.wanted, timeout=cls.patience)
             cls.running -= 1
         return {"ok": b"1"}
 
@@ -183,11 +229,6 @@ class HangsOnRequest(Echo):
         if model_input.get("a") == b"hang":
             time.sleep(60)
         return super().handle_single_input(model_input, detect_drift, explain)
-
-
-class LoadsSlowly(Echo):
-    def __init__(self) -> None:
-        time.sleep(1.0)
 
 
 class SleepsAsAsked(ModelWrapper):
@@ -237,3 +278,62 @@ class BadMessages(Echo):
 class Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no message")
+
+
+class Gated(ModelWrapper):
+    """Echoes `a` and records it in `ran`; the item b"hold" keeps the model thread until `release` is set.
+
+    For tests in this process: holding the model makes a window of time that the test controls
+    (calls queue behind it for as long as the test needs), where a sleeping model makes a window
+    that a loaded machine can close early.
+    """
+
+    ran: ClassVar[list[bytes]] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.ran.clear()
+        cls.holding.clear()
+        cls.release.clear()
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        type(self).ran.append(model_input["a"])
+        if model_input["a"] == b"hold":
+            type(self).holding.set()
+            if not type(self).release.wait(timeout=PATIENCE_SECONDS):
+                raise TimeoutError("the test never released the held item")
+        return {"a": model_input["a"]}
+
+
+class HeldLoad(Echo):
+    """Loads (in this process) only when the test sets `release`: a load that takes exactly as long as the test says."""
+
+    release = threading.Event()
+
+    def __init__(self) -> None:
+        if not type(self).release.wait(timeout=PATIENCE_SECONDS):
+            raise TimeoutError("the test never released the load")
+
+
+class HeldByFile(ModelWrapper):
+    """For a server in another process: creates `started` in the gate directory, then waits for `release` there."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        gate_file("started").touch()
+        wait_until(gate_file("release").exists, "the test to create the release file")
+        return {"released.txt": b"done"}
+
+
+class CrashesSlowToReplace(Crashes):
+    """Crashes, whose new instances (replacement workers load their own) wait in `__init__` while the gate
+    directory holds a file `hold`: the test decides how long a replacement takes to start.
+
+    The workers started with the server are forked from the loaded model, so they are not held.
+    """
+
+    def __init__(self) -> None:
+        if GATE_DIR in os.environ and gate_file("hold").exists():
+            gate_file(f"loading-{os.getpid()}").touch()
+            wait_until(lambda: not gate_file("hold").exists(), "the test to remove the hold file")
