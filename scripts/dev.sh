@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bootstrapper: installs what a command needs (into .tools/ and .venv/), then runs it.
 #
-#   scripts/dev.sh install                only install
+#   scripts/dev.sh install [--with G]     only install (G: optional groups, e.g. examples,examples-train)
 #   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
@@ -59,10 +59,10 @@ command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
   install)
-    install
+    install "$@"
     ;;
   test)
-    install
+    install --with examples,examples-train # the digits example's tests need its groups
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .
