@@ -36,6 +36,14 @@ def good_png(side: int = 32) -> bytes:
     return out.getvalue()
 
 
+def largest_png() -> bytes:
+    """Not bad: the largest image the model decodes (2048x2048 RGBA, a gradient that compresses to ~60 kB)."""
+    gradient = Image.linear_gradient("L").resize((2048, 2048))
+    out = io.BytesIO()
+    Image.merge("RGBA", [gradient, gradient, gradient, gradient]).save(out, "PNG")
+    return out.getvalue()
+
+
 def truncated_png() -> bytes:
     """A valid 256x256 PNG (a gradient, so its pixel data is long) cut off in the middle of that data."""
     out = io.BytesIO()

@@ -20,8 +20,8 @@ SIDE = 8
 INK_SCALE = 16.0
 """Full ink on the training data's scale."""
 MAX_PIXELS = 2048 * 2048
-"""The largest image decoded (width x height). One decoded image then takes at most 16 MiB
-(RGBA) plus 16 MiB as floats; larger images are refused from their header alone."""
+"""The largest image decoded (width x height): at most 16 MiB of RGBA pixels, plus a few 16 MiB
+arrays of 32-bit floats while it is converted. Larger images are refused from their header alone."""
 FORMATS = ("PNG", "JPEG")
 """What model.yaml accepts (image/png, image/jpeg)."""
 
@@ -75,34 +75,34 @@ def _png_header_size(content: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def _grayscale(name: str, image: Image.Image) -> NDArray[np.float64]:
-    """0 (black) .. 255 (white); transparent pixels count as white paper."""
+def _grayscale(name: str, image: Image.Image) -> NDArray[np.float32]:
+    """0 (black) .. 255 (white), as 32-bit floats (half the memory of 64); transparent pixels count as white paper."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, image.convert("RGBA"))
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grayscale: scale to 0..255
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)
         top = float(values.max())
-        return values * (255.0 / top) if top > 0 else values
+        return values * np.float32(255.0 / top) if top > 0 else values
     try:
-        return np.asarray(image.convert("L"), dtype=np.float64)
+        return np.asarray(image.convert("L"), dtype=np.float32)
     except (OSError, ValueError) as error:
         raise ImageError(f"{name}: cannot convert its {image.mode} pixels to grayscale: {error}") from None
 
 
-def _ink(gray: NDArray[np.float64]) -> NDArray[np.float64]:
+def _ink(gray: NDArray[np.float32]) -> NDArray[np.float32]:
     """Ink as 0..255 on a square of paper: dark-on-light images (paper brighter than 128 at the border) inverted."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    ink = 255.0 - gray if border.mean() >= 128 else gray
+    ink = np.float32(255.0) - gray if border.mean() >= 128 else gray
     height, width = ink.shape
     side = max(height, width)
-    square = np.zeros((side, side))
+    square = np.zeros((side, side), dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = ink
     return square
 
 
-def _downsample(square: NDArray[np.float64]) -> NDArray[np.float64]:
+def _downsample(square: NDArray[np.float32]) -> NDArray[np.float64]:
     """Area average to SIDE x SIDE (Pillow's box filter on 32-bit floats), then the 0..16 scale."""
-    cells = Image.fromarray(square.astype(np.float32)).resize((SIDE, SIDE), Image.Resampling.BOX)
+    cells = Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)
     return np.asarray(cells, dtype=np.float64).reshape(-1) * (INK_SCALE / 255.0)
