@@ -31,6 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
+from benchmarks import examples  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
@@ -105,8 +106,16 @@ def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str
 # ---- load generation --------------------------------------------------------------------
 
 
-async def drive(target: str, payload: bytes, concurrency: int, seconds: float, pids: list[int], point: Point) -> None:
-    request = pb.RunRequest(inputs=[pb.InputItem(input={"input.bin": payload})])
+async def drive(
+    target: str,
+    payload: bytes,
+    concurrency: int,
+    seconds: float,
+    pids: list[int],
+    point: Point,
+    name: str = "input.bin",
+) -> None:
+    request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})])
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = ModzyModelStub(channel)
@@ -239,6 +248,25 @@ async def worker_memory(bundle: Path, env: dict[str, str]) -> dict[str, dict[str
     return memory
 
 
+async def digits_batching(env: dict[str, str], seconds: float, concurrency: int = 64) -> list[Point]:
+    """The digits example under `concurrency` one-image calls, served one item per model call and in batches."""
+    points = []
+    for max_batch_size in (1, 32):
+        bundle = examples.digits_bundle(Path(tempfile.mkdtemp(prefix="bench-digits-")), max_batch_size)
+        server = Server(examples.digits_command(sys.executable, bundle), examples.digits_env(env), "digits")
+        try:
+            point = Point("digits", f"maxBatchSize={max_batch_size}", concurrency)
+            pids = [server.process.pid]
+            await drive(
+                server.target, examples.digits_image(), concurrency, seconds, pids, point, examples.DIGITS_INPUT
+            )
+            points.append(point)
+        finally:
+            server.stop()
+            shutil.rmtree(bundle, ignore_errors=True)
+    return points
+
+
 # ---- report -----------------------------------------------------------------------------
 
 
@@ -310,6 +338,13 @@ def markdown(results: Results) -> str:
         ]
         for name, pair in results.extras["one_call_of_256_items_ms"].items():
             lines.append(f"| {name} | {pair['engine']} | {pair['template']} |")
+    if "digits" in results.extras:
+        lines += ["", "| digits example, 64 concurrent one-image calls | items/s | p50 ms | p99 ms | server CPU µs/item | peak RSS MB |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for p in (Point(**point) for point in results.extras["digits"]):
+            lines.append(
+                f"| {p.config} | {p.items_per_s} | {p.p50_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} |"
+            )
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -344,7 +379,9 @@ def plot(results: Results, path: Path) -> None:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
-    parser.add_argument("--profiles", default=",".join(p.name for p in PROFILES), help="comma-separated profiles")
+    parser.add_argument(
+        "--profiles", default=",".join([*(p.name for p in PROFILES), "digits"]), help="comma-separated profiles"
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     parser.add_argument("--concurrencies", help="comma-separated, instead of each profile's own")
     parser.add_argument("--engine-flags", help="server flags for the engine configuration, instead of the profile's")
@@ -384,6 +421,8 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
+        if "digits" in args.profiles.split(","):  # the example's batching; needs the examples group
+            results.extras["digits"] = [asdict(point) for point in await digits_batching(env, args.duration)]
         if "cpu" in args.profiles:
             results.extras["worker_memory"] = await worker_memory(bundle, env)
         if "echo" in args.profiles and "sleep-batch" in args.profiles:

@@ -71,7 +71,7 @@ case "$command" in
     echo "== pytest" && exec .venv/bin/pytest "$@"
     ;;
   bench)
-    install --with bench
+    install --with bench,examples # the plot; the digits example's profile
     exec .venv/bin/python scripts/bench.py "$@"
     ;;
   "" | -h | --help)

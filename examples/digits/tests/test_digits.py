@@ -3,6 +3,7 @@
 Needs the optional groups examples and examples-train (`scripts/dev.sh test` installs them).
 """
 
+import io
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -11,7 +12,6 @@ from pathlib import Path
 import bad_images
 import numpy as np
 import pytest
-import train
 from digits_model import images
 from digits_model.classifier import Classifier
 from digits_model.model import INPUT_FILENAME, DigitsModel
@@ -59,6 +59,8 @@ def test_the_test_cases_pass_through_the_wrapper_one_by_one_and_in_batches() -> 
 
 
 def test_the_test_cases_are_held_out_images_never_training_ones() -> None:
+    import train  # scikit-learn: imported by the two tests that train, not by every test process
+
     data = train.split()
     held_out, trained_on = set(data.held_out.tolist()), set(data.train.tolist())
     cases = load_test_cases(load_bundle(BUNDLES))
@@ -75,6 +77,8 @@ def test_the_test_cases_are_held_out_images_never_training_ones() -> None:
 
 
 def test_training_again_reproduces_the_committed_weights() -> None:
+    import train
+
     assert train.differences(Classifier.load(), train.fit(train.split())) == []
 
 
@@ -117,7 +121,9 @@ def test_the_explanation_is_each_pixels_share_of_the_predicted_class_score(model
 def test_drift_flags_images_unlike_the_training_digits(model: DigitsModel) -> None:
     digit = load_test_cases(load_bundle(BUNDLES))[0].inputs
     noise = np.random.default_rng(0).integers(0, 256, size=(32, 32), dtype=np.uint8)
-    stranger = {INPUT_FILENAME: train._png(Image.fromarray(noise))}
+    png = io.BytesIO()
+    Image.fromarray(noise).save(png, "PNG")
+    stranger = {INPUT_FILENAME: png.getvalue()}
     near, far = (results(model.handle_single_input(item, True, False))["drift"] for item in (digit, stranger))
     assert isinstance(near, dict)
     assert isinstance(far, dict)
