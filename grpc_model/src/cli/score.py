@@ -88,8 +88,16 @@ class Servers:
         self.options, self.tally, self.turn = options, tally, 0
 
     async def status(self) -> pb.StatusResponse:
-        """The first server's Status (which also loads a model that loads on demand); retried while unavailable."""
-        return await self._retrying(lambda stub: stub.Status(pb.StatusRequest(), timeout=self.options.timeout))
+        """Every server's Status (which also loads a model that loads on demand), retried while unavailable;
+        the first answer that is not 200, else the first server's."""
+        answers = []
+        for stub in self.stubs:
+
+            def status(_: "ModzyModelAsyncStub", stub: "ModzyModelAsyncStub" = stub) -> Awaitable[pb.StatusResponse]:
+                return stub.Status(pb.StatusRequest(), timeout=self.options.timeout)  # this server, also on retries
+
+            answers.append(await self._retrying(status))
+        return next((answer for answer in answers if answer.status_code != 200), answers[0])
 
     async def run(self, items: list[dict[str, bytes]]) -> list[Answer]:
         request = pb.RunRequest(
