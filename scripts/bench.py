@@ -31,7 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import examples  # noqa: E402
+from benchmarks import examples, scoring  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
@@ -267,6 +267,23 @@ async def digits_batching(env: dict[str, str], seconds: float, concurrency: int 
     return points
 
 
+async def scorer_speed(bundle: Path, env: dict[str, str], seconds: float, count: int = 5000) -> dict[str, Any]:
+    """grpc-model score on `count` items against sleep-batch (20 ms per batch call of up to 32), beside a
+    closed-loop load generator (64 one-item calls in flight) on the same server, one after the other."""
+    profile = next(p for p in PROFILES if p.name == "sleep-batch")
+    server = start_server(profile, "engine", bundle, env)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-score-"))
+    try:
+        load = Point("score", "load generator", 64)
+        await drive(server.target, SMALL, 64, seconds, [server.process.pid], load)
+        items = scoring.item_folder(scratch / "items", count, SMALL)
+        scored = scoring.run_scorer(server.target, items, scratch / "results.csv", batch_size=32, concurrency=4)
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"load_generator_items_per_s": load.items_per_s, **scored, "ratio": scored["items_per_s"] / load.items_per_s}
+
+
 # ---- report -----------------------------------------------------------------------------
 
 
@@ -345,6 +362,13 @@ def markdown(results: Results) -> str:
             lines.append(
                 f"| {p.config} | {p.items_per_s} | {p.p50_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} |"
             )
+    if "score" in results.extras:
+        score = results.extras["score"]
+        lines += ["", "| grpc-model score, 5,000 items, sleep-batch | items/s |", "|---|---:|",
+                  f"| closed-loop load generator, 64 one-item calls | {score['load_generator_items_per_s']:.1f} |",
+                  f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
+                  f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
+                  f"| score / load generator | {score['ratio']:.2f} |"]  # fmt: skip
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -380,7 +404,9 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
     parser.add_argument(
-        "--profiles", default=",".join([*(p.name for p in PROFILES), "digits"]), help="comma-separated profiles"
+        "--profiles",
+        default=",".join([*(p.name for p in PROFILES), "digits", "score"]),
+        help="comma-separated profiles",
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     parser.add_argument("--concurrencies", help="comma-separated, instead of each profile's own")
@@ -421,6 +447,8 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
+        if "score" in args.profiles.split(","):
+            results.extras["score"] = await scorer_speed(bundle, env, args.duration)
         if "digits" in args.profiles.split(","):  # the example's batching; needs the examples group
             results.extras["digits"] = [asdict(point) for point in await digits_batching(env, args.duration)]
         if "cpu" in args.profiles:
@@ -433,7 +461,8 @@ async def main() -> int:
     (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2))
     table = markdown(results)
     (args.out / "results.md").write_text(table)
-    plot(results, args.out / "throughput.png")
+    if results.points:  # only the profiles compared across configurations are plotted
+        plot(results, args.out / "throughput.png")
     print(table)
     print(f"machine: {json.dumps(results.machine)}")
     print(f"wrote {args.out}/results.json, results.md, throughput.png")
