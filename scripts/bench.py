@@ -114,8 +114,9 @@ async def drive(
     pids: list[int],
     point: Point,
     name: str = "input.bin",
+    batch: int = 1,
 ) -> None:
-    request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})])
+    request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})] * batch)
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = ModzyModelStub(channel)
@@ -131,7 +132,7 @@ async def drive(
                 started = time.perf_counter()
                 try:
                     response = await stub.Run(request, timeout=120)
-                    ok = len(response.outputs) == 1 and response.outputs[0].success
+                    ok = len(response.outputs) == batch and all(output.success for output in response.outputs)
                 except grpc.RpcError:
                     ok = False
                 if record:
@@ -162,7 +163,8 @@ async def drive(
     latencies.sort()
     count = len(latencies)
     point.requests, point.errors, point.seconds = count, errors, round(elapsed, 2)
-    point.requests_per_s = point.items_per_s = round(count / elapsed, 1)
+    point.requests_per_s = round(count / elapsed, 1)
+    point.items_per_s = round(count * batch / elapsed, 1)
     for name, quantile in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
         setattr(point, name, round(latencies[min(count - 1, int(quantile * count))] * 1000, 2))
     point.cpu_us_per_request = round(cpu_used / count * 1e6, 1)
@@ -274,14 +276,17 @@ async def scorer_speed(bundle: Path, env: dict[str, str], seconds: float, count:
     server = start_server(profile, "engine", bundle, env)
     scratch = Path(tempfile.mkdtemp(prefix="bench-score-"))
     try:
-        load = Point("score", "load generator", 64)
-        await drive(server.target, SMALL, 64, seconds, [server.process.pid], load)
+        singles, batches = Point("score", "64 x 1 item", 64), Point("score", "4 x 32 items", 4)
+        await drive(server.target, SMALL, 64, seconds, [server.process.pid], singles)
+        await drive(server.target, SMALL, 4, seconds, [server.process.pid], batches, batch=32)
         items = scoring.item_folder(scratch / "items", count, SMALL)
         scored = scoring.run_scorer(server.target, items, scratch / "results.csv", batch_size=32, concurrency=4)
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"load_generator_items_per_s": load.items_per_s, **scored, "ratio": scored["items_per_s"] / load.items_per_s}
+    best = max(singles.items_per_s, batches.items_per_s)
+    return {"single_items_per_s": singles.items_per_s, "batched_items_per_s": batches.items_per_s, **scored,
+            "ratio": scored["items_per_s"] / best}  # fmt: skip
 
 
 # ---- report -----------------------------------------------------------------------------
@@ -365,10 +370,11 @@ def markdown(results: Results) -> str:
     if "score" in results.extras:
         score = results.extras["score"]
         lines += ["", "| grpc-model score, 5,000 items, sleep-batch | items/s |", "|---|---:|",
-                  f"| closed-loop load generator, 64 one-item calls | {score['load_generator_items_per_s']:.1f} |",
+                  f"| closed-loop load generator, 64 calls of 1 item | {score['single_items_per_s']:.1f} |",
+                  f"| closed-loop load generator, 4 calls of 32 items | {score['batched_items_per_s']:.1f} |",
                   f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
                   f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
-                  f"| score / load generator | {score['ratio']:.2f} |"]  # fmt: skip
+                  f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
