@@ -248,3 +248,28 @@ def test_ctrl_c_stops_with_everything_answered_written(serve_wrapper: ServerFact
     assert "interrupted: scored 5 item(s)" in output
     assert "5 item(s) not scored yet: run the same command again" in output
     assert [row.split(",")[0] for row in out.read_text().splitlines()] == ["id", *(f"item-{n}" for n in range(5))]
+
+
+def test_a_dns_target_is_one_channel_over_every_address(greeter_server: ServerThread, tmp_path: Path) -> None:
+    inputs = folder(tmp_path / "in", {f"{n}.txt": f"hi {n}".encode() for n in range(4)})
+    out = tmp_path / "results.jsonl"
+    code, output = score(str(inputs), "--server", f"dns:///localhost:{greeter_server.running.port}", "--out", str(out))
+    assert code == 0, output
+    assert len(lines(out)) == 4
+
+
+def test_a_call_past_its_deadline_fails_its_items_with_the_reason(serve_wrapper: ServerFactory, tmp_path: Path) -> None:
+    server = serve_wrapper("Gated", model_class=GATED)
+    inputs = folder(tmp_path / "in", {"a": b"1", "b": b"2", "z": b"gate"})  # z, last, is held past the deadline
+    out = tmp_path / "results.jsonl"
+    try:
+        code, output = score(str(inputs), "--server", target(server), "--out", str(out), "--batch-size", "1",
+                             "--concurrency", "1", "--timeout", "3")  # fmt: skip
+    finally:
+        Gated.release.set()
+    assert code == 1
+    rows = {row["id"]: row for row in lines(out)}
+    assert rows["a"]["success"] is True
+    assert rows["z"]["success"] is False
+    assert str(rows["z"]["error"]).startswith("DEADLINE_EXCEEDED")
+    assert "1 failed: DEADLINE_EXCEEDED" in output
