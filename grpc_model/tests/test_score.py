@@ -1,6 +1,7 @@
 """`grpc-model score`: inputs and results in every format, failures, retries, several servers, Ctrl-C, resuming."""
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -14,10 +15,11 @@ from typing import ClassVar
 
 import grpc
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
-from grpc_model.src.cli.score import Options, Servers, Tally
+from grpc_model.src.cli.score import Options, Reporter, Servers, Tally
 from grpc_model.src.settings import env_var
 from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
@@ -273,3 +275,14 @@ def test_a_call_past_its_deadline_fails_its_items_with_the_reason(serve_wrapper:
     assert rows["z"]["success"] is False
     assert str(rows["z"]["error"]).startswith("DEADLINE_EXCEEDED")
     assert "1 failed: DEADLINE_EXCEEDED" in output
+
+
+def test_progress_off_a_terminal_is_plain_lines() -> None:
+    log = io.StringIO()
+    reporter = Reporter(Console(file=log, force_terminal=False), total=10, done=4, every=0.0)
+    reporter.advance(3)
+    reporter.stop()
+    assert reporter.progress is None
+    assert log.getvalue().startswith("scored 7 of 10 items, ")
+    assert "items/s, about " in log.getvalue()
+    assert "\x1b" not in log.getvalue()  # no terminal codes in a log file

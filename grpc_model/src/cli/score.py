@@ -136,8 +136,8 @@ class Servers:
 class Reporter:
     """A rich progress bar on a terminal; elsewhere (CI logs, files) a plain line every few seconds."""
 
-    def __init__(self, console: Console, total: int, done: int) -> None:
-        self.console, self.total, self.done = console, total, done
+    def __init__(self, console: Console, total: int, done: int, every: float = PLAIN_PROGRESS_SECONDS) -> None:
+        self.console, self.total, self.done, self.every = console, total, done, every
         self.started = self.last_line = time.monotonic()
         self.count = 0
         self.progress: Progress | None = None
@@ -159,7 +159,7 @@ class Reporter:
         rate = self.count / max(now - self.started, 1e-9)
         if self.progress is not None:
             self.progress.update(self.task, advance=items, rate=f"{rate:,.0f} items/s")
-        elif now - self.last_line >= PLAIN_PROGRESS_SECONDS:
+        elif now - self.last_line >= self.every:
             self.last_line = now
             done = self.done + self.count
             left = (self.total - done) / rate if rate else 0.0
