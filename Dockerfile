@@ -3,6 +3,12 @@
 #
 # The image holds one model version: the newest asset_bundle/<x.y.z>/, or the one named with
 # --build-arg MODEL_VERSION=x.y.z. Nothing here changes when you release a version.
+#
+# Another model kept in its own directory (examples/digits/: a package and an asset_bundle/)
+# builds from this same file with build arguments, e.g. the digits example:
+#   docker build --build-arg MODEL_DIR=examples/digits --build-arg POETRY_GROUPS=examples \
+#                --build-arg MODEL_CLASS=digits_model.model -t digits .
+# With the defaults the image is the one described above: model_lib/, asset_bundle/, main dependencies only.
 
 # Stage 1: the locked runtime dependencies, installed into /venv by poetry.
 FROM python:3.11-slim AS dependencies
@@ -10,24 +16,36 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/poetry && /opt/poetry/bin/pip install poetry==2.5.1 && python -m venv --without-pip /venv
 WORKDIR /build
 COPY pyproject.toml poetry.lock ./
-RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only main --no-root --no-interaction
+# Optional dependency groups the model needs besides the locked main ones (e.g. examples).
+ARG POETRY_GROUPS=""
+RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only "main${POETRY_GROUPS:+,$POETRY_GROUPS}" \
+    --no-root --no-interaction
 # The served bundle, validated, alone in /bundle: a broken model.yaml or test case fails the build.
 COPY grpc_model ./grpc_model
 COPY model_lib ./model_lib
 COPY asset_bundle ./asset_bundle
+COPY examples ./examples
+# MODEL_DIR's asset_bundle/ is served; unless it is the project itself, its Python packages
+# (directories with an __init__.py) go into the image beside the framework.
+ARG MODEL_DIR=.
 ARG MODEL_VERSION=""
-RUN export GRPC_MODEL_MODEL_VERSION="$MODEL_VERSION" && /venv/bin/python -m grpc_model validate && \
-    version=$(/venv/bin/python -m grpc_model version) && mkdir /bundle && cp -r "asset_bundle/$version" /bundle/
+RUN export GRPC_MODEL_MODEL_VERSION="$MODEL_VERSION" GRPC_MODEL_ASSET_BUNDLE_DIR="$MODEL_DIR/asset_bundle" && \
+    /venv/bin/python -m grpc_model validate && version=$(/venv/bin/python -m grpc_model version) && \
+    mkdir /bundle /packages && cp -r "$MODEL_DIR/asset_bundle/$version" /bundle/ && \
+    if [ "$MODEL_DIR" != . ]; then for init in "$MODEL_DIR"/*/__init__.py; do cp -r "${init%/__init__.py}" /packages/; done; fi
 
 # Stage 2: the server, the model and one asset bundle; no poetry, no tests.
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 model
 COPY --from=dependencies /venv /venv
+# The served module: by default model_lib.src.model, whose one model class is found by the server.
+ARG MODEL_CLASS=model_lib.src.model
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    GRPC_MODEL_LOAD_MODEL_AT_STARTUP=true
+    GRPC_MODEL_LOAD_MODEL_AT_STARTUP=true GRPC_MODEL_MODEL_CLASS=$MODEL_CLASS
 WORKDIR /app
 COPY grpc_model ./grpc_model
 COPY model_lib ./model_lib
+COPY --from=dependencies /packages ./
 COPY --from=dependencies /bundle ./asset_bundle/
 USER model
 EXPOSE 45000

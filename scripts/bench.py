@@ -31,6 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
+from benchmarks import examples, scoring  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
@@ -105,8 +106,17 @@ def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str
 # ---- load generation --------------------------------------------------------------------
 
 
-async def drive(target: str, payload: bytes, concurrency: int, seconds: float, pids: list[int], point: Point) -> None:
-    request = pb.RunRequest(inputs=[pb.InputItem(input={"input.bin": payload})])
+async def drive(
+    target: str,
+    payload: bytes,
+    concurrency: int,
+    seconds: float,
+    pids: list[int],
+    point: Point,
+    name: str = "input.bin",
+    batch: int = 1,
+) -> None:
+    request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})] * batch)
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = ModzyModelStub(channel)
@@ -122,7 +132,7 @@ async def drive(target: str, payload: bytes, concurrency: int, seconds: float, p
                 started = time.perf_counter()
                 try:
                     response = await stub.Run(request, timeout=120)
-                    ok = len(response.outputs) == 1 and response.outputs[0].success
+                    ok = len(response.outputs) == batch and all(output.success for output in response.outputs)
                 except grpc.RpcError:
                     ok = False
                 if record:
@@ -153,7 +163,8 @@ async def drive(target: str, payload: bytes, concurrency: int, seconds: float, p
     latencies.sort()
     count = len(latencies)
     point.requests, point.errors, point.seconds = count, errors, round(elapsed, 2)
-    point.requests_per_s = point.items_per_s = round(count / elapsed, 1)
+    point.requests_per_s = round(count / elapsed, 1)
+    point.items_per_s = round(count * batch / elapsed, 1)
     for name, quantile in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
         setattr(point, name, round(latencies[min(count - 1, int(quantile * count))] * 1000, 2))
     point.cpu_us_per_request = round(cpu_used / count * 1e6, 1)
@@ -239,6 +250,45 @@ async def worker_memory(bundle: Path, env: dict[str, str]) -> dict[str, dict[str
     return memory
 
 
+async def digits_batching(env: dict[str, str], seconds: float, concurrency: int = 64) -> list[Point]:
+    """The digits example under `concurrency` one-image calls, served one item per model call and in batches."""
+    points = []
+    for max_batch_size in (1, 32):
+        bundle = examples.digits_bundle(Path(tempfile.mkdtemp(prefix="bench-digits-")), max_batch_size)
+        server = Server(examples.digits_command(sys.executable, bundle), examples.digits_env(env), "digits")
+        try:
+            point = Point("digits", f"maxBatchSize={max_batch_size}", concurrency)
+            pids = [server.process.pid]
+            await drive(
+                server.target, examples.digits_image(), concurrency, seconds, pids, point, examples.DIGITS_INPUT
+            )
+            points.append(point)
+        finally:
+            server.stop()
+            shutil.rmtree(bundle, ignore_errors=True)
+    return points
+
+
+async def scorer_speed(bundle: Path, env: dict[str, str], seconds: float, count: int = 5000) -> dict[str, Any]:
+    """grpc-model score on `count` items against sleep-batch (20 ms per batch call of up to 32), beside a
+    closed-loop load generator (64 one-item calls in flight) on the same server, one after the other."""
+    profile = next(p for p in PROFILES if p.name == "sleep-batch")
+    server = start_server(profile, "engine", bundle, env)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-score-"))
+    try:
+        singles, batches = Point("score", "64 x 1 item", 64), Point("score", "4 x 32 items", 4)
+        await drive(server.target, SMALL, 64, seconds, [server.process.pid], singles)
+        await drive(server.target, SMALL, 4, seconds, [server.process.pid], batches, batch=32)
+        items = scoring.item_folder(scratch / "items", count, SMALL)
+        scored = scoring.run_scorer(server.target, items, scratch / "results.csv", batch_size=32, concurrency=4)
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    best = max(singles.items_per_s, batches.items_per_s)
+    return {"single_items_per_s": singles.items_per_s, "batched_items_per_s": batches.items_per_s, **scored,
+            "ratio": scored["items_per_s"] / best}  # fmt: skip
+
+
 # ---- report -----------------------------------------------------------------------------
 
 
@@ -310,6 +360,21 @@ def markdown(results: Results) -> str:
         ]
         for name, pair in results.extras["one_call_of_256_items_ms"].items():
             lines.append(f"| {name} | {pair['engine']} | {pair['template']} |")
+    if "digits" in results.extras:
+        lines += ["", "| digits example, 64 concurrent one-image calls | items/s | p50 ms | p99 ms | server CPU µs/item | peak RSS MB |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for p in (Point(**point) for point in results.extras["digits"]):
+            lines.append(
+                f"| {p.config} | {p.items_per_s} | {p.p50_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} |"
+            )
+    if "score" in results.extras:
+        score = results.extras["score"]
+        lines += ["", "| grpc-model score, 5,000 items, sleep-batch | items/s |", "|---|---:|",
+                  f"| closed-loop load generator, 64 calls of 1 item | {score['single_items_per_s']:.1f} |",
+                  f"| closed-loop load generator, 4 calls of 32 items | {score['batched_items_per_s']:.1f} |",
+                  f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
+                  f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
+                  f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -344,7 +409,11 @@ def plot(results: Results, path: Path) -> None:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
-    parser.add_argument("--profiles", default=",".join(p.name for p in PROFILES), help="comma-separated profiles")
+    parser.add_argument(
+        "--profiles",
+        default=",".join([*(p.name for p in PROFILES), "digits", "score"]),
+        help="comma-separated profiles",
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     parser.add_argument("--concurrencies", help="comma-separated, instead of each profile's own")
     parser.add_argument("--engine-flags", help="server flags for the engine configuration, instead of the profile's")
@@ -384,6 +453,10 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
+        if "score" in args.profiles.split(","):
+            results.extras["score"] = await scorer_speed(bundle, env, args.duration)
+        if "digits" in args.profiles.split(","):  # the example's batching; needs the examples group
+            results.extras["digits"] = [asdict(point) for point in await digits_batching(env, args.duration)]
         if "cpu" in args.profiles:
             results.extras["worker_memory"] = await worker_memory(bundle, env)
         if "echo" in args.profiles and "sleep-batch" in args.profiles:
@@ -394,7 +467,8 @@ async def main() -> int:
     (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2))
     table = markdown(results)
     (args.out / "results.md").write_text(table)
-    plot(results, args.out / "throughput.png")
+    if results.points:  # only the profiles compared across configurations are plotted
+        plot(results, args.out / "throughput.png")
     print(table)
     print(f"machine: {json.dumps(results.machine)}")
     print(f"wrote {args.out}/results.json, results.md, throughput.png")

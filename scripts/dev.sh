@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bootstrapper: installs what a command needs (into .tools/ and .venv/), then runs it.
 #
-#   scripts/dev.sh install                only install
+#   scripts/dev.sh install [--with G]     only install (G: optional groups, e.g. examples,examples-train;
+#                                         later commands keep them; --with "" goes back to none)
 #   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
@@ -33,7 +34,17 @@ install() {
     exit 1
   }
   .tools/bin/poetry env use --quiet "$(command -v "$python")"
-  .tools/bin/poetry sync --quiet "$@"
+  # Optional groups: those named with --with, else those the last --with chose (kept in .venv/), so that
+  # `scripts/dev.sh serve` after `scripts/dev.sh test` does not uninstall what the tests need.
+  local groups_file=.venv/.optional-groups groups=""
+  if [ "${1:-}" = --with ]; then
+    groups=${2:-}
+    shift 2
+  elif [ -f "$groups_file" ]; then
+    groups=$(cat "$groups_file")
+  fi
+  .tools/bin/poetry sync --quiet ${groups:+--with "$groups"} "$@"
+  if [ -n "$groups" ]; then echo "$groups" >"$groups_file"; else rm -f "$groups_file"; fi
 }
 
 # Where a container engine answers or can be set up (scripts/container_engine.sh), the
@@ -59,19 +70,19 @@ command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
   install)
-    install
+    install "$@"
     ;;
   test)
-    install
+    install --with examples,examples-train # the digits example's tests need its groups
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .
     echo "== mypy" && .venv/bin/mypy
-    echo "== shellcheck" && .venv/bin/shellcheck -x scripts/*.sh .ci/run
+    echo "== shellcheck" && .venv/bin/shellcheck -x scripts/*.sh examples/*/run.sh .ci/run
     echo "== pytest" && exec .venv/bin/pytest "$@"
     ;;
   bench)
-    install --with bench
+    install --with bench,examples # the plot; the digits example's profile
     exec .venv/bin/python scripts/bench.py "$@"
     ;;
   "" | -h | --help)

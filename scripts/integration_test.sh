@@ -12,7 +12,8 @@
 # what it started and the image it built (the build cache stays).
 #
 # Environment: PSC_MODEL_PORT (host port, default 45000), PYTHON (default .venv/bin/python),
-# STARTUP_SECONDS (default 120), INTEGRATION_MODE=docker|local to force a path.
+# STARTUP_SECONDS (default 120), INTEGRATION_MODE=docker|local to force a path,
+# IMAGE_BUILD_ARGS ("NAME=value ...", each a docker build --build-arg; examples/digits/run.sh sets it).
 # No engine here? `eval "$(scripts/container_engine.sh)"` provides one on Debian as root.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,8 +71,9 @@ build_image() {
   image="$run_id:test"
   build_log=$(mktemp)
   log "building image $image"
-  local started=$SECONDS
-  docker build --tag "$image" . >"$build_log" 2>&1 || {
+  local started=$SECONDS build_args=() arg
+  for arg in ${IMAGE_BUILD_ARGS:-}; do build_args+=(--build-arg "$arg"); done
+  docker build --tag "$image" ${build_args[@]+"${build_args[@]}"} . >"$build_log" 2>&1 || {
     tail -n 40 "$build_log" >&2
     fail "docker build failed"
   }

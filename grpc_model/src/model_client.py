@@ -15,7 +15,7 @@ import grpc
 
 from grpc_model.src.client import InputError, ModelClient, check_test_case, read_inputs, render
 from grpc_model.src.metadata import BundleError, load_test_case
-from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.src.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +83,7 @@ def _run_inputs(client: ModelClient, args: argparse.Namespace, item: Mapping[str
 
 
 def _bundled_cases(version: str) -> list[Path]:
-    root = PROJECT_ROOT / "asset_bundle" / version / "test_cases"
+    root = Settings().asset_bundle_dir / version / "test_cases"  # the served bundle's, as the server finds it
     return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
 
 

@@ -219,7 +219,9 @@ def test_an_unreachable_server_is_a_failure_not_a_traceback(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["init", "new-version", "validate", "version", "test", "serve", "status", "call"])
+@pytest.mark.parametrize(
+    "command", ["init", "new-version", "validate", "version", "test", "serve", "status", "call", "score"]
+)
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0

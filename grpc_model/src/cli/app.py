@@ -265,6 +265,54 @@ def call(
     raise typer.Exit(remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout))
 
 
+@app.command()
+def score(
+    inputs: Annotated[
+        Path, typer.Argument(help="A folder (a file or a subfolder per item), a .jsonl or a .csv file of items.")
+    ],
+    out: Annotated[Path, typer.Option(help="The results, .jsonl or .csv; run again with the same file to resume.")],
+    server: Annotated[
+        str,
+        typer.Option(metavar="HOST:PORT[,HOST:PORT...]", help="The servers; or one dns:///NAME:PORT target."),
+    ] = "localhost:45000",
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run the served model in this process instead of calling a server.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per Run call.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, help="Run calls in flight at once.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per call (its deadline).")] = 60.0,
+    detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on every call.")] = False,
+    explain: Annotated[bool, typer.Option(help="Set explain on every call.")] = False,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some items failed.")] = False,
+) -> None:
+    """Score many items through running servers (or --in-process) into a JSONL or CSV file, resumably.
+
+    Exit code 0 when every item succeeded, 1 if any failed (unless --allow-failures), 2 for bad
+    arguments or inputs, 130 after Ctrl-C (everything answered so far is written).
+
+    Example: `grpc-model score images/ --server localhost:45000 --out results.csv`
+    """
+    import grpc
+
+    from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
+    from grpc_model.src.cli.score_io import ScoreInputError
+
+    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain)
+    settings = _settings()
+    local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
+    targets = [target.strip() for target in server.split(",") if target.strip()]
+    try:
+        tally = scoring.run_score(console, errors, inputs, out, targets, local, options)
+    except ScoreInputError as error:
+        raise _fail(str(error), USAGE) from None
+    except grpc.aio.AioRpcError as error:
+        raise _fail(f"{server}: {error.code().name}: {error.details()}") from None
+    if tally.interrupted:
+        raise typer.Exit(130)
+    if tally.failed and not allow_failures:
+        raise typer.Exit(1)
+
+
 def _shown(path: Path) -> str:
     """A path as the author would type it: relative to the project when it is inside."""
     try:
