@@ -6,13 +6,12 @@ This is the file you edit. Steps:
 2. In `__init__`, do the one-time work: load weights, build the network, warm caches.
 3. In `handle_single_input`, turn one item's input files (bytes) into output files (bytes).
 4. Optionally, implement `handle_input_batch` to run many items in one pass.
-5. Optionally, rename `ExampleModel`; then tell the server the new name with
-   `GRPC_MODEL_MODEL_CLASS=model_lib.src.model:YourModel` (or `--model-class`).
+5. Rename `ExampleModel` as you like: the server serves the one model class of this module.
 
 The input file names are the keys under `inputs:` in `asset_bundle/<version>/model.yaml`,
 the output file names the keys under `outputs:`. The functional test cases in
 `asset_bundle/<version>/test_cases/` hold an input set and the expected outputs for each
-case; `scripts/dev.sh functional` checks your wrapper against all of them.
+case; `grpc-model test` checks your wrapper against all of them.
 """
 
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
