@@ -188,6 +188,15 @@ def greeter_server(serve_greeter: ServerFactory) -> ServerThread:
     return serve_greeter()
 
 
+def alive(pid: int) -> bool:
+    """Whether a process (a worker the test expects to end) still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def copy_project(destination: Path) -> Path:
     """The project as a fresh clone has it, to change without touching the real one."""
     leave_out = shutil.ignore_patterns(".git", ".venv", ".tools", ".*_cache", ".hypothesis", "__pycache__")

@@ -10,21 +10,21 @@ import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime import WrapperImportError
-from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerProcess, ServerThread, eventually, start
+from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
+    ServerFactory,
+    ServerProcess,
+    ServerThread,
+    alive,
+    eventually,
+    start,
+)
 from grpc_model.tests.wrappers import Gated, Overlapping
 
 
 def concurrent_runs(server: ServerThread, requests: list[list[dict[str, bytes]]]) -> list[pb.RunResponse]:
     with ThreadPoolExecutor(len(requests)) as pool:
         return list(pool.map(server.client.run, requests))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_model_threads_run_calls_at_once_for_a_thread_safe_model(serve_wrapper: ServerFactory) -> None:

@@ -1,6 +1,5 @@
 """timeout.run and timeout.status from model.yaml are enforced."""
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from grpc_model.tests.conftest import (
     PATIENCE_SECONDS,
     TESTS,
     ServerFactory,
+    alive,
     eventually,
     wait_until_serving_again,
     write_test_bundle,
@@ -73,14 +73,6 @@ def test_a_hung_worker_is_killed_and_replaced(serve: ServerFactory, tmp_path: Pa
     wait_until_serving_again(server)  # a fresh worker loads the model
     assert hung_pid not in pool.pids
     eventually(lambda: not alive(hung_pid), "the hung worker to be gone")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_load_over_the_status_timeout_reports_500_then_finishes(serve: ServerFactory, tmp_path: Path) -> None:
