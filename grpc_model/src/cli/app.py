@@ -5,6 +5,7 @@ client, the server's entry point), so the same steps stay scriptable from Python
 need gRPC import it when they run, so `version` and `validate` start in a fraction of a second.
 """
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -302,7 +303,7 @@ def score(
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
     targets = [target.strip() for target in server.split(",") if target.strip()]
     try:
-        tally = scoring.run_score(console, errors, inputs, out, targets, local, options)
+        tally = asyncio.run(scoring.run_score(console, errors, inputs, out, targets, local, options))
     except ScoreInputError as error:
         raise _fail(str(error), USAGE) from None
     except grpc.aio.AioRpcError as error:

@@ -238,7 +238,7 @@ def print_summary(console: Console, tally: Tally, out: Path) -> None:
         )
 
 
-def run_score(
+async def run_score(
     console: Console,
     errors: Console,
     inputs: Path,
@@ -248,18 +248,6 @@ def run_score(
     options: Options,
 ) -> Tally:
     """The command: `targets` (servers), or `in_process` = (model class, asset bundle dir, version)."""
-    return asyncio.run(_run(console, errors, inputs, out, targets, in_process, options))
-
-
-async def _run(
-    console: Console,
-    errors: Console,
-    inputs: Path,
-    out: Path,
-    targets: Sequence[str],
-    in_process: tuple[str, Path, str] | None,
-    options: Options,
-) -> Tally:
     tally = Tally()
     servers = None
     if in_process is not None:
