@@ -16,25 +16,21 @@ from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
+from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import (
-    ItemResult,
     ModelLoadError,
     ModelNotLoadedError,
     ModelRuntime,
     ModelUnavailableError,
     QueueFullError,
 )
-from grpc_model.src.validation import CheckedItem, InputValidator
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModzyModel"].full_name
 SHUTDOWN_TOKEN_METADATA = "shutdown-token"
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health checkers expect
-CHECK_INLINE_BYTES = 64 * 1024
-"""Requests up to this size are checked on the event loop (about a millisecond); larger ones on a
-thread, so that Status, health and other calls keep answering while a large file is checked."""
 
 
 class ModzyModelService(ModzyModelServicer):
@@ -43,14 +39,14 @@ class ModzyModelService(ModzyModelServicer):
         runtime: ModelRuntime,
         spec: ModelSpec,
         health_servicer: health.aio.HealthServicer,
-        validator: InputValidator,
+        inference: Inference,
         shutdown_policy: str = "allowed",
         shutdown_token: str = "",
         status_timeout: float | None = None,
     ) -> None:
         self.status_timeout = status_timeout
         self.runtime = runtime
-        self.validator = validator
+        self.inference = inference
         self.shutdown_policy = shutdown_policy
         self.shutdown_token = shutdown_token
         self.health = health_servicer
@@ -104,13 +100,8 @@ class ModzyModelService(ModzyModelServicer):
         started = time.perf_counter()
         count = len(request.inputs)
         try:
-            checked = await self._check_items(request)
-            answers = iter(
-                await self.runtime.run(
-                    [item for item, error in checked if error is None], request.detect_drift, request.explain
-                )
-            )
-            results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+            items = [item.input for item in request.inputs]
+            results = await self.inference.run(items, request.detect_drift, request.explain, request.ByteSize())
         except ModelNotLoadedError as error:
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]
@@ -141,12 +132,6 @@ class ModzyModelService(ModzyModelServicer):
             count / elapsed if elapsed > 0 else 0.0,
         )
         return response
-
-    async def _check_items(self, request: pb.RunRequest) -> list[CheckedItem]:
-        items = [item.input for item in request.inputs]
-        if request.ByteSize() <= CHECK_INLINE_BYTES:
-            return self.validator.check_all(items)
-        return await asyncio.to_thread(self.validator.check_all, items)
 
     async def Shutdown(
         self,

@@ -61,3 +61,9 @@ def test_only_the_wiring_imports_the_servicer() -> None:
 
 def test_only_the_entry_point_and_tests_import_the_wiring() -> None:
     assert importers_of("grpc_model.src.server") == ["grpc_model/src/model_server.py"]
+
+
+def test_the_data_plane_knows_no_transport() -> None:
+    """Every protocol front end calls inference.py, so it must not lean towards any one of them."""
+    assert sorted(name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] == "grpc") == []
+    assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
