@@ -7,6 +7,7 @@ results back into its own answer, so items from every protocol share the one run
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime import ItemResult, ModelRuntime
 from grpc_model.src.validation import CheckedItem, InputValidator
 
@@ -28,7 +29,8 @@ class Inference:
         Raises the runtime's ModelNotLoadedError, ModelUnavailableError and QueueFullError, which
         concern the whole call; `request_bytes` (the request's size) decides where items are checked.
         """
-        checked = await self._check(items, request_bytes)
+        with tracing.span(tracing.VALIDATE, len(items)):
+            checked = await self._check(items, request_bytes)
         answers = iter(
             await self.runtime.run([item for item, error in checked if error is None], detect_drift, explain)
         )

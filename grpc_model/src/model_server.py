@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from grpc_model.src.metadata import BundleError
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime import WrapperImportError
 from grpc_model.src.server import ListenError, serve
 from grpc_model.src.settings import settings_from_args
@@ -21,10 +22,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.sr
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
+        tracing.configure(settings.tracing)  # before the model loads: worker processes trace as the server does
         asyncio.run(serve(settings))
-    except (BundleError, WrapperImportError, ListenError) as error:
+    except (BundleError, WrapperImportError, ListenError, tracing.TracingUnavailableError) as error:
         logging.getLogger("grpc_model").critical("cannot start: %s", error)
         return 2
+    finally:
+        tracing.shutdown()  # exports the spans still buffered
     return 0
 
 

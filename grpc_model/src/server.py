@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import load_bundle
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
@@ -93,11 +94,12 @@ async def start_server(settings: Settings) -> RunningServer:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
     server = grpc.aio.server(
+        interceptors=tracing.server_interceptors(),  # None while tracing is off
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", settings.max_send_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
-        ]
+        ],
     )
     add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

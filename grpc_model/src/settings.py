@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     shutdown_token: str = Field(
         default="", description="The token Shutdown calls must carry when `shutdown` is `token`."
     )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry tracing: `off`; `otlp` exports over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT "
+        "(default http://localhost:4318); `console` prints one JSON line per span on stdout. Needs the `tracing` "
+        "dependency group; the standard OTEL_* variables apply.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."
     )

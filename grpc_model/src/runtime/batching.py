@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult, describe
 from model_lib.src.model_wrapper import ModelInput
@@ -43,13 +44,14 @@ class _Call:
     caller only wakes once, when the last of its items is answered.
     """
 
-    __slots__ = ("future", "queued", "remaining", "results")
+    __slots__ = ("future", "queued", "remaining", "results", "trace")
 
-    def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]") -> None:
+    def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]", trace: tracing.CallTrace | None) -> None:
         self.results: list[ItemResult | None] = [None] * count
         self.remaining = count
         self.queued = count  # items still in the queue that count against its bound
         self.future = future
+        self.trace = trace  # None while tracing is off
 
     def needs(self, index: int) -> bool:
         """Whether item `index` still wants an answer (its caller is there and it has none yet)."""
@@ -127,7 +129,7 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        call = _Call(len(items), loop.create_future())
+        call = _Call(len(items), loop.create_future(), tracing.queued(len(items)))
         self._groups.setdefault((detect_drift, explain), deque()).extend(
             _Pending(item, call, index, now) for index, item in enumerate(items)
         )
@@ -150,6 +152,8 @@ class Batcher:
             self._queued -= call.queued
             call.queued = 0
             self._calls.discard(call)
+            if call.trace is not None:
+                call.trace.dequeued()
 
     async def close(self) -> None:
         """Stops dispatching and answers every item still waiting, queued or with the model."""
@@ -209,25 +213,32 @@ class Batcher:
         if entry.call.queued:  # else its call is over and no longer counted
             entry.call.queued -= 1
             self._queued -= 1
+            if not entry.call.queued and entry.call.trace is not None:
+                entry.call.trace.dequeued()
         return entry
 
     def _start(self, batch: list[_Pending], flags: Flags) -> None:
         live = [entry for entry in batch if entry.needed()]
         if not live:
             return
+        span = None if tracing.tracer is None else tracing.start_batch((entry.call.trace for entry in live), len(live))
         try:
-            running = self.executor.start_batch(
-                [entry.item for entry in live], *flags, wanted=lambda position: live[position].needed()
-            )
+            with tracing.current(span):  # the executor keeps the batch span's context for a worker process
+                running = self.executor.start_batch(
+                    [entry.item for entry in live], *flags, wanted=lambda position: live[position].needed()
+                )
         except Exception as error:  # never leave another caller's item unanswered
             logger.exception("a batch of %d items could not start", len(live))
+            tracing.end_batch(span, error=describe(error))
             for entry in live:
                 entry.call.answer(entry.index, ItemResult.failure(f"internal error: {describe(error)}"))
             return
         self._in_flight += 1
-        running.add_done_callback(lambda done: self._finish(live, done))
+        running.add_done_callback(lambda done: self._finish(live, done, span))
 
-    def _finish(self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]") -> None:
+    def _finish(
+        self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
+    ) -> None:
         self._in_flight -= 1
         if done.cancelled() or done.exception() is not None:
             error = "cancelled" if done.cancelled() else f"{type(done.exception()).__name__}: {done.exception()}"
@@ -235,6 +246,7 @@ class Batcher:
             results = [ItemResult.failure(f"internal error: {error}")] * len(live)
         else:
             results = done.result()
+        tracing.end_batch(span, results)
         try:
             for entry, result in zip(live, results, strict=True):
                 entry.call.answer(entry.index, result)

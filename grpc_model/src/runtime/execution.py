@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel
 from model_lib.src.model_wrapper import ModelInput
@@ -187,7 +188,7 @@ class JobQueue:
         """Called on the event loop: queues the batch; the future completes there too."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[ItemResult]] = loop.create_future()
-        self._jobs.put(Job(loop, future, items, detect_drift, explain, wanted))
+        self._jobs.put(Job(loop, future, items, detect_drift, explain, wanted, tracing.capture()))
         return future
 
     def take(self) -> "Job | None":
@@ -225,6 +226,7 @@ class Job:
     detect_drift: bool
     explain: bool
     wanted: Wanted | None = None
+    trace: "tracing.Context | None" = None  # the batch span's context, for a worker process; None while off
 
     def needed(self, position: int) -> bool:
         """Whether the item at `position` still has a caller waiting for it."""

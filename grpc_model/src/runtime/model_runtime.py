@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
 from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe
@@ -168,12 +169,13 @@ class ModelRuntime:
         timeout = self.options.run_timeout_seconds
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         for start in range(0, len(items), size):
-            batch = executor.start_batch(items[start : start + size], detect_drift, explain)
-            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            try:
-                results += await asyncio.wait_for(asyncio.shield(batch), remaining)
-            except TimeoutError:
-                break
+            with tracing.span(tracing.BATCH, min(size, len(items) - start)):  # a child of the call's span
+                batch = executor.start_batch(items[start : start + size], detect_drift, explain)
+                remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                try:
+                    results += await asyncio.wait_for(asyncio.shield(batch), remaining)
+                except TimeoutError:
+                    break
         return results + [ItemResult.failure(TIMEOUT_MESSAGE)] * (len(items) - len(results))
 
     async def close(self) -> None:

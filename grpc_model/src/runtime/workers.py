@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
+from grpc_model.src.observability import tracing
 from grpc_model.src.runtime.execution import Job, JobQueue, Wanted, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
@@ -50,11 +51,21 @@ class WorkerStartError(Exception):
     """A worker could not load the model."""
 
 
-def _worker_main(conn: Connection, model_class: str | None, server_pid: int, log_level: int) -> None:
+def _worker_main(
+    conn: Connection, model_class: str | None, server_pid: int, log_level: int, trace_mode: tracing.Mode
+) -> None:
     """The worker's loop: receive a batch, run it, send the results back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
     if model_class is not None:  # spawned: nothing inherited
         logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    tracing.start_worker(trace_mode)
+    try:
+        _serve_batches(conn, model_class, server_pid)
+    finally:
+        tracing.shutdown()  # exports the worker's last spans: a process ends without running atexit hooks
+
+
+def _serve_batches(conn: Connection, model_class: str | None, server_pid: int) -> None:
     try:
         model = _inherited_model if model_class is None else instantiate(import_wrapper_class(model_class))
         assert model is not None, "forked worker without an inherited model"
@@ -73,8 +84,10 @@ def _worker_main(conn: Connection, model_class: str | None, server_pid: int, log
             return
         if request is None:
             return
-        items, detect_drift, explain = request
-        conn.send(process_items(model, items, detect_drift, explain))
+        items, detect_drift, explain, trace = request
+        with tracing.worker_span(trace, len(items)):
+            results = process_items(model, items, detect_drift, explain)
+        conn.send(results)
 
 
 class _Worker:
@@ -82,7 +95,7 @@ class _Worker:
         self.conn, child_conn = context.Pipe()
         self.process: multiprocessing.process.BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_worker_main,
-            args=(child_conn, model_class, os.getpid(), logging.getLogger().getEffectiveLevel()),
+            args=(child_conn, model_class, os.getpid(), logging.getLogger().getEffectiveLevel(), tracing.worker_mode()),
             name="model-worker",
             daemon=True,
         )
@@ -100,11 +113,19 @@ class _Worker:
             raise WorkerStartError(f"worker {self.process.pid} failed to load the model: {answer}")
 
     def call(
-        self, items: list[ModelInput], detect_drift: bool, explain: bool, hang_seconds: float | None
+        self,
+        items: list[ModelInput],
+        detect_drift: bool,
+        explain: bool,
+        hang_seconds: float | None,
+        trace: dict[str, str] | None = None,
     ) -> list[ItemResult]:
-        """Runs one batch in the worker; a worker silent for `hang_seconds` is killed as hung."""
+        """Runs one batch in the worker; a worker silent for `hang_seconds` is killed as hung.
+
+        `trace` carries the batch span's context (W3C headers), for the worker's span to be its child.
+        """
         try:
-            self.conn.send((items, detect_drift, explain))
+            self.conn.send((items, detect_drift, explain, trace))
             if hang_seconds is not None and not self.conn.poll(hang_seconds):
                 self.process.kill()
                 self.process.join(timeout=STOP_SECONDS)
@@ -271,8 +292,9 @@ class WorkerPool:
         A lone item's caller is answered before the replacement starts.
         """
         items = list(job.items)
+        trace = tracing.carrier(job.trace)
         try:
-            job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds))
+            job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds, trace))
             return
         except WorkerDiedError as error:
             self._set_state(index, _Slot.STARTING)  # before any caller hears of the death
@@ -293,7 +315,7 @@ class WorkerPool:
                 results.append(death)  # read by nobody
                 continue
             try:
-                results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds)
+                results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds, trace)
             except WorkerDiedError as error:
                 self._set_state(index, _Slot.STARTING)
                 results.append(ItemResult.failure(str(error)))
