@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
 import pytest
@@ -209,7 +209,13 @@ SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
 class ServerProcess:
     """A server in a child process, as users run it; its port is read from its "serving ... on" log line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        stdout: IO[str] | None = None,
+    ) -> None:
         self.lines: list[str] = []
         self.port_found = threading.Event()
         self.port = 0
@@ -217,6 +223,7 @@ class ServerProcess:
             [*(command or [sys.executable, "-m", "grpc_model.src.model_server"]), "--host", "127.0.0.1", *args],
             cwd=PROJECT_ROOT,
             env={**os.environ, **(env or {})},
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -273,7 +280,8 @@ def start(
     port: int | None = 0,
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
+    stdout: IO[str] | None = None,
 ) -> ServerProcess:
     port_args = [] if port is None else ["--port", str(port)]
-    processes.append(ServerProcess([*port_args, *args], env=env, command=command))
+    processes.append(ServerProcess([*port_args, *args], env=env, command=command, stdout=stdout))
     return processes[-1]

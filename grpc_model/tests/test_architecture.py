@@ -39,6 +39,9 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.runtime", "grpc_model.src.cli"),  # the command line sits on top of everything
         ("grpc_model.src.metadata", "grpc_model.src.cli"),
         ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
+        ("grpc_model.src.observability", "grpc_model.src.runtime"),  # every layer reports into it, so it sits below
+        ("grpc_model.src.observability", "grpc_model.src.servicer"),
+        ("grpc_model.src.observability", "grpc_model.src.server"),
     ],
 )
 def test_layers_do_not_import_upwards(package: str, forbidden: str) -> None:
@@ -67,3 +70,13 @@ def test_the_data_plane_knows_no_transport() -> None:
     """Every protocol front end calls inference.py, so it must not lean towards any one of them."""
     assert sorted(name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] == "grpc") == []
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
+
+
+def test_only_observability_imports_opentelemetry() -> None:
+    """The `tracing` group is optional: the rest of the framework reaches it only through observability/tracing.py."""
+    outside = [
+        path.relative_to(PROJECT_ROOT).as_posix()
+        for path in SOURCE.rglob("*.py")
+        if "observability" not in path.parts and any(name.startswith("opentelemetry") for name in imports_of(path))
+    ]
+    assert outside == []

@@ -307,6 +307,23 @@ class Gated(ModelWrapper):
         return {"a": model_input["a"]}
 
 
+class GatedBatch(Gated):
+    """Gated with a batch method, so that items of several calls queued behind the held one share one batch call."""
+
+    batches: ClassVar[list[list[bytes]]] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        super().reset()
+        cls.batches.clear()
+
+    def handle_input_batch(
+        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
+    ) -> list[ModelOutput]:
+        type(self).batches.append([item["a"] for item in model_inputs])
+        return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs]
+
+
 class HeldLoad(Echo):
     """Loads (in this process) only when the test sets `release`: a load that takes exactly as long as the test says."""
 
