@@ -115,6 +115,18 @@ def test_a_clients_traceparent_is_the_parent_of_its_call_span(
     assert [span.name for span in children(run, list(spans.get_finished_spans()))].count(tracing.QUEUE) == 1
 
 
+def test_without_adaptive_batching_each_slice_is_a_batch_span_under_its_call(
+    spans: InMemorySpanExporter, serve_wrapper: ServerFactory
+) -> None:
+    server = serve_wrapper("Echo", adaptive_batching=False)
+    server.client.status()
+
+    assert server.client.run([{"a": b"x"}]).outputs[0].success
+
+    (run,) = named(spans, RUN, 1)
+    assert [span.name for span in children(run, list(spans.get_finished_spans()))] == [tracing.VALIDATE, tracing.BATCH]
+
+
 def console_spans(path: Path) -> list[dict[str, Any]]:
     """The spans a server process printed with `--tracing console`, one JSON object a line."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
