@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -113,6 +114,21 @@ def test_a_clients_traceparent_is_the_parent_of_its_call_span(
     assert batch.context is not None
     assert batch.context.trace_id == CLIENT_TRACE_ID
     assert [span.name for span in children(run, list(spans.get_finished_spans()))].count(tracing.QUEUE) == 1
+
+
+def test_a_refused_call_keeps_its_status_code_and_its_span_records_the_code(
+    spans: InMemorySpanExporter, serve_wrapper: ServerFactory
+) -> None:
+    server = serve_wrapper("Echo")
+    raw_run: grpc.UnaryUnaryMultiCallable[bytes, bytes] = server.client.channel.unary_unary(RUN)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        raw_run(b"\x0a\xff\xff\xff\xff\x0f", timeout=30)  # not a RunRequest: a length past the end
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (run,) = named(spans, RUN, 1)
+    assert run.attributes is not None
+    assert run.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def test_without_adaptive_batching_each_slice_is_a_batch_span_under_its_call(
