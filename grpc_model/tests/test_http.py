@@ -92,7 +92,7 @@ def test_an_item_runs_without_a_status_call_and_loads_the_model_for_grpc_too(gre
     assert greeter_http.client.health() == "SERVING"  # the shared load reported to gRPC health
 
 
-def test_a_failed_item_is_422_with_its_error(greeter_http: ServerThread) -> None:
+def test_a_failed_item_is_422_with_its_error_and_a_bad_form_4xx(greeter_http: ServerThread) -> None:
     address = url(greeter_http, "/api/model/run")
 
     assert post_form(address, {"input.txt": b"\xff\xfe"}) == (
@@ -106,6 +106,13 @@ def test_a_failed_item_is_422_with_its_error(greeter_http: ServerThread) -> None
         400,
         {"detail": "explain: expected true or false, got 'maybe'"},
     )
+    not_a_form = urllib.request.Request(
+        address, data=b'{"input.txt": "Hi"}', headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(not_a_form, timeout=60)
+    assert refused.value.code == 415
+    assert "send multipart/form-data" in json.loads(refused.value.read())["detail"]
 
 
 def test_flags_reach_the_model_and_binary_outputs_come_in_base64(serve_wrapper: ServerFactory) -> None:

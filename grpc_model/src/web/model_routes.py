@@ -28,6 +28,7 @@ from grpc_model.src.runtime import (
 logger = logging.getLogger(__name__)
 
 FLAGS = ("detect_drift", "explain")
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 TRUE, FALSE = {"true", "on", "1", "yes"}, {"false", "off", "0", "no", ""}
 
 
@@ -64,6 +65,9 @@ def model_router(inference: Inference, spec: ModelSpec) -> APIRouter:
 
 async def _read_form(request: Request) -> tuple[dict[str, bytes], dict[str, bool]]:
     """The item's files by field name, and the flags; a text field is a file of its UTF-8 bytes (curl -F a=text)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type not in FORMS:
+        raise HTTPException(415, f"the body is {media_type or 'untyped'}: send multipart/form-data, one file per input")
     item: dict[str, bytes] = {}
     flags = dict.fromkeys(FLAGS, False)
     seen: set[str] = set()
@@ -153,6 +157,7 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     400: _answer("The form is malformed", {"detail": "explain: expected true or false, got 'maybe'"}),
     413: _answer("The body is over max_receive_message_bytes", {"detail": "the request body is over ..."}),
+    415: _answer("The body is not a form", {"detail": "the body is application/json: send multipart/form-data, ..."}),
     422: _answer("The item failed its checks or in the model", {"success": False, "error": "input.txt: missing"}),
     429: _answer("Too many items are queued (max_queued_items)", {"detail": "..."}),
     503: _answer("The model did not load, or cannot take work now", {"detail": "..."}),
