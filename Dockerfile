@@ -9,6 +9,9 @@
 #   docker build --build-arg MODEL_DIR=examples/digits --build-arg POETRY_GROUPS=examples \
 #                --build-arg MODEL_CLASS=digits_model.model -t digits .
 # With the defaults the image is the one described above: model_lib/, asset_bundle/, main dependencies only.
+# HTTP (the browser page, the multipart endpoint, OpenAPI on port 8080; docs/http.md) needs the `http` group:
+#   docker build --build-arg POETRY_GROUPS=http -t my-model .     (digits: POETRY_GROUPS=examples,http)
+# Without it the image serves gRPC only.
 
 # Stage 1: the locked runtime dependencies, installed into /venv by poetry.
 FROM python:3.11-slim AS dependencies
@@ -49,6 +52,8 @@ COPY --from=dependencies /packages ./
 COPY --from=dependencies /bundle ./asset_bundle/
 USER model
 EXPOSE 45000
+# HTTP, served when the image has the `http` group (see the top of this file)
+EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD python -m grpc_model.src.model_client --health --host 127.0.0.1 --port "${PSC_MODEL_PORT:-45000}" --timeout 4
 CMD ["python", "-m", "grpc_model.src.model_server"]

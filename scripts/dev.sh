@@ -47,6 +47,22 @@ install() {
   if [ -n "$groups" ]; then echo "$groups" >"$groups_file"; else rm -f "$groups_file"; fi
 }
 
+# The page test drives Debian's headless Chromium (grpc_model/tests/test_page.py); as root with apt, install it
+# when missing, else the test is skipped and says why.
+install_browser() {
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "warning: no /usr/bin/chromium and chromedriver (apt-get install chromium chromium-driver, as root);" \
+      "the page test is skipped" >&2
+    return
+  fi
+  echo "installing chromium and chromium-driver (apt) for the page test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
+    echo "warning: apt could not install chromium; the page test is skipped" >&2
+}
+
 # Where a container engine answers or can be set up (scripts/container_engine.sh), the
 # integration test must use it; elsewhere it runs the server as a local process.
 use_container_engine() {
@@ -73,7 +89,8 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --with examples,examples-train,tracing # the digits example's tests need its groups, test_tracing.py tracing
+    install --with examples,examples-train,http,tracing # the tests of the digits example, HTTP and tracing
+    install_browser
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .

@@ -5,10 +5,10 @@ results back into its own answer, so items from every protocol share the one run
 """
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from grpc_model.src.observability import tracing
-from grpc_model.src.runtime import ItemResult, ModelRuntime
+from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelRuntime
 from grpc_model.src.validation import CheckedItem, InputValidator
 
 CHECK_INLINE_BYTES = 64 * 1024
@@ -20,6 +20,33 @@ class Inference:
     def __init__(self, runtime: ModelRuntime, validator: InputValidator) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.on_loaded: Callable[[], Awaitable[None]] | None = None
+        """Awaited when a load that `ensure_loaded` started succeeds (the gRPC front end reports health then)."""
+
+    async def ensure_loaded(self, wait_seconds: float | None = None) -> None:
+        """Loads the model unless it is loaded; raises ModelLoadError.
+
+        Every front end calls it before its first item, since only ModzyModel clients call Status
+        first. A load that outlives `wait_seconds` goes on in the background, and a later call
+        reports its outcome.
+        """
+        loading = asyncio.ensure_future(self._load_and_report())
+        loading.add_done_callback(_retrieve_exception)
+        try:
+            await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
+        except TimeoutError:
+            previous = self.runtime.last_load_error
+            raise ModelLoadError(
+                f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
+                "(timeout.status in model.yaml); it goes on loading and a later call reports the result"
+                + (f"; the last load failed: {previous}" if previous else "")
+            ) from None
+
+    async def _load_and_report(self) -> None:
+        # Only the call that loads reports: later ones must not overrule what worker capacity has
+        # reported since (NOT_SERVING while every worker is being replaced).
+        if await self.runtime.load() and self.on_loaded is not None:
+            await self.on_loaded()
 
     async def run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int
@@ -40,3 +67,9 @@ class Inference:
         if request_bytes <= CHECK_INLINE_BYTES:
             return self.validator.check_all(items)
         return await asyncio.to_thread(self.validator.check_all, items)
+
+
+def _retrieve_exception(task: "asyncio.Future[None]") -> None:
+    """Marks a background load's failure as seen: runtime.load has logged it already."""
+    if not task.cancelled():
+        task.exception()

@@ -10,18 +10,23 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference
-from grpc_model.src.metadata import load_bundle
+from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.observability import tracing
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.validation import InputValidator
+from grpc_model.src.web import HttpUnavailableError, serves_http
+
+if TYPE_CHECKING:
+    from grpc_model.src.web.hosting import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to rea
 
 
 class ListenError(Exception):
-    """The server cannot listen where the host and port settings say."""
+    """The server cannot listen where the host, port and http settings say."""
 
 
 @dataclass
@@ -38,6 +43,8 @@ class RunningServer:
     port: int
     service: ModzyModelService
     settings: Settings
+    http: "HttpServer | None" = None
+    """The HTTP server (page, multipart endpoint, REST, OpenAPI) when the `http` setting serves it."""
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -52,15 +59,21 @@ class RunningServer:
         self.service.request_shutdown()
         await self.service.health.enter_graceful_shutdown()
         grace = self.settings.shutdown_grace_seconds
-        stopping = asyncio.ensure_future(self.server.stop(grace + ANSWER_SECONDS))
-        await asyncio.wait({stopping}, timeout=grace)
+        stopping = {asyncio.ensure_future(self.server.stop(grace + ANSWER_SECONDS))}
+        if self.http is not None:
+            stopping.add(asyncio.ensure_future(self.http.stop()))
+        await asyncio.wait(stopping, timeout=grace)
         await self.service.runtime.close()
-        await stopping
+        await asyncio.gather(*stopping)
         logger.info("server stopped")
 
 
 async def start_server(settings: Settings) -> RunningServer:
     """Starts serving; raises BundleError, WrapperImportError or ListenError when the setup is wrong."""
+    try:
+        with_http = serves_http(settings.http)
+    except HttpUnavailableError as error:
+        raise ListenError(str(error)) from None
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     options = EngineOptions(
         max_batch_size=bundle.spec.features.maxBatchSize,
@@ -76,20 +89,22 @@ async def start_server(settings: Settings) -> RunningServer:
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
+    inference = Inference(runtime, validator)
     service = ModzyModelService(
         runtime,
         bundle.spec,
         health_servicer,
-        Inference(runtime, validator),
+        inference,
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
     )
     runtime.on_capacity_change = service.on_capacity_change
+    inference.on_loaded = service.report_loaded
     if settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
         try:
-            await service.ensure_model_loaded()
+            await inference.ensure_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
@@ -108,10 +123,16 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    except RuntimeError:
+        http = _http_server(settings, bundle, inference) if with_http else None
+    except (RuntimeError, ListenError) as error:
         await runtime.close()  # worker processes started with the model must not outlive the failed start
+        if isinstance(error, ListenError):
+            raise
         raise ListenError(_why_not_listening(settings.host, settings.port)) from None
     await server.start()
+    if http is not None:
+        await http.start()
+        logger.info("HTTP (the page, REST and OpenAPI at /docs) on %s:%d", settings.host, http.port)
     runtime.may_fork = False
     logger.info(
         "serving %s %s (%s:%s) on %s:%d",
@@ -122,7 +143,26 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.host,
         port,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings)
+    return RunningServer(server=server, port=port, service=service, settings=settings, http=http)
+
+
+def _http_server(settings: Settings, bundle: AssetBundle, inference: Inference) -> "HttpServer":
+    """The HTTP server with every front end's router, its port bound; raises ListenError."""
+    # Imported here: FastAPI and uvicorn come from the optional `http` group.
+    from grpc_model.src.web.app import create_app
+    from grpc_model.src.web.hosting import HttpServer, bind
+    from grpc_model.src.web.model_routes import model_router
+
+    routers = [model_router(inference, bundle.spec)]
+    app = create_app(bundle.spec, routers, settings.max_receive_message_bytes)
+    try:
+        sock = bind(settings.host, settings.http_port)
+    except OSError as error:
+        raise ListenError(
+            f"http_port: cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error} "
+            f"(set with {flag('http_port')} or {env_var('http_port')}; {flag('http')} off turns HTTP off)"
+        ) from None
+    return HttpServer(app, sock, settings.shutdown_grace_seconds + ANSWER_SECONDS)
 
 
 async def serve(settings: Settings) -> None:

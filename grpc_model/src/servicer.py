@@ -54,34 +54,15 @@ class ModzyModelService(ModzyModelServicer):
         self._health_updates: set[asyncio.Future[None]] = set()
         self._metadata = status_metadata(spec)
 
-    async def ensure_model_loaded(self, wait_seconds: float | None = None) -> None:
-        """Loads the model if needed and reports SERVING once it is; raises ModelLoadError.
-
-        A load that outlives `wait_seconds` goes on in the background: health turns SERVING when
-        it finishes, and a later Status reports it.
-        """
-        loading = asyncio.ensure_future(self._load_and_report())
-        loading.add_done_callback(_retrieve_exception)
-        try:
-            await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
-        except TimeoutError:
-            previous = self.runtime.last_load_error
-            raise ModelLoadError(
-                f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
-                "(timeout.status in model.yaml); it goes on loading and a later Status reports the result"
-                + (f"; the last load failed: {previous}" if previous else "")
-            ) from None
-
-    async def _load_and_report(self) -> None:
-        # Only the call that loads reports SERVING: later ones must not overrule what worker
-        # capacity has set since (NOT_SERVING while every worker is being replaced).
-        if await self.runtime.load() and not self.shutdown_requested.is_set():
+    async def report_loaded(self) -> None:
+        """Health turns SERVING once the model has loaded (Inference.on_loaded), unless the server is stopping."""
+        if not self.shutdown_requested.is_set():
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         try:
-            await self.ensure_model_loaded(self.status_timeout)
+            await self.inference.ensure_loaded(self.status_timeout)
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
@@ -215,12 +196,6 @@ def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
         return await behaviour(request, context)
 
     return handle
-
-
-def _retrieve_exception(task: "asyncio.Future[None]") -> None:
-    """Marks a background load's failure as seen: runtime.load has logged it already."""
-    if not task.cancelled():
-        task.exception()
 
 
 def status_metadata(spec: ModelSpec) -> pb.StatusResponse:

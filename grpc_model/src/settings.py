@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PSC_MODEL_PORT", f"{ENV_PREFIX}PORT"),
         description="TCP port to listen on (0 picks a free one). Also read from `PSC_MODEL_PORT`.",
     )
+    http: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Serve HTTP (the browser page, the multipart endpoint, REST routes, OpenAPI) on `http_port`: "
+        "`auto` when the optional `http` dependency group is installed, `on` always (start-up fails when the "
+        "group is missing), `off` never.",
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="TCP port of the HTTP server, on `host` (0 picks a free one)."
+    )
     model_class: str = Field(
         default="model_lib.src.model",
         description="The model wrapper to serve: `package.module:ClassName`, or `package.module` for the one "

@@ -52,6 +52,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(ENV_PREFIX) or name == "PSC_MODEL_PORT":
             monkeypatch.delenv(name)
+    # HTTP is on wherever its group is installed, on one fixed port: the tests that test it ask for it.
+    monkeypatch.setenv(env_var("http"), "off")
 
 
 class ServerThread:

@@ -1,4 +1,4 @@
-"""The import graph: servicer -> runtime -> wrapper, and nothing imports the servicer but the wiring."""
+"""The import graph: front ends (servicer, web) -> data plane -> runtime -> wrapper; the wiring joins them."""
 
 import ast
 from pathlib import Path
@@ -38,6 +38,11 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.metadata", "grpc"),
         ("grpc_model.src.runtime", "grpc_model.src.cli"),  # the command line sits on top of everything
         ("grpc_model.src.metadata", "grpc_model.src.cli"),
+        ("grpc_model.src.web", "grpc_model.src.servicer"),  # front ends are siblings: HTTP knows no gRPC
+        ("grpc_model.src.web", "grpc_model.src.server"),
+        ("grpc_model.src.web", "grpc"),
+        ("grpc_model.src.runtime", "grpc_model.src.web"),
+        ("grpc_model.src.metadata", "grpc_model.src.web"),
         ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
         ("grpc_model.src.observability", "grpc_model.src.runtime"),  # every layer reports into it, so it sits below
         ("grpc_model.src.observability", "grpc_model.src.servicer"),
@@ -62,6 +67,16 @@ def test_only_the_wiring_imports_the_servicer() -> None:
     assert importers_of("grpc_model.src.servicer") == ["grpc_model/src/server.py"]
 
 
+def test_only_the_wiring_imports_the_http_front_end() -> None:
+    importers = {
+        path.relative_to(PROJECT_ROOT).as_posix()
+        for path in SOURCE.rglob("*.py")
+        if "web" not in path.relative_to(SOURCE).parts
+        and any(name.split(".")[:3] == ["grpc_model", "src", "web"] for name in imports_of(path))
+    }
+    assert importers == {"grpc_model/src/server.py"}
+
+
 def test_only_the_entry_point_and_tests_import_the_wiring() -> None:
     assert importers_of("grpc_model.src.server") == ["grpc_model/src/model_server.py"]
 
@@ -70,6 +85,12 @@ def test_the_data_plane_knows_no_transport() -> None:
     """Every protocol front end calls inference.py, so it must not lean towards any one of them."""
     assert sorted(name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] == "grpc") == []
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
+    web_stack = {"fastapi", "starlette", "uvicorn", "grpc_model"}
+    assert {name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] in web_stack} <= {
+        "grpc_model.src.observability",
+        "grpc_model.src.runtime",
+        "grpc_model.src.validation",
+    }
 
 
 def test_only_observability_imports_opentelemetry() -> None:

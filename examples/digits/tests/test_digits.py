@@ -36,7 +36,7 @@ def model() -> DigitsModel:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    settings = Settings(host="127.0.0.1", port=0, model_class=MODEL_CLASS, asset_bundle_dir=BUNDLES)
+    settings = Settings(host="127.0.0.1", port=0, model_class=MODEL_CLASS, asset_bundle_dir=BUNDLES, http="off")
     running = ServerThread(settings)
     assert running.client.status().status_code == 200  # loads the model
     yield running

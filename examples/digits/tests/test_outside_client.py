@@ -16,7 +16,7 @@ BUNDLES = HERE / "asset_bundle"
 def test_every_case_passes_through_a_client_generated_from_the_proto(tmp_path: Path) -> None:
     cases = load_test_cases(load_bundle(BUNDLES))
     server = ServerThread(
-        Settings(host="127.0.0.1", port=0, model_class="digits_model.model", asset_bundle_dir=BUNDLES)
+        Settings(host="127.0.0.1", port=0, model_class="digits_model.model", asset_bundle_dir=BUNDLES, http="off")
     )
     try:
         assert server.client.status().status_code == 200  # loads the model

@@ -1,0 +1,77 @@
+"""The HTTP application: the browser page, OpenAPI and its docs page, and the routers of the front ends.
+
+The wiring passes each front end's router (the multipart endpoint here, V2 REST...), so a new
+protocol plugs in with one more router and this module never imports a front end.
+"""
+
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from grpc_model.src.metadata import ModelSpec
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes: int) -> FastAPI:
+    app = FastAPIOffline(  # the /docs page's Swagger UI comes from the package, not a CDN
+        title=f"{spec.name} {spec.version}",
+        version=version("grpc-model"),
+        description=f"{spec.description.summary}\n\nThe browser page is at [/](/); the endpoints are "
+        "described in docs/http.md.",
+    )
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    app.mount("/page", StaticFiles(directory=STATIC), name="page")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+class BodyLimit:
+    """Answers 413 to a request body over the limit (the gRPC side's max_receive_message_bytes), read or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self.app(scope, _refusing(self.limit), send)
+            return
+        received = 0
+
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _too_large(self.limit)
+            return message
+
+        await self.app(scope, counting, send)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the request body is over {limit} bytes (max_receive_message_bytes)")
+
+
+def _refusing(limit: int) -> Receive:
+    async def receive() -> Message:
+        raise _too_large(limit)
+
+    return receive

@@ -1,0 +1,219 @@
+"""HTTP beside gRPC: the multipart endpoint, the metadata, OpenAPI, the off switch, the drain."""
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grpc_model.src import web
+from grpc_model.src.server import ListenError, start_server
+from grpc_model.src.settings import Settings
+from grpc_model.tests.conftest import ServerFactory, ServerThread, eventually
+from grpc_model.tests.wrappers import Gated
+
+pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+
+HTTP = {"http": "on", "http_port": 0}
+STATIC = Path(web.__file__).parent / "static"
+
+
+def url(server: ServerThread, path: str = "") -> str:
+    assert server.running.http is not None
+    return f"http://127.0.0.1:{server.running.http.port}{path}"
+
+
+def get(address: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(address, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def post_form(address: str, files: dict[str, bytes], fields: dict[str, str] | None = None) -> tuple[int, Any]:
+    """A multipart/form-data POST as a browser or `curl -F` sends it; the status and the JSON answer."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in files.items()
+    ]
+    parts += [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in (fields or {}).items()
+    ]
+    request = urllib.request.Request(
+        address,
+        data=b"".join(parts) + f"--{boundary}--\r\n".encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def greeter_http(serve_greeter: ServerFactory) -> ServerThread:
+    return serve_greeter(**HTTP)
+
+
+def test_metadata_is_model_yaml_as_json(greeter_http: ServerThread) -> None:
+    status, body = get(url(greeter_http, "/api/model"))
+
+    model = json.loads(body)
+    assert status == 200
+    assert (model["name"], model["version"]) == ("Hello World", "0.1.0")
+    assert model["inputs"]["input.txt"]["acceptedMediaTypes"] == ["text/plain"]
+    assert model["outputs"]["results.json"]["mediaType"] == "application/json"
+
+
+def test_an_item_runs_without_a_status_call_and_loads_the_model_for_grpc_too(greeter_http: ServerThread) -> None:
+    assert greeter_http.client.health() == "NOT_SERVING"
+
+    status, answer = post_form(url(greeter_http, "/api/model/run"), {"input.txt": b"I am Ann"})
+
+    assert status == 200
+    assert answer["success"] is True
+    output = answer["outputs"]["results.json"]
+    assert output["mediaType"] == "application/json"
+    assert output["json"]["data"]["result"]["greeting"] == "Hello. Nice to meet you, Ann"
+    assert greeter_http.client.health() == "SERVING"  # the shared load reported to gRPC health
+
+
+def test_a_failed_item_is_422_with_its_error_and_a_bad_form_4xx(greeter_http: ServerThread) -> None:
+    address = url(greeter_http, "/api/model/run")
+
+    assert post_form(address, {"input.txt": b"\xff\xfe"}) == (
+        422,
+        {"success": False, "error": "input.txt: content is not text/plain"},
+    )
+    status, answer = post_form(address, {"other.txt": b"Hi"})
+    assert status == 422
+    assert "input.txt" in answer["error"]
+    assert post_form(address, {"input.txt": b"Hi"}, {"explain": "maybe"}) == (
+        400,
+        {"detail": "explain: expected true or false, got 'maybe'"},
+    )
+    not_a_form = urllib.request.Request(
+        address, data=b'{"input.txt": "Hi"}', headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(not_a_form, timeout=60)
+    assert refused.value.code == 415
+    assert "send multipart/form-data" in json.loads(refused.value.read())["detail"]
+
+
+def test_flags_reach_the_model_and_binary_outputs_come_in_base64(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("Echo", **HTTP)
+
+    status, answer = post_form(url(server, "/api/model/run"), {"a": b"\x00\x01"}, {"detect_drift": "true"})
+
+    assert status == 200
+    assert answer["outputs"]["a"] == {"mediaType": "application/octet-stream", "base64": "AAE="}
+    assert answer["outputs"]["flags.json"]["json"] == {"detect_drift": True, "explain": False}
+    assert base64.b64decode(answer["outputs"]["a"]["base64"]) == b"\x00\x01"
+
+
+def test_an_oversized_body_is_413_and_the_server_goes_on(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(max_receive_message_bytes=1000, **HTTP)
+    address = url(server, "/api/model/run")
+
+    status, answer = post_form(address, {"input.txt": b"a " * 1000})
+
+    assert status == 413
+    assert "max_receive_message_bytes" in answer["detail"]
+    assert post_form(address, {"input.txt": b"Hi Bo"})[0] == 200
+
+
+def test_openapi_describes_the_form_and_its_docs_page_needs_no_cdn(greeter_http: ServerThread) -> None:
+    schema = json.loads(get(url(greeter_http, "/openapi.json"))[1])
+    form = schema["paths"]["/api/model/run"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["input.txt"]
+    assert form["properties"]["input.txt"]["format"] == "binary"
+    assert "text/plain" in form["properties"]["input.txt"]["description"]
+
+    status, docs = get(url(greeter_http, "/docs"))
+    assert status == 200
+    assert b"://" not in docs
+    assert get(url(greeter_http, "/static-offline-docs/swagger-ui-bundle.js"))[0] == 200
+
+
+def test_the_page_and_its_assets_are_served_and_load_nothing_from_elsewhere(greeter_http: ServerThread) -> None:
+    status, page = get(url(greeter_http, "/"))
+    assert status == 200
+    assert b'src="page/page.js"' in page
+    for asset in sorted(STATIC.iterdir()):
+        assert get(url(greeter_http, f"/page/{asset.name}"))[0] == 200
+        assert "://" not in asset.read_text(), f"{asset.name} refers to another site"
+
+
+def test_http_off_serves_grpc_alone(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter(http="off")
+    assert server.running.http is None
+    assert server.client.status().status_code == 200
+
+
+def test_http_on_without_its_group_stops_start_up_naming_the_group(
+    monkeypatch: pytest.MonkeyPatch, greeter_bundle: Path
+) -> None:
+    monkeypatch.setattr(web, "missing_http_modules", lambda: ["uvicorn"])
+    assert web.serves_http("auto") is False
+    settings = Settings(host="127.0.0.1", port=0, asset_bundle_dir=greeter_bundle, http="on", http_port=0)
+
+    with pytest.raises(ListenError, match=r"uvicorn cannot be imported: install the optional `http` dependency group"):
+        asyncio.run(start_server(settings))
+
+
+def test_a_busy_http_port_stops_start_up_naming_the_setting(greeter_bundle: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        settings = Settings(
+            host="127.0.0.1",
+            port=0,
+            asset_bundle_dir=greeter_bundle,
+            model_class="grpc_model.tests.wrappers:Greeter",
+            http="on",
+            http_port=port,
+        )
+        with pytest.raises(ListenError, match=rf"http_port: cannot listen on 127\.0\.0\.1:{port}: .*--http-port"):
+            asyncio.run(start_server(settings))
+
+
+def test_stop_lets_an_http_call_in_flight_finish_and_refuses_new_ones(serve_wrapper: ServerFactory) -> None:
+    Gated.reset()
+    server = serve_wrapper("Gated", **HTTP)
+    address = url(server, "/api/model/run")
+    answers: list[tuple[int, Any]] = []
+    held = threading.Thread(target=lambda: answers.append(post_form(address, {"a": b"hold"})))
+    held.start()
+    assert Gated.holding.wait(timeout=60)
+
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", int(address.split(":")[2].split("/")[0])), timeout=5).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    eventually(refused, "the HTTP port to refuse new connections while a call is in flight")
+    Gated.release.set()
+    held.join(timeout=60)
+    stopping.join(timeout=60)
+    assert answers == [
+        (200, {"success": True, "outputs": {"a": {"mediaType": "application/octet-stream", "base64": "aG9sZA=="}}})
+    ]
