@@ -5,9 +5,9 @@ results back into its own answer, so items from every protocol share the one run
 """
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from grpc_model.src.runtime import ItemResult, ModelRuntime
+from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelRuntime
 from grpc_model.src.validation import CheckedItem, InputValidator
 
 CHECK_INLINE_BYTES = 64 * 1024
@@ -19,6 +19,39 @@ class Inference:
     def __init__(self, runtime: ModelRuntime, validator: InputValidator) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.on_loaded: Callable[[], Awaitable[None]] | None = None
+        """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
+        report health SERVING)."""
+
+    async def ensure_loaded(self, wait_seconds: float | None = None) -> None:
+        """Loads the model if needed; raises ModelLoadError.
+
+        Every front end calls it before it needs the model: Modzy clients call Status first, V2 clients
+        never do. A load that outlives `wait_seconds` goes on in the background (health turns SERVING
+        when it finishes, and a later call reports it).
+        """
+        loading = self.start_loading()
+        try:
+            await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
+        except TimeoutError:
+            previous = self.runtime.last_load_error
+            raise ModelLoadError(
+                f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
+                "(timeout.status in model.yaml); it goes on loading and a later call reports the result"
+                + (f"; the last load failed: {previous}" if previous else "")
+            ) from None
+
+    def start_loading(self) -> "asyncio.Future[None]":
+        """Starts loading the model unless it is loaded, without waiting (for readiness probes)."""
+        loading = asyncio.ensure_future(self._load_and_report())
+        loading.add_done_callback(_retrieve_exception)
+        return loading
+
+    async def _load_and_report(self) -> None:
+        # Only the call that loads reports: later ones must not overrule what worker capacity
+        # has set since (NOT_SERVING while every worker is being replaced).
+        if await self.runtime.load() and self.on_loaded is not None:
+            await self.on_loaded()
 
     async def run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int
@@ -38,3 +71,9 @@ class Inference:
         if request_bytes <= CHECK_INLINE_BYTES:
             return self.validator.check_all(items)
         return await asyncio.to_thread(self.validator.check_all, items)
+
+
+def _retrieve_exception(task: "asyncio.Future[None]") -> None:
+    """Marks a background load's failure as seen: runtime.load has logged it already."""
+    if not task.cancelled():
+        task.exception()

@@ -20,6 +20,8 @@ from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
+from grpc_model.src.v2 import grpc_service as v2_grpc
+from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class RunningServer:
     port: int
     service: ModzyModelService
     settings: Settings
+    v2: V2Protocol
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -75,20 +78,22 @@ async def start_server(settings: Settings) -> RunningServer:
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
+    inference = Inference(runtime, validator)
     service = ModzyModelService(
         runtime,
         bundle.spec,
         health_servicer,
-        Inference(runtime, validator),
+        inference,
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
     )
     runtime.on_capacity_change = service.on_capacity_change
+    inference.on_loaded = service.report_loaded
     if settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
         try:
-            await service.ensure_model_loaded()
+            await inference.ensure_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
@@ -100,10 +105,11 @@ async def start_server(settings: Settings) -> RunningServer:
         ]
     )
     add_to_server(service, server)
+    v2 = V2Protocol(inference, bundle.spec)
+    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:
@@ -120,7 +126,7 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.host,
         port,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings)
+    return RunningServer(server=server, port=port, service=service, settings=settings, v2=v2)
 
 
 async def serve(settings: Settings) -> None:

@@ -7,15 +7,13 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
+from grpc_model.src.grpc_methods import add_unary_service
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import (
@@ -54,34 +52,15 @@ class ModzyModelService(ModzyModelServicer):
         self._health_updates: set[asyncio.Future[None]] = set()
         self._metadata = status_metadata(spec)
 
-    async def ensure_model_loaded(self, wait_seconds: float | None = None) -> None:
-        """Loads the model if needed and reports SERVING once it is; raises ModelLoadError.
-
-        A load that outlives `wait_seconds` goes on in the background: health turns SERVING when
-        it finishes, and a later Status reports it.
-        """
-        loading = asyncio.ensure_future(self._load_and_report())
-        loading.add_done_callback(_retrieve_exception)
-        try:
-            await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
-        except TimeoutError:
-            previous = self.runtime.last_load_error
-            raise ModelLoadError(
-                f"the model did not finish loading within the status timeout of {wait_seconds:g} s "
-                "(timeout.status in model.yaml); it goes on loading and a later Status reports the result"
-                + (f"; the last load failed: {previous}" if previous else "")
-            ) from None
-
-    async def _load_and_report(self) -> None:
-        # Only the call that loads reports SERVING: later ones must not overrule what worker
-        # capacity has set since (NOT_SERVING while every worker is being replaced).
-        if await self.runtime.load() and not self.shutdown_requested.is_set():
+    async def report_loaded(self) -> None:
+        """SERVING once the model is loaded, unless the server is shutting down."""
+        if not self.shutdown_requested.is_set():
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         try:
-            await self.ensure_model_loaded(self.status_timeout)
+            await self.inference.ensure_loaded(self.status_timeout)
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
@@ -178,49 +157,16 @@ class ModzyModelService(ModzyModelServicer):
             await self.health.set(name, status)
 
 
-Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Message]]
-
-
 def add_to_server(service: ModzyModelService, server: grpc.aio.Server) -> None:
-    """Registers the service like the generated code does, but parses requests itself.
-
-    grpcio answers a request it cannot parse with UNKNOWN; parsing here answers INVALID_ARGUMENT
-    with the message type and the parser's reason, as a client on any stack expects.
-    """
-    methods: dict[str, tuple[Behaviour, type[Message], type[Message]]] = {
-        "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
-        "Run": (service.Run, pb.RunRequest, pb.RunResponse),
-        "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
-    }
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _parsing(behaviour, request_type), response_serializer=response_type.SerializeToString
-        )
-        for name, (behaviour, request_type, response_type) in methods.items()
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-
-def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
-    async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
-        try:
-            request = request_type.FromString(raw)
-        except (DecodeError, ValueError) as error:  # ValueError: bad UTF-8 under the pure-Python backend
-            name = request_type.DESCRIPTOR.name
-            logger.warning(
-                "%s: a request that is not a valid %s from %s", name[: -len("Request")], name, context.peer()
-            )
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name}: {error}")
-        return await behaviour(request, context)
-
-    return handle
-
-
-def _retrieve_exception(task: "asyncio.Future[None]") -> None:
-    """Marks a background load's failure as seen: runtime.load has logged it already."""
-    if not task.cancelled():
-        task.exception()
+    add_unary_service(
+        server,
+        SERVICE_NAME,
+        {
+            "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
+            "Run": (service.Run, pb.RunRequest, pb.RunResponse),
+            "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
+        },
+    )
 
 
 def status_metadata(spec: ModelSpec) -> pb.StatusResponse:
