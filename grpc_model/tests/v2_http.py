@@ -41,16 +41,21 @@ class HttpServer:
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers and body of one HTTP request; an error status is returned, not raised."""
+        """Status, headers (names in lower case) and body of one request; an error status is returned, not raised."""
         request = urllib.request.Request(f"http://{self.url}{path}", data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=PATIENCE_SECONDS) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, _lower(response.headers), response.read()
         except urllib.error.HTTPError as error:
             with error:
-                return error.code, dict(error.headers), error.read()
+                return error.code, _lower(error.headers), error.read()
 
     def json(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
         body = None if document is None else json.dumps(document).encode()
         status, _, content = self.request(method, path, body, {"Content-Type": "application/json"})
         return status, json.loads(content)
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    """Header names in lower case, as HTTP/1.1 servers may send them in any case."""
+    return {name.lower(): value for name, value in headers.items()}
