@@ -17,12 +17,13 @@ from grpc_model.src.v2.tensors import slug
 from grpc_model.tests.conftest import (
     PATIENCE_SECONDS,
     TEST_VERSION,
+    TESTS,
     ServerFactory,
     ServerThread,
     eventually,
     write_test_bundle,
 )
-from grpc_model.tests.wrappers import GatedBatches
+from grpc_model.tests.wrappers import GatedBatches, HeldLoad
 
 MODEL = "hello-world"  # the greeter's model.yaml name, "Hello World", as a V2 name
 GREETING = b'{"data": {"result": {"greeting": "Hello. Nice to meet you, %s"}, "explanation": null, "drift": null}}'
@@ -318,3 +319,19 @@ def test_a_v2_call_and_a_modzy_call_share_one_batch_call(serve_wrapper: ServerFa
 
 def batches_with(batches: Sequence[list[bytes]], item: bytes) -> list[list[bytes]]:
     return [batch for batch in batches if item in batch]
+
+
+def test_a_slow_load_answers_not_ready_then_ready(serve: ServerFactory, tmp_path: Path) -> None:
+    HeldLoad.release.clear()
+    server = serve(model_class=f"{TESTS}:HeldLoad", asset_bundle_dir=write_test_bundle(tmp_path, status="200ms"))
+    v2 = stub(server)
+    try:
+        assert not v2.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=PATIENCE_SECONDS).ready
+        error = refused(server, pb.ModelInferRequest(model_name=MODEL, inputs=[texts("a", b"1")]))
+    finally:
+        HeldLoad.release.set()
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "did not finish loading within the status timeout of 0.2 s" in str(error.details())
+    eventually(lambda: v2.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=PATIENCE_SECONDS).ready, "the load")
+    assert elements(infer(server, texts("a", b"1")), "a") == [b"1"]
