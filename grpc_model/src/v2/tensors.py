@@ -19,6 +19,7 @@ ERROR_TENSOR = "error"
 PARTIAL_RESULTS = "partial_results"
 FLAG_PARAMETERS = ("detect_drift", "explain", PARTIAL_RESULTS)
 MAX_LISTED_FAILURES = 10
+MAX_REASON_CHARS = 300  # gRPC carries the message in a trailer, which clients cap (8 KiB by default)
 LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in raw and binary tensor data
 
 Parameter = bool | int | float | str
@@ -165,17 +166,25 @@ def _element(result: ItemResult, name: str) -> bytes:
 
 def _failure_message(failed: Sequence[tuple[int, ItemResult]], count: int) -> str:
     reasons = [
-        f"item {index}: {result.output.get(ERROR_TENSOR, b'').decode(errors='replace')}"
+        f"item {index}: {_shortened(result.output.get(ERROR_TENSOR, b'').decode(errors='replace'))}"
         for index, result in failed[:MAX_LISTED_FAILURES]
     ]
     more = f"; and {len(failed) - MAX_LISTED_FAILURES} more" if len(failed) > MAX_LISTED_FAILURES else ""
     return (
-        f"{len(failed)} of {count} items failed (indices {[index for index, _ in failed]}): "
+        f"{len(failed)} of {count} items failed (indices {_indices([index for index, _ in failed])}): "
         + "; ".join(reasons)
         + more
         + f" (set the request parameter {PARTIAL_RESULTS}=true for the other items' outputs and an "
         f"{ERROR_TENSOR!r} tensor)"
     )
+
+
+def _indices(indices: list[int], limit: int = 50) -> str:
+    return str(indices) if len(indices) <= limit else str(indices[:limit])[:-1] + ", ...]"
+
+
+def _shortened(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
 
 
 def flag(parameters: Mapping[str, Parameter], name: str) -> bool:
