@@ -69,8 +69,14 @@ def test_the_data_plane_knows_no_transport() -> None:
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
 
 
-V2_MAY_IMPORT = ("grpc_model.src.v2", "grpc_model.src.inference", "grpc_model.src.metadata", "grpc_model.src.runtime")
-V2_MAY_IMPORT += ("grpc_model.src.grpc_methods", "grpc_model.src.auto_generated.v2")
+V2_MAY_IMPORT = (
+    "grpc_model.src.v2",
+    "grpc_model.src.inference",
+    "grpc_model.src.metadata",
+    "grpc_model.src.runtime",
+    "grpc_model.src.grpc_methods",
+    "grpc_model.src.auto_generated.v2",
+)
 
 
 def test_the_v2_front_end_leans_on_the_data_plane_only() -> None:

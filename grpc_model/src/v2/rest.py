@@ -111,6 +111,8 @@ def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, st
         document = json.loads(header)
     except ValueError as error:
         raise V2Error(Problem.INVALID, f"the request is not valid JSON: {error}") from None
+    except RecursionError:
+        raise V2Error(Problem.INVALID, "the request's JSON is nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise V2Error(Problem.INVALID, 'the request must be a JSON object with a list "inputs"')
     parameters = _object(document.get("parameters"), "parameters")
@@ -166,7 +168,10 @@ def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple
         return Tensor(name, datatype, shape, split_bytes(name, binary[offset : offset + size])), size
     if datatype != BYTES:
         return Tensor(name, datatype, shape, []), 0  # refused, with the other problems, by the model's check
-    values = list(flattened(entry.get("data", [])))
+    try:
+        values = list(flattened(entry.get("data", [])))
+    except RecursionError:
+        raise V2Error(Problem.INVALID, f"input {name!r}: data is nested too deeply") from None
     texts = [value for value in values if isinstance(value, str)]
     if len(texts) != len(values):
         raise V2Error(Problem.INVALID, f"input {name!r}: BYTES data must be strings (or use binary data)")
