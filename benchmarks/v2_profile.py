@@ -1,11 +1,12 @@
 """Benchmark: the same server through V2 (ModelInfer) and through ModzyModel (Run), in the same run.
 
-    .venv/bin/python -m benchmarks.v2_profile [--duration S] [--concurrencies 1,32]
+    .venv/bin/python -m benchmarks.v2_profile [--duration S] [--concurrencies 1,32] [--mlserver PATH]
 
 For the echo profile (no work: the protocol's own cost) and the device profile (20 ms per batch call,
 GIL released: a GPU-like model), one server process serves both protocols on one port; each point
 drives one protocol with plain grpc.aio stubs at a concurrency, one item per call, and records
 items/s and the median and p90 latency. Prints a Markdown table (docs/v2.md keeps the last one).
+With `--mlserver PATH/bin/mlserver` it also measures MLServer serving the same profiles over V2.
 """
 
 import argparse
@@ -22,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from benchmarks.bundle import write_bundle
+from benchmarks.mlserver import MLServer
 from benchmarks.processes import Server
 from grpc_model.src.auto_generated.model2_template import model_pb2 as modzy
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
@@ -94,34 +96,43 @@ async def drive(call: Call, concurrency: int, seconds: float) -> tuple[float, li
     return len(latencies) / (time.monotonic() - started), latencies, errors
 
 
-async def profile_points(profile: str, bundle: Path, concurrencies: list[int], seconds: float) -> list[Point]:
+async def measure(profile: str, protocol: str, call: Call, concurrency: int, seconds: float) -> Point:
+    items_per_s, latencies, errors = await drive(call, concurrency, seconds)
+    p50, p90 = statistics.median(latencies), statistics.quantiles(latencies, n=10)[8]
+    return Point(
+        profile, protocol, concurrency, round(items_per_s, 1), round(p50 * 1000, 2), round(p90 * 1000, 2), errors
+    )
+
+
+async def profile_points(
+    profile: str, bundle: Path, concurrencies: list[int], seconds: float, mlserver: str | None
+) -> list[Point]:
+    """grpc-model's points for both protocols, and MLServer's when `mlserver` names its command."""
     model_class, flags = PROFILES[profile]
     command = [
         sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", "--load-model-at-startup",
         "--model-class", f"benchmarks.models:{model_class}", "--asset-bundle-dir", str(bundle),
         "--log-level", "WARNING", *flags,
     ]  # fmt: skip
-    server = Server(command, dict(os.environ), f"v2-{profile}")
     points = []
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            for concurrency in concurrencies:
-                for protocol, call in callers(channel, slug(load_bundle(bundle).spec.name)).items():
-                    items_per_s, latencies, errors = await drive(call, concurrency, seconds)
-                    quantiles = statistics.quantiles(latencies, n=10)
-                    points.append(
-                        Point(
-                            profile,
-                            protocol,
-                            concurrency,
-                            round(items_per_s, 1),
-                            round(statistics.median(latencies) * 1000, 2),
-                            round(quantiles[8] * 1000, 2),
-                            errors,
-                        )
-                    )
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory() as directory:
+        server = Server(command, dict(os.environ), f"v2-{profile}")
+        other = MLServer(mlserver, profile, Path(directory)) if mlserver else None
+        try:
+            async with (
+                grpc.aio.insecure_channel(server.target) as channel,
+                grpc.aio.insecure_channel(other.target if other else server.target) as other_channel,
+            ):
+                calls = callers(channel, slug(load_bundle(bundle).spec.name))
+                if other:
+                    calls["MLServer ModelInfer"] = callers(other_channel, other.model)["V2 ModelInfer"]
+                for concurrency in concurrencies:
+                    for protocol, call in calls.items():
+                        points.append(await measure(profile, protocol, call, concurrency, seconds))
+        finally:
+            server.stop()
+            if other:
+                other.stop()
     return points
 
 
@@ -141,13 +152,14 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per point (default 5)")
     parser.add_argument("--concurrencies", default="1,32", help="comma-separated (default 1,32)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated of {', '.join(PROFILES)}")
+    parser.add_argument("--mlserver", help="the mlserver command of a venv with MLServer, to measure it too")
     args = parser.parse_args()
     concurrencies = [int(value) for value in args.concurrencies.split(",")]
     points = []
     with tempfile.TemporaryDirectory() as directory:
         bundle = write_bundle(Path(directory))
         for profile in args.profiles.split(","):
-            points += await profile_points(profile, bundle, concurrencies, args.duration)
+            points += await profile_points(profile, bundle, concurrencies, args.duration, args.mlserver)
     print(markdown(points))
     return 0
 

@@ -57,10 +57,15 @@ class V2Protocol:
         """Loads the model if needed (waiting as long as Status would); whether it can take work."""
         self.model.check(name, version)
         try:
-            await self.inference.ensure_loaded(self.load_wait_seconds)
+            await self._loaded()
         except ModelLoadError:
             return False
         return self.inference.runtime.available
+
+    async def _loaded(self) -> None:
+        """Loads the model unless it is loaded; the check first spares every call a load task."""
+        if not self.inference.runtime.is_loaded:
+            await self.inference.ensure_loaded(self.load_wait_seconds)
 
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         self.model.check(name, version)
@@ -79,7 +84,7 @@ class V2Protocol:
         items = self.model.items(request)
         detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
         try:
-            await self.inference.ensure_loaded(self.load_wait_seconds)
+            await self._loaded()
             results = await self.inference.run(items, detect_drift, explain, request.size)
         except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
             raise V2Error(Problem.UNAVAILABLE, str(error)) from None
