@@ -96,6 +96,7 @@ def test_partial_results_in_json(http: HttpServer) -> None:
 @pytest.mark.parametrize(
     ("body", "headers", "status", "message"),
     [
+        (JSON_ONLY, {"Content-Encoding": "gzip"}, 400, "Content-Encoding 'gzip' is not supported: send it plain"),
         (b"{not json", {}, 400, "the request is not valid JSON"),
         (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 400, "nested too deeply"),
         (b'{"inputs": 3}', {}, 400, 'the request must be a JSON object with a list "inputs"'),
@@ -126,7 +127,7 @@ def test_partial_results_in_json(http: HttpServer) -> None:
             "2 bytes of binary data after the last input's",
         ),
     ],
-    ids=["json", "deep", "shape", "data-type", "failed-item", "header-length", "binary-size", "trailing"],
+    ids=["gzip", "json", "deep", "shape", "data-type", "failed-item", "header-length", "binary-size", "trailing"],
 )
 def test_bad_requests_get_an_error_naming_the_problem(
     http: HttpServer, body: bytes, headers: dict[str, str], status: int, message: str
