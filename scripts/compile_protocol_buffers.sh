@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates grpc_model/src/auto_generated/model2_template/ from protos/model2_template/model.proto.
+# Regenerates grpc_model/src/auto_generated/model2_template/ from protos/model2_template/model.proto
+# (ModzyModel) and grpc_model/src/auto_generated/v2/ from protos/v2/grpc_predict_v2.proto (the Open
+# Inference Protocol, vendored: see protos/v2/NOTICE.md).
 #
 # Usage: scripts/compile_protocol_buffers.sh [OUTPUT_ROOT]
 #   OUTPUT_ROOT defaults to the repository root; the test suite passes a temporary
@@ -12,15 +14,20 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root}
 bin=${VENV_BIN:-$root/.venv/bin}
-package_dir=grpc_model/src/auto_generated/model2_template
 
-mkdir -p "$out/$package_dir"
+generate() {  # generate PACKAGE_DIR PROTO_DIR PROTO_FILE
+  local package_dir=$1 proto_dir=$2 proto=$3
+  mkdir -p "$out/$package_dir"
+  # Typed stubs (.pyi) for messages and for the service come from mypy-protobuf's plugins.
+  "$bin/python" -m grpc_tools.protoc \
+    -I"$package_dir=$proto_dir" \
+    --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
+    --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" --mypy_grpc_out="$out" \
+    "$package_dir/$proto"
+  touch "$out/$package_dir/__init__.py"
+  echo "generated $package_dir/ under $out"
+}
+
 cd "$root"
-# Typed stubs (.pyi) for messages and for the service come from mypy-protobuf's plugins.
-"$bin/python" -m grpc_tools.protoc \
-  -I"$package_dir=protos/model2_template" \
-  --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
-  --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" --mypy_grpc_out="$out" \
-  "$package_dir/model.proto"
-touch "$out/$package_dir/__init__.py"
-echo "generated $package_dir/ under $out"
+generate grpc_model/src/auto_generated/model2_template protos/model2_template model.proto
+generate grpc_model/src/auto_generated/v2 protos/v2 grpc_predict_v2.proto

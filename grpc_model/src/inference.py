@@ -21,17 +21,17 @@ class Inference:
         self.runtime = runtime
         self.validator = validator
         self.on_loaded: Callable[[], Awaitable[None]] | None = None
-        """Awaited when a load that `ensure_loaded` started succeeds (the gRPC front end reports health then)."""
+        """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
+        report health SERVING)."""
 
     async def ensure_loaded(self, wait_seconds: float | None = None) -> None:
-        """Loads the model unless it is loaded; raises ModelLoadError.
+        """Loads the model if needed; raises ModelLoadError.
 
-        Every front end calls it before its first item, since only ModzyModel clients call Status
-        first. A load that outlives `wait_seconds` goes on in the background, and a later call
-        reports its outcome.
+        Every front end calls it before it needs the model: Modzy clients call Status first, V2 clients
+        never do. A load that outlives `wait_seconds` goes on in the background (health turns SERVING
+        when it finishes, and a later call reports it).
         """
-        loading = asyncio.ensure_future(self._load_and_report())
-        loading.add_done_callback(_retrieve_exception)
+        loading = self.start_loading()
         try:
             await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
         except TimeoutError:
@@ -42,9 +42,15 @@ class Inference:
                 + (f"; the last load failed: {previous}" if previous else "")
             ) from None
 
+    def start_loading(self) -> "asyncio.Future[None]":
+        """Starts loading the model unless it is loaded, without waiting (for readiness probes)."""
+        loading = asyncio.ensure_future(self._load_and_report())
+        loading.add_done_callback(_retrieve_exception)
+        return loading
+
     async def _load_and_report(self) -> None:
-        # Only the call that loads reports: later ones must not overrule what worker capacity has
-        # reported since (NOT_SERVING while every worker is being replaced).
+        # Only the call that loads reports: later ones must not overrule what worker capacity
+        # has set since (NOT_SERVING while every worker is being replaced).
         if await self.runtime.load() and self.on_loaded is not None:
             await self.on_loaded()
 

@@ -22,6 +22,8 @@ from grpc_model.src.observability import tracing
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
+from grpc_model.src.v2 import grpc_service as v2_grpc
+from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.validation import InputValidator
 from grpc_model.src.web import HttpUnavailableError, serves_http
 
@@ -43,8 +45,9 @@ class RunningServer:
     port: int
     service: ModzyModelService
     settings: Settings
+    v2: V2Protocol
     http: "HttpServer | None" = None
-    """The HTTP server (page, multipart endpoint, REST, OpenAPI) when the `http` setting serves it."""
+    """The HTTP server (page, multipart endpoint, V2 REST, OpenAPI) when the `http` setting serves it."""
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -117,13 +120,14 @@ async def start_server(settings: Settings) -> RunningServer:
         ],
     )
     add_to_server(service, server)
+    v2 = V2Protocol(inference, bundle.spec)
+    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-        http = _http_server(settings, bundle, inference) if with_http else None
+        http = _http_server(settings, bundle, inference, v2) if with_http else None
     except (RuntimeError, ListenError) as error:
         await runtime.close()  # worker processes started with the model must not outlive the failed start
         if isinstance(error, ListenError):
@@ -143,17 +147,18 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.host,
         port,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings, http=http)
+    return RunningServer(server=server, port=port, service=service, settings=settings, v2=v2, http=http)
 
 
-def _http_server(settings: Settings, bundle: AssetBundle, inference: Inference) -> "HttpServer":
+def _http_server(settings: Settings, bundle: AssetBundle, inference: Inference, v2: V2Protocol) -> "HttpServer":
     """The HTTP server with every front end's router, its port bound; raises ListenError."""
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
+    from grpc_model.src.v2.rest import v2_router
     from grpc_model.src.web.app import create_app
     from grpc_model.src.web.hosting import HttpServer, bind
     from grpc_model.src.web.model_routes import model_router
 
-    routers = [model_router(inference, bundle.spec)]
+    routers = [model_router(inference, bundle.spec), v2_router(v2)]
     app = create_app(bundle.spec, routers, settings.max_receive_message_bytes)
     try:
         sock = bind(settings.host, settings.http_port)

@@ -7,15 +7,13 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
+from grpc_model.src.grpc_methods import add_unary_service
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import (
@@ -55,7 +53,7 @@ class ModzyModelService(ModzyModelServicer):
         self._metadata = status_metadata(spec)
 
     async def report_loaded(self) -> None:
-        """Health turns SERVING once the model has loaded (Inference.on_loaded), unless the server is stopping."""
+        """SERVING once the model is loaded, unless the server is shutting down."""
         if not self.shutdown_requested.is_set():
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
@@ -159,43 +157,16 @@ class ModzyModelService(ModzyModelServicer):
             await self.health.set(name, status)
 
 
-Behaviour = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Message]]
-
-
 def add_to_server(service: ModzyModelService, server: grpc.aio.Server) -> None:
-    """Registers the service like the generated code does, but parses requests itself.
-
-    grpcio answers a request it cannot parse with UNKNOWN; parsing here answers INVALID_ARGUMENT
-    with the message type and the parser's reason, as a client on any stack expects.
-    """
-    methods: dict[str, tuple[Behaviour, type[Message], type[Message]]] = {
-        "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
-        "Run": (service.Run, pb.RunRequest, pb.RunResponse),
-        "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
-    }
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _parsing(behaviour, request_type), response_serializer=response_type.SerializeToString
-        )
-        for name, (behaviour, request_type, response_type) in methods.items()
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-
-def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
-    async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
-        try:
-            request = request_type.FromString(raw)
-        except (DecodeError, ValueError) as error:  # ValueError: bad UTF-8 under the pure-Python backend
-            name = request_type.DESCRIPTOR.name
-            logger.warning(
-                "%s: a request that is not a valid %s from %s", name[: -len("Request")], name, context.peer()
-            )
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name}: {error}")
-        return await behaviour(request, context)
-
-    return handle
+    add_unary_service(
+        server,
+        SERVICE_NAME,
+        {
+            "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
+            "Run": (service.Run, pb.RunRequest, pb.RunResponse),
+            "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
+        },
+    )
 
 
 def status_metadata(spec: ModelSpec) -> pb.StatusResponse:

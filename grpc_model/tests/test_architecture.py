@@ -101,3 +101,29 @@ def test_only_observability_imports_opentelemetry() -> None:
         if "observability" not in path.parts and any(name.startswith("opentelemetry") for name in imports_of(path))
     ]
     assert outside == []
+
+
+V2_MAY_IMPORT = (
+    "grpc_model.src.v2",
+    "grpc_model.src.inference",
+    "grpc_model.src.metadata",
+    "grpc_model.src.runtime",
+    "grpc_model.src.grpc_methods",
+    "grpc_model.src.auto_generated.v2",
+)
+
+
+def test_the_v2_front_end_leans_on_the_data_plane_only() -> None:
+    """No sibling front end (the ModzyModel servicer, the web page, ...) and not the wiring: the V2 service and
+    routes reach the model through inference.py alone."""
+    framework = imported(modules("grpc_model.src.v2"), "grpc_model")
+    assert [name for name in framework if not name.startswith(V2_MAY_IMPORT)] == []
+
+
+def test_only_the_wiring_and_the_v2_package_import_the_v2_front_end() -> None:
+    importers = {
+        path.relative_to(PROJECT_ROOT).as_posix()
+        for path in SOURCE.rglob("*.py")
+        if any(name.startswith("grpc_model.src.v2") for name in imports_of(path))
+    }
+    assert {path for path in importers if not path.startswith("grpc_model/src/v2/")} == {"grpc_model/src/server.py"}

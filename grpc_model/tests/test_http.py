@@ -217,3 +217,11 @@ def test_stop_lets_an_http_call_in_flight_finish_and_refuses_new_ones(serve_wrap
     assert answers == [
         (200, {"success": True, "outputs": {"a": {"mediaType": "application/octet-stream", "base64": "aG9sZA=="}}})
     ]
+
+
+def test_the_v2_rest_routes_are_served_beside_the_page(greeter_http: ServerThread) -> None:
+    """The wiring includes the V2 router: a KServe client finds the model on the server's own HTTP port."""
+    status, body = get(url(greeter_http, "/v2/models/hello-world/ready"))
+
+    assert (status, json.loads(body)) == (200, {"name": "hello-world", "ready": True})
+    assert get(url(greeter_http, "/"))[0] == 200

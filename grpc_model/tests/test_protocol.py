@@ -8,9 +8,10 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2_pb
 from grpc_model.src.settings import PROJECT_ROOT
 
-GENERATED = Path("grpc_model/src/auto_generated/model2_template")
+GENERATED = [Path("grpc_model/src/auto_generated/model2_template"), Path("grpc_model/src/auto_generated/v2")]
 S, B, I32, F, MSG = (
     FieldDescriptor.TYPE_STRING,
     FieldDescriptor.TYPE_BYTES,
@@ -96,7 +97,28 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    names = sorted(p.name for p in (tmp_path / GENERATED).iterdir())
-    assert names == sorted(p.name for p in (PROJECT_ROOT / GENERATED).iterdir() if p.is_file())
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / GENERATED, PROJECT_ROOT / GENERATED, names, shallow=False)
-    assert (mismatch, errors) == ([], []), "run scripts/compile_protocol_buffers.sh and commit the result"
+    for generated in GENERATED:
+        names = sorted(p.name for p in (tmp_path / generated).iterdir())
+        assert names == sorted(p.name for p in (PROJECT_ROOT / generated).iterdir() if p.is_file())
+        _, mismatch, errors = filecmp.cmpfiles(tmp_path / generated, PROJECT_ROOT / generated, names, shallow=False)
+        assert (mismatch, errors) == ([], []), "run scripts/compile_protocol_buffers.sh and commit the result"
+
+
+def test_v2_service_as_v2_clients_call_it() -> None:
+    """The Open Inference Protocol's names, which tritonclient and the KServe SDK put on the wire."""
+    service = v2_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert service.full_name == "inference.GRPCInferenceService"
+    assert {m.name: m.input_type.full_name for m in service.methods} == {
+        "ServerLive": "inference.ServerLiveRequest",
+        "ServerReady": "inference.ServerReadyRequest",
+        "ModelReady": "inference.ModelReadyRequest",
+        "ServerMetadata": "inference.ServerMetadataRequest",
+        "ModelMetadata": "inference.ModelMetadataRequest",
+        "ModelInfer": "inference.ModelInferRequest",
+    }
+    request = v2_pb.ModelInferRequest.DESCRIPTOR
+    assert [(f.name, f.number) for f in request.fields] == [
+        ("model_name", 1), ("model_version", 2), ("id", 3), ("parameters", 4), ("inputs", 5), ("outputs", 6),
+        ("raw_input_contents", 7),
+    ]  # fmt: skip
+    assert v2_pb.InferTensorContents.DESCRIPTOR.fields_by_name["bytes_contents"].number == 8

@@ -1,0 +1,135 @@
+"""`inference.GRPCInferenceService` on the ModzyModel server's port: V2 messages to and from `V2Protocol`."""
+
+from typing import Any
+
+import grpc
+
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
+from grpc_model.src.grpc_methods import add_unary_service
+from grpc_model.src.v2.protocol import V2Protocol
+from grpc_model.src.v2.tensors import (
+    BYTES,
+    InferRequest,
+    InferResponse,
+    Parameter,
+    Problem,
+    Tensor,
+    V2Error,
+    joined_bytes,
+    split_bytes,
+)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+CODES = {
+    Problem.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Problem.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Problem.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Problem.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Problem.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class GRPCInferenceService:
+    def __init__(self, protocol: V2Protocol) -> None:
+        self.protocol = protocol
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.protocol.server_ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        try:
+            ready = await self.protocol.model_ready(request.name, request.version)
+        except V2Error as error:
+            await context.abort(CODES[error.problem], str(error))
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+        name, version, extensions = self.protocol.server_metadata()
+        return pb.ServerMetadataResponse(name=name, version=version, extensions=extensions)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+        try:
+            metadata = self.protocol.model_metadata(request.name, request.version)
+        except V2Error as error:
+            await context.abort(CODES[error.problem], str(error))
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=metadata.name,
+            versions=metadata.versions,
+            platform=metadata.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
+        )
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        try:
+            response = await self.protocol.infer(infer_request(request))
+        except V2Error as error:
+            await context.abort(CODES[error.problem], str(error))
+        return infer_response(response, raw=len(request.raw_input_contents) > 0)
+
+
+def infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    """The transport-free request; raises V2Error for raw contents that do not match the inputs."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise V2Error(
+            Problem.INVALID, f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} input tensors"
+        )
+    if raw and any(tensor.HasField("contents") for tensor in request.inputs):
+        raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
+    inputs = []
+    for index, tensor in enumerate(request.inputs):
+        if raw:
+            elements = split_bytes(tensor.name, raw[index]) if tensor.datatype == BYTES else []
+        else:
+            elements = list(tensor.contents.bytes_contents)
+        inputs.append(Tensor(tensor.name, tensor.datatype, list(tensor.shape), elements))
+    return InferRequest(
+        request.model_name,
+        request.model_version,
+        inputs,
+        [output.name for output in request.outputs],
+        {name: _value(parameter) for name, parameter in request.parameters.items()},
+        request.id,
+    )
+
+
+def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
+    """Outputs in raw_output_contents when the request came raw, as Triton answers (tritonclient under
+    numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents."""
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    for tensor in response.outputs:
+        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        if raw:
+            message.raw_output_contents.append(joined_bytes(tensor.elements))
+        else:
+            output.contents.bytes_contents.extend(tensor.elements)
+    return message
+
+
+def _value(parameter: pb.InferParameter) -> Parameter:
+    choice = parameter.WhichOneof("parameter_choice")
+    value: Parameter = getattr(parameter, choice) if choice else ""
+    return value
+
+
+def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server) -> None:
+    add_unary_service(
+        server,
+        SERVICE_NAME,
+        {
+            "ServerLive": (service.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": (service.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": (service.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": (service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            "ModelMetadata": (service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            "ModelInfer": (service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+        },
+    )

@@ -1,0 +1,101 @@
+"""The V2 calls, transport-free: what the gRPC service and the REST routes both answer."""
+
+import importlib.metadata
+import logging
+import time
+from dataclasses import dataclass
+
+from grpc_model.src.inference import Inference
+from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelUnavailableError, QueueFullError
+from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "grpc-model"
+EXTENSIONS = ("binary_tensor_data",)  # the REST binary data extension, as tritonclient's HTTP client sends
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+class V2Protocol:
+    def __init__(self, inference: Inference, spec: ModelSpec) -> None:
+        self.inference = inference
+        self.model = V2Model.of(spec)
+        self.load_wait_seconds = spec.timeout.status_seconds
+        """V2 clients never call Status: readiness and inference wait for a load as long as Status would."""
+
+    def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:
+        """Name, version and extensions of the server."""
+        try:
+            version = importlib.metadata.version(SERVER_NAME)
+        except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            version = "unknown"
+        return SERVER_NAME, version, EXTENSIONS
+
+    def server_ready(self) -> bool:
+        """Whether the model can take work now; starts loading it without waiting (readiness probes are short)."""
+        if not self.inference.runtime.is_loaded:
+            self.inference.start_loading()
+        return self.inference.runtime.available
+
+    async def model_ready(self, name: str, version: str) -> bool:
+        """Loads the model if needed (waiting as long as Status would); whether it can take work."""
+        self.model.check(name, version)
+        try:
+            await self._loaded()
+        except ModelLoadError:
+            return False
+        return self.inference.runtime.available
+
+    async def _loaded(self) -> None:
+        """Loads the model unless it is loaded; the check first spares every call a load task."""
+        if not self.inference.runtime.is_loaded:
+            await self.inference.ensure_loaded(self.load_wait_seconds)
+
+    def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        self.model.check(name, version)
+        return ModelMetadata(
+            self.model.name,
+            (self.model.version,),
+            SERVER_NAME,
+            tuple(TensorMetadata(input_name, BYTES, (-1,)) for input_name in self.model.inputs),
+            tuple(TensorMetadata(output_name, BYTES, (-1,)) for output_name in self.model.outputs),
+        )
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Runs the request's items through the shared data plane; raises V2Error."""
+        started = time.perf_counter()
+        self.model.check(request.model_name, request.model_version)
+        items = self.model.items(request)
+        detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
+        try:
+            await self._loaded()
+            results = await self.inference.run(items, detect_drift, explain, request.size)
+        except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
+            raise V2Error(Problem.UNAVAILABLE, str(error)) from None
+        except QueueFullError as error:
+            raise V2Error(Problem.EXHAUSTED, str(error)) from None
+        except Exception as error:
+            logger.exception("ModelInfer failed inside the framework")
+            raise V2Error(Problem.INTERNAL, f"internal error: {type(error).__name__}: {error}") from None
+        response = self.model.response(request, results)
+        failed = sum(not result.success for result in results)
+        logger.info(
+            "ModelInfer: %d items (%d failed) in %.1f ms", len(items), failed, (time.perf_counter() - started) * 1000
+        )
+        return response

@@ -1,0 +1,229 @@
+"""The V2 REST endpoints as a FastAPI router, for the HTTP app to include: JSON and the binary data extension.
+
+BYTES elements travel as JSON strings, or, with the binary tensor data extension (what tritonclient's
+HTTP client sends by default), after the JSON header whose length the `Inference-Header-Content-Length`
+header gives, each element preceded by its 4-byte little-endian length.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
+from grpc_model.src.v2.tensors import (
+    BYTES,
+    InferRequest,
+    InferResponse,
+    Problem,
+    Tensor,
+    V2Error,
+    flattened,
+    joined_bytes,
+    split_bytes,
+)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+STATUS = {
+    Problem.INVALID: 400,
+    Problem.NOT_FOUND: 404,
+    Problem.UNAVAILABLE: 503,
+    Problem.EXHAUSTED: 429,
+    Problem.INTERNAL: 500,
+}
+
+
+def v2_router(protocol: V2Protocol) -> APIRouter:
+    """The V2 REST routes, answering errors as `{"error": "..."}` with a status that fits, as Triton does."""
+    router = APIRouter(tags=["V2 (Open Inference Protocol)"])
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata() -> dict[str, Any]:
+        name, version, extensions = protocol.server_metadata()
+        return {"name": name, "version": version, "extensions": list(extensions)}
+
+    @router.get("/v2/health/live", summary="Whether the server is live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/v2/health/ready", summary="Whether the model can take work (starts loading it)")
+    async def ready() -> Response:
+        is_ready = protocol.server_ready()
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @router.get("/v2/models/{name}", summary="Model metadata")
+    @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
+    async def model_metadata(name: str, version: str = "") -> Response:
+        try:
+            return JSONResponse(_metadata_json(protocol.model_metadata(name, version)))
+        except V2Error as error:
+            return _error(error)
+
+    @router.get("/v2/models/{name}/ready", summary="Whether the model can take work (loads it)")
+    @router.get("/v2/models/{name}/versions/{version}/ready", summary="Whether the version can take work")
+    async def model_ready(name: str, version: str = "") -> Response:
+        try:
+            is_ready = await protocol.model_ready(name, version)
+        except V2Error as error:
+            return _error(error)
+        return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @router.post("/v2/models/{name}/infer", summary="Inference: element i of each input tensor is item i's file")
+    @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference with a version")
+    async def infer(name: str, request: Request, version: str = "") -> Response:
+        try:
+            body = await request.body()
+            parsed, binary_outputs = infer_request(name, version, body, request.headers)
+            return infer_response(await protocol.infer(parsed), binary_outputs)
+        except V2Error as error:
+            return _error(error)
+
+    return router
+
+
+def _error(error: V2Error) -> Response:
+    return JSONResponse({"error": str(error)}, status_code=STATUS[error.problem])
+
+
+def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
+    def tensors(items: Any) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    return {
+        "name": metadata.name,
+        "versions": list(metadata.versions),
+        "platform": metadata.platform,
+        "inputs": tensors(metadata.inputs),
+        "outputs": tensors(metadata.outputs),
+    }
+
+
+def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, str]) -> tuple[InferRequest, set[str]]:
+    """The transport-free request, and the outputs to send as binary data; raises V2Error."""
+    if headers.get("content-encoding", "identity") != "identity":
+        raise V2Error(
+            Problem.INVALID, f"Content-Encoding {headers['content-encoding']!r} is not supported: send it plain"
+        )
+    header, binary = _split_body(body, headers.get(HEADER_LENGTH))
+    try:
+        document = json.loads(header)
+    except ValueError as error:
+        raise V2Error(Problem.INVALID, f"the request is not valid JSON: {error}") from None
+    except RecursionError:
+        raise V2Error(Problem.INVALID, "the request's JSON is nested too deeply") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise V2Error(Problem.INVALID, 'the request must be a JSON object with a list "inputs"')
+    parameters = _object(document.get("parameters"), "parameters")
+    outputs = [_object(output, "an entry of outputs") for output in _list(document.get("outputs"), "outputs")]
+    inputs = []
+    offset = 0
+    for entry in document["inputs"]:
+        tensor, size = _input_tensor(_object(entry, "an entry of inputs"), binary, offset)
+        inputs.append(tensor)
+        offset += size
+    if offset != len(binary):
+        raise V2Error(Problem.INVALID, f"{len(binary) - offset} bytes of binary data after the last input's")
+    requested = [str(output.get("name", "")) for output in outputs]
+    binary_outputs = {
+        str(output.get("name", ""))
+        for output in outputs
+        if _object(output.get("parameters"), "parameters").get("binary_data")
+    }
+    if parameters.get("binary_data_output") is True:
+        binary_outputs.add("*")
+    request = InferRequest(name, version, inputs, requested, parameters, str(document.get("id", "")))
+    return request, binary_outputs
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise V2Error(
+            Problem.INVALID, f"{HEADER_LENGTH} is {header_length!r}: expected the JSON header's length in bytes"
+        )
+    return body[:length], body[length:]
+
+
+def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple[Tensor, int]:
+    """One input tensor, and how many bytes of the binary data it took."""
+    name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        raise V2Error(Problem.INVALID, "every input needs a string name and datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise V2Error(Problem.INVALID, f"input {name!r}: shape must be a list of integers")
+    size = _object(entry.get("parameters"), "parameters").get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
+            raise V2Error(
+                Problem.INVALID,
+                f"input {name!r}: binary_data_size {size!r} does not fit the {len(binary) - offset} bytes left",
+            )
+        return Tensor(name, datatype, shape, split_bytes(name, binary[offset : offset + size])), size
+    if datatype != BYTES:
+        return Tensor(name, datatype, shape, []), 0  # refused, with the other problems, by the model's check
+    try:
+        values = list(flattened(entry.get("data", [])))
+    except RecursionError:
+        raise V2Error(Problem.INVALID, f"input {name!r}: data is nested too deeply") from None
+    texts = [value for value in values if isinstance(value, str)]
+    if len(texts) != len(values):
+        raise V2Error(Problem.INVALID, f"input {name!r}: BYTES data must be strings (or use binary data)")
+    return Tensor(name, datatype, shape, [text.encode() for text in texts]), 0
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise V2Error(Problem.INVALID, f"{what} must be a JSON object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise V2Error(Problem.INVALID, f"{what} must be a JSON list")
+    return value
+
+
+def infer_response(response: InferResponse, binary_outputs: set[str]) -> Response:
+    """JSON strings where they can be; binary data for the outputs asked so, and for any that is not UTF-8."""
+    outputs = []
+    binary = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        texts = None if {"*", tensor.name} & binary_outputs else _texts(tensor.elements)
+        if texts is None:
+            data = joined_bytes(tensor.elements)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            binary.append(data)
+        else:
+            entry["data"] = texts
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id:
+        document["id"] = response.id
+    document["outputs"] = outputs
+    header = json.dumps(document, ensure_ascii=False).encode()
+    if not binary:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *binary]),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
+def _texts(elements: list[bytes]) -> list[str] | None:
+    try:
+        return [element.decode("utf-8") for element in elements]
+    except UnicodeDecodeError:
+        return None

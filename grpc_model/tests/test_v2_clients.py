@@ -1,0 +1,71 @@
+"""Clients written by others: tritonclient's gRPC and HTTP clients run the served bundle's test cases over V2.
+
+They test the model in model_lib/ (or GRPC_MODEL_MODEL_CLASS), as test_functional.py does over ModzyModel.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+from grpc_model.src.metadata import load_bundle, load_test_cases
+from grpc_model.src.settings import Settings
+from grpc_model.src.v2.tensors import slug
+from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread
+from grpc_model.tests.v2_cases import case_problems, tritonclient_calls
+from grpc_model.tests.v2_http import HttpServer
+
+BUNDLE = load_bundle(Settings().asset_bundle_dir)
+CASES = load_test_cases(BUNDLE)
+MODEL = slug(BUNDLE.spec.name)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[ServerThread, HttpServer]]:
+    """One server of the user's model, its V2 REST routes beside it; no Status call: V2 clients make none."""
+    server = ServerThread(Settings(host="127.0.0.1", port=0, model_class=USER_MODEL_CLASS))
+    http = HttpServer(server)
+    yield server, http
+    http.stop()
+    server.stop()
+
+
+def url(servers: tuple[ServerThread, HttpServer], protocol: str) -> str:
+    server, http = servers
+    return f"127.0.0.1:{server.running.port}" if protocol == "grpc" else http.url
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_every_case_through_tritonclient(
+    servers: tuple[ServerThread, HttpServer], protocol: str, batch_size: int
+) -> None:
+    assert CASES, f"add functional test cases under {BUNDLE.test_cases_dir}"
+    problems = case_problems(protocol, url(servers, protocol), MODEL, CASES, batch_size)
+    assert problems == {case.name: [] for case in CASES}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_tritonclient_hears_errors_by_name(servers: tuple[ServerThread, HttpServer], protocol: str) -> None:
+    first = CASES[0]
+    wrong_name = {"inputs": {"not-an-input": ["eA=="]}}
+    too_many = {"inputs": {name: ["eA=="] * (BUNDLE.spec.features.maxBatchSize + 1) for name in first.inputs}}
+    answers = tritonclient_calls(protocol, url(servers, protocol), MODEL, [wrong_name, too_many])
+    assert "the model has no input 'not-an-input'" in str(answers[0]["error"])
+    assert "over the model's maxBatchSize" in str(answers[1]["error"])
+
+
+def test_greeter_partial_results_through_tritonclient(serve_greeter: ServerFactory) -> None:
+    server = serve_greeter()
+    http = HttpServer(server)
+    try:
+        call = {"inputs": {"input.txt": ["QWRh", "IA=="]}, "parameters": {"partial_results": True}, "read": ["error"]}
+        answers = {
+            protocol: tritonclient_calls(protocol, address, "hello-world", [call])[0]
+            for protocol, address in (("grpc", f"127.0.0.1:{server.running.port}"), ("http", http.url))
+        }
+    finally:
+        http.stop()
+    for answer in answers.values():
+        errors = answer["outputs"]["error"]
+        assert errors[0] == ""
+        assert errors[1].startswith("VmFsdWVFcnJvcj")  # base64 of "ValueError"

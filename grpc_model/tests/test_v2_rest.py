@@ -1,0 +1,156 @@
+"""The V2 REST routes (FastAPI router) on uvicorn in the gRPC server's event loop: JSON and binary tensor data."""
+
+import json
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from grpc_model.tests.conftest import ServerFactory, ServerThread
+from grpc_model.tests.v2_http import HttpServer
+
+GREETING = {"data": {"result": {"greeting": "Hello. Nice to meet you, Ada"}, "explanation": None, "drift": None}}
+INFER = "/v2/models/hello-world/infer"
+JSON_ONLY = json.dumps({"inputs": [{"name": "input.txt", "datatype": "BYTES", "shape": [1], "data": ["Ada"]}]}).encode()
+
+
+@pytest.fixture
+def http(greeter_server: ServerThread) -> Iterator[HttpServer]:
+    server = HttpServer(greeter_server)
+    yield server
+    server.stop()
+
+
+def text_input(*elements: str) -> dict[str, object]:
+    return {"name": "input.txt", "datatype": "BYTES", "shape": [len(elements)], "data": list(elements)}
+
+
+def test_health_and_metadata(http: HttpServer) -> None:
+    assert http.json("GET", "/v2/health/live") == (200, {"live": True})
+    assert http.json("GET", "/v2/models/hello-world/ready") == (200, {"name": "hello-world", "ready": True})
+    assert http.json("GET", "/v2/health/ready") == (200, {"ready": True})
+    status, metadata = http.json("GET", "/v2/models/hello-world")
+    assert status == 200
+    assert metadata["versions"] == ["0.1.0"]
+    assert metadata["inputs"] == [{"name": "input.txt", "datatype": "BYTES", "shape": [-1]}]
+    assert http.json("GET", "/v2/models/hello-world/versions/0.1.0")[1] == metadata
+    assert http.json("GET", "/v2")[1]["name"] == "grpc-model"
+
+
+def test_unknown_model_and_version_are_404(http: HttpServer) -> None:
+    assert http.json("GET", "/v2/models/other") == (
+        404,
+        {"error": "no model named 'other': this server serves 'hello-world'"},
+    )
+    status, answer = http.json("GET", "/v2/models/hello-world/versions/2.0.0/ready")
+    assert (status, answer["error"]) == (404, "model 'hello-world' has no version '2.0.0': this server serves 0.1.0")
+
+
+def test_infer_in_json(http: HttpServer) -> None:
+    status, answer = http.json("POST", INFER, {"id": "7", "inputs": [text_input("I am Ada", "Bob")]})
+    assert status == 200
+    assert (answer["model_name"], answer["model_version"], answer["id"]) == ("hello-world", "0.1.0", "7")
+    [output] = answer["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == ("results.json", "BYTES", [2])
+    assert json.loads(output["data"][0]) == GREETING
+    status, answer = http.json("POST", "/v2/models/hello-world/versions/0.1.0/infer", {"inputs": [text_input("Ada")]})
+    assert status == 200
+
+
+def test_infer_with_binary_data_as_tritonclient_sends_it(http: HttpServer) -> None:
+    data = b"".join(struct.pack("<I", len(text)) + text for text in (b"I am Ada", b"Bob"))
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input.txt", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(data)}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    status, headers, body = http.request(
+        "POST", INFER, header + data, {"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert status == 200, body
+    length = int(headers["inference-header-content-length"])
+    answer = json.loads(body[:length])
+    [output] = answer["outputs"]
+    size = output["parameters"]["binary_data_size"]
+    binary = body[length:]
+    assert len(binary) == size
+    (first,) = struct.unpack_from("<I", binary)
+    assert json.loads(binary[4 : 4 + first]) == GREETING
+
+
+def test_partial_results_in_json(http: HttpServer) -> None:
+    status, answer = http.json(
+        "POST", INFER, {"inputs": [text_input("Ada", " ")], "parameters": {"partial_results": True}}
+    )
+    assert status == 200
+    outputs = {output["name"]: output["data"] for output in answer["outputs"]}
+    assert json.loads(outputs["results.json"][0]) == GREETING
+    assert outputs["results.json"][1] == ""
+    assert outputs["error"][0] == ""
+    assert outputs["error"][1].startswith("ValueError: input.txt is empty")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (JSON_ONLY, {"Content-Encoding": "gzip"}, 400, "Content-Encoding 'gzip' is not supported: send it plain"),
+        (b"{not json", {}, 400, "the request is not valid JSON"),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 400, "nested too deeply"),
+        (b'{"inputs": 3}', {}, 400, 'the request must be a JSON object with a list "inputs"'),
+        (
+            json.dumps({"inputs": [{"name": "input.txt", "datatype": "BYTES", "shape": [1], "data": [1]}]}).encode(),
+            {},
+            400,
+            "input 'input.txt': BYTES data must be strings",
+        ),
+        (json.dumps({"inputs": [text_input("Ada", " ")]}).encode(), {}, 400, "1 of 2 items failed (indices [1])"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}, 400, "Inference-Header-Content-Length is"),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "input.txt", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 9}}
+                    ]
+                }
+            ).encode(),
+            {},
+            400,
+            "binary_data_size 9 does not fit the 0 bytes left",
+        ),
+        (
+            JSON_ONLY + b"xx",
+            {"Inference-Header-Content-Length": str(len(JSON_ONLY))},
+            400,
+            "2 bytes of binary data after the last input's",
+        ),
+    ],
+    ids=["gzip", "json", "deep", "shape", "data-type", "failed-item", "header-length", "binary-size", "trailing"],
+)
+def test_bad_requests_get_an_error_naming_the_problem(
+    http: HttpServer, body: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    answer_status, _, answer = http.request("POST", INFER, body, {"Content-Type": "application/json", **headers})
+    assert answer_status == status
+    assert message in json.loads(answer)["error"]
+
+
+def test_non_utf8_outputs_go_as_binary_data(serve_wrapper: ServerFactory) -> None:
+    server = HttpServer(serve_wrapper("Echo"))
+    try:
+        data = struct.pack("<I", 2) + b"\xff\xfe"
+        header = json.dumps(
+            {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}
+        ).encode()
+        status, headers, body = server.request(
+            "POST", INFER, header + data, {"Inference-Header-Content-Length": str(len(header))}
+        )
+    finally:
+        server.stop()
+    assert status == 200, body
+    answer = json.loads(body[: int(headers["inference-header-content-length"])])
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    assert outputs["a"]["parameters"] == {"binary_data_size": 6}  # not text: sent as binary data
+    assert json.loads(outputs["flags.json"]["data"][0]) == {"detect_drift": False, "explain": False}
