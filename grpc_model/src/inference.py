@@ -7,6 +7,7 @@ results back into its own answer, so items from every protocol share the one run
 import asyncio
 from collections.abc import Mapping, Sequence
 
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime import ItemResult, ModelRuntime
 from grpc_model.src.validation import CheckedItem, InputValidator
 
@@ -16,9 +17,10 @@ thread, so that Status, health and other calls keep answering while a large file
 
 
 class Inference:
-    def __init__(self, runtime: ModelRuntime, validator: InputValidator) -> None:
+    def __init__(self, runtime: ModelRuntime, validator: InputValidator, metrics: Recorder = NO_METRICS) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.metrics = metrics
 
     async def run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int
@@ -28,11 +30,17 @@ class Inference:
         Raises the runtime's ModelNotLoadedError, ModelUnavailableError and QueueFullError, which
         concern the whole call; `request_bytes` (the request's size) decides where items are checked.
         """
-        checked = await self._check(items, request_bytes)
-        answers = iter(
-            await self.runtime.run([item for item, error in checked if error is None], detect_drift, explain)
-        )
-        return [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+        self.metrics.items_arrived(len(items))
+        try:
+            checked = await self._check(items, request_bytes)
+            valid = [item for item, error in checked if error is None]
+            answers = iter(await self.runtime.run(valid, detect_drift, explain))
+        except BaseException:
+            self.metrics.items_refused(len(items))
+            raise
+        results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+        self.metrics.items_answered(results, invalid=len(items) - len(valid))
+        return results
 
     async def _check(self, items: Sequence[Mapping[str, bytes]], request_bytes: int) -> list[CheckedItem]:
         if request_bytes <= CHECK_INLINE_BYTES:

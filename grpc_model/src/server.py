@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import load_bundle
+from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
@@ -37,6 +38,12 @@ class RunningServer:
     port: int
     service: ModzyModelService
     settings: Settings
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on; None with metrics off."""
+        return None if self.metrics_server is None else self.metrics_server.port
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -55,6 +62,8 @@ class RunningServer:
         await asyncio.wait({stopping}, timeout=grace)
         await self.service.runtime.close()
         await stopping
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         logger.info("server stopped")
 
 
@@ -70,7 +79,8 @@ async def start_server(settings: Settings) -> RunningServer:
         max_queued_items=settings.max_queued_items,
         run_timeout_seconds=bundle.spec.timeout.run_seconds,
     )
-    runtime = ModelRuntime(settings.model_class, options)
+    metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
+    runtime = ModelRuntime(settings.model_class, options, metrics)
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -79,10 +89,11 @@ async def start_server(settings: Settings) -> RunningServer:
         runtime,
         bundle.spec,
         health_servicer,
-        Inference(runtime, validator),
+        Inference(runtime, validator, metrics),
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
+        metrics=metrics,
     )
     runtime.on_capacity_change = service.on_capacity_change
     if settings.load_model_at_startup or settings.workers > 0:
@@ -91,6 +102,20 @@ async def start_server(settings: Settings) -> RunningServer:
             await service.ensure_model_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
+    metrics_server = None
+    if isinstance(metrics, Metrics):
+        metrics.watch(
+            queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
+        )
+        try:  # after the workers forked: it is a thread
+            metrics_server = MetricsServer(metrics.registry, settings.host, settings.metrics_port)
+        except OSError as error:
+            await runtime.close()
+            raise ListenError(
+                f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+                f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
+                f"or turn metrics off with --no-metrics)"
+            ) from None
 
     server = grpc.aio.server(
         options=[
@@ -108,6 +133,8 @@ async def start_server(settings: Settings) -> RunningServer:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:
         await runtime.close()  # worker processes started with the model must not outlive the failed start
+        if metrics_server is not None:
+            metrics_server.close()
         raise ListenError(_why_not_listening(settings.host, settings.port)) from None
     await server.start()
     runtime.may_fork = False
@@ -120,7 +147,9 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.host,
         port,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings)
+    if metrics_server is not None:
+        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.port)
+    return RunningServer(server=server, port=port, service=service, settings=settings, metrics_server=metrics_server)
 
 
 async def serve(settings: Settings) -> None:

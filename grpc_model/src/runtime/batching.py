@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from grpc_model.src.observability import logs
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult, describe
 from model_lib.src.model_wrapper import ModelInput
@@ -43,13 +45,14 @@ class _Call:
     caller only wakes once, when the last of its items is answered.
     """
 
-    __slots__ = ("future", "queued", "remaining", "results")
+    __slots__ = ("future", "queued", "remaining", "request_id", "results")
 
     def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]") -> None:
         self.results: list[ItemResult | None] = [None] * count
         self.remaining = count
         self.queued = count  # items still in the queue that count against its bound
         self.future = future
+        self.request_id = logs.request_id.get()  # for the lines logged about its items' batches
 
     def needs(self, index: int) -> bool:
         """Whether item `index` still wants an answer (its caller is there and it has none yet)."""
@@ -93,6 +96,7 @@ class Batcher:
         max_wait_seconds: float,
         max_queued_items: int,
         timeout_seconds: float | None = None,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         if max_batch_size < 1 or max_wait_seconds < 0 or max_queued_items < 1:
             raise ValueError("max_batch_size and max_queued_items must be >= 1, max_wait_seconds >= 0")
@@ -101,6 +105,7 @@ class Batcher:
         self.max_wait_seconds = max_wait_seconds
         self.max_queued_items = max_queued_items
         self.timeout_seconds = timeout_seconds
+        self.metrics = metrics
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
@@ -215,6 +220,10 @@ class Batcher:
         live = [entry for entry in batch if entry.needed()]
         if not live:
             return
+        now = asyncio.get_running_loop().time()
+        self.metrics.waited(now - entry.enqueued_at for entry in live)
+        # The executor takes the batch's request ids from the context, for lines logged while it runs.
+        ids = logs.request_id.set(logs.BatchIds([entry.call.request_id for entry in live]))
         try:
             running = self.executor.start_batch(
                 [entry.item for entry in live], *flags, wanted=lambda position: live[position].needed()
@@ -224,6 +233,8 @@ class Batcher:
             for entry in live:
                 entry.call.answer(entry.index, ItemResult.failure(f"internal error: {describe(error)}"))
             return
+        finally:
+            logs.request_id.reset(ids)
         self._in_flight += 1
         running.add_done_callback(lambda done: self._finish(live, done))
 
