@@ -38,6 +38,8 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.metadata", "grpc"),
         ("grpc_model.src.runtime", "grpc_model.src.cli"),  # the command line sits on top of everything
         ("grpc_model.src.metadata", "grpc_model.src.cli"),
+        ("grpc_model.src.observability", "grpc"),  # called from every layer, so it leans on none
+        ("grpc_model.src.observability", "grpc_model"),
         ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
     ],
 )
