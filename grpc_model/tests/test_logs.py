@@ -21,12 +21,13 @@ def run_with_id(client: ModelClient, items: list[dict[str, bytes]], request_id: 
     """Sends a Run call (with `x-request-id` when given); returns the id the server sent back, and the response."""
     request = pb.RunRequest(inputs=[pb.InputItem(input=item) for item in items])
     metadata = ((logs.REQUEST_ID_METADATA, request_id),) if request_id else None
+    answer: object
     try:
-        response, call = client.stub.Run.with_call(request, metadata=metadata, timeout=30)
+        answer, call = client.stub.Run.with_call(request, metadata=metadata, timeout=30)
+        trailing = call.trailing_metadata()
     except grpc.RpcError as error:
-        response, call = error, error
-    returned = dict(call.trailing_metadata() or ())  # type: ignore[attr-defined]
-    return str(returned[logs.REQUEST_ID_METADATA]), response
+        answer, trailing = error, error.trailing_metadata()  # type: ignore[assignment]  # a grpc.Call too
+    return str(dict(trailing or ())[logs.REQUEST_ID_METADATA]), answer
 
 
 def json_lines(server: ServerProcess) -> list[dict[str, object]]:
