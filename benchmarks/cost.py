@@ -36,6 +36,10 @@ TARGETS = (
 )
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
 def _command(name: str, bundle: Path) -> list[str]:
     if name == "bare":
         return [sys.executable, "-m", "benchmarks.bare_server", "echo"]
@@ -48,7 +52,7 @@ async def observability_cost(
     measure: Measure, bundle: Path, env: dict[str, str], seconds: float, rounds: int = 5
 ) -> dict[str, Any]:
     """Medians over `rounds` turns of `seconds` each: requests/s and server CPU µs per request per configuration."""
-    servers = {name: Server(_command(name, bundle), env, f"cost-{name.split(',')[0]}") for name in CONFIGS}
+    servers = {name: Server(_command(name, bundle), env, "cost-" + _slug(name)) for name in CONFIGS}
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     try:
         for _ in range(rounds):
