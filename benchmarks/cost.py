@@ -8,7 +8,9 @@ and after each measurement (the echo model runs in the server process: there are
 - bare: benchmarks/bare_server.py, a plain grpc.aio servicer that returns the input;
 - engine, metrics off: this server with `--no-metrics`;
 - engine: this server as it ships (metrics on, log level INFO);
-- engine, access lines: the same at `--log-level DEBUG`, which logs one access line per call.
+- engine, access lines: the same at `--log-level DEBUG`, which logs one access line per call;
+- engine, model on the event loop: the same echo declaring `run_on_event_loop = True`, which runs
+  its calls on the event loop instead of handing them to a model thread.
 """
 
 import statistics
@@ -28,11 +30,13 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "engine, metrics off": ("--no-metrics", "--log-level", "WARNING"),
     "engine": ("--log-level", "INFO"),
     "engine, access lines (DEBUG)": ("--log-level", "DEBUG"),
+    "engine, model on the event loop": ("--model-class", "benchmarks.models:EchoOnLoop"),
 }
 TARGETS = (
     ("metrics on / off", "engine", "engine, metrics off", 1.05),
     ("engine / bare", "engine", "bare", 1.2),
     ("access lines / engine", "engine, access lines (DEBUG)", "engine", None),
+    ("model on the event loop / bare", "engine, model on the event loop", "bare", 1.2),
 )
 
 

@@ -160,6 +160,41 @@ class ThreadExecutor:
         self._jobs.stop(len(self._threads))
 
 
+class InlineExecutor:
+    """Runs each batch on the event loop itself, for wrappers that declare `run_on_event_loop = True`.
+
+    For models whose calls take microseconds (a lookup, a formula, an echo): the hop to a model
+    thread and back (a queue, a thread wake-up, the GIL changing hands twice, the loop's wake-up)
+    costs more than such a call. The loop does nothing else while the model runs, so a slow call
+    holds up every other call, health included, and the run timeout cannot cut it short.
+    """
+
+    slots = 1
+    available = True
+    condition = None
+
+    def __init__(self, model: LoadedModel, metrics: Recorder = NO_METRICS) -> None:
+        self.model = model
+        self.metrics = metrics
+
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
+    ) -> "asyncio.Future[list[ItemResult]]":
+        done: asyncio.Future[list[ItemResult]] = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+        try:
+            results = process_items(self.model, items, detect_drift, explain)
+        except BaseException as error:  # a bug in the framework: fail the batch, keep the loop
+            logger.exception("a model call on the event loop failed outside the model's own code")
+            results = [ItemResult.failure(f"internal error: {describe(error)}")] * len(items)
+        self.metrics.batch(len(items), time.monotonic() - started)
+        done.set_result(results)
+        return done
+
+    async def close(self) -> None:
+        """Nothing to release: no thread of its own."""
+
+
 def in_daemon_thread(function: Callable[[], T], name: str) -> "asyncio.Future[T]":
     """Runs `function` on a new daemon thread; the future completes on the calling loop.
 

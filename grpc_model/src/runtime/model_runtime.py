@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
-from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor, in_daemon_thread
+from grpc_model.src.runtime.execution import InlineExecutor, ModelExecutor, ThreadExecutor, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe
 from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
 from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
@@ -144,6 +144,8 @@ class ModelRuntime:
         return None
 
     async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
+        if self.options.workers == 0 and getattr(self.wrapper_class, "run_on_event_loop", False):
+            return InlineExecutor(model, self.metrics)
         if self.options.workers == 0:
             threads = ThreadExecutor(model, self.options.model_threads, self.options.run_timeout_seconds, self.metrics)
             threads.on_capacity_change = self._capacity_changed
