@@ -53,7 +53,7 @@ def _command(name: str, bundle: Path) -> list[str]:
 
 
 async def observability_cost(
-    measure: Measure, bundle: Path, env: dict[str, str], seconds: float, rounds: int = 5
+    measure: Measure, bundle: Path, env: dict[str, str], seconds: float, rounds: int = 7
 ) -> dict[str, Any]:
     """Medians over `rounds` turns of `seconds` each: requests/s and server CPU µs per request per configuration."""
     servers = {name: Server(_command(name, bundle), env, "cost-" + _slug(name)) for name in CONFIGS}

@@ -102,6 +102,9 @@ def configure(level: str | int, log_format: LogFormat = "text") -> None:
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # grpc's Python layer logs a DEBUG line per call ("Loaded running loop"): noise that would double
+    # the cost of DEBUG. Its C core has its own switches (GRPC_VERBOSITY, GRPC_TRACE).
+    logging.getLogger("grpc").setLevel(max(logging.getLogger().level, logging.INFO))
     _configured = log_format
 
 
