@@ -132,6 +132,18 @@ def test_a_metrics_port_in_use_stops_start_up_naming_the_setting(serve_wrapper: 
             serve_wrapper("Echo", metrics_port=taken.getsockname()[1])
 
 
+def test_histogram_buckets_count_a_value_equal_to_a_bound_in_that_bucket() -> None:
+    metrics = Metrics("model", "1.0.0")
+    metrics.batch(2, 0.001)
+    metrics.batch(3, 0.5)
+    found = samples(generate_latest(metrics.registry).decode())
+    assert [value(found, "grpc_model_batch_size_bucket", le=le) for le in ("1.0", "2.0", "4.0", "+Inf")] == [0, 1, 2, 2]
+    assert value(found, "grpc_model_batch_size_sum") == 5
+    assert value(found, "grpc_model_batch_seconds_bucket", le="0.001") == 1
+    assert value(found, "grpc_model_batch_seconds_bucket", le="0.25") == 1
+    assert value(found, "grpc_model_batch_seconds_count") == 2
+
+
 def every_sample_name() -> set[str]:
     """The names a server exposes once each metric has seen something."""
     metrics = Metrics("model", "1.0.0")

@@ -31,6 +31,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.utils import floatToGoString
 
 PATH = "/metrics"
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -92,13 +93,14 @@ class _Histogram:
     def buckets(self) -> list[tuple[str, float]]:
         counts = list(self.counts)  # one snapshot, taken under the GIL
         cumulative = list(itertools.accumulate(counts))
-        return [(_bound(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=False)] + [
+        return [(_go_float(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=False)] + [
             ("+Inf", float(cumulative[-1]))
         ]
 
 
-def _bound(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+def _go_float(bound: float) -> str:
+    """A bucket bound as prometheus_client writes its own (`1.0`, `0.005`), for tools that compare `le` labels."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 class Metrics(Recorder):
