@@ -13,13 +13,19 @@ and after each measurement (the echo model runs in the server process: there are
   its calls on the event loop instead of handing them to a model thread.
 """
 
+import logging
+import os
 import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.processes import Server
+from grpc_model.src.observability import logs
+from grpc_model.src.observability.metrics import Metrics
+from grpc_model.src.runtime import ItemResult
 
 Measure = Callable[[str, int, int, float], Awaitable[tuple[float, float]]]
 """(target, server pid, concurrency, seconds) -> (requests/s, server CPU µs per request)."""
@@ -38,6 +44,56 @@ TARGETS = (
     ("access lines / engine", "engine, access lines (DEBUG)", "engine", None),
     ("model on the event loop / bare", "engine, model on the event loop", "bare", 1.2),
 )
+
+
+def in_process_us(repeat: int = 50_000) -> dict[str, float]:
+    """What one call's metric hooks and one access line cost, timed in this process (µs, best of 5).
+
+    The interleaved server runs cannot resolve a few percent on a shared machine; these can.
+    """
+    metrics = Metrics("model", "1.0.0")
+    results = [ItemResult({"output.bin": b"x"}, success=True)]
+
+    def hooks() -> None:  # what the server records for a one-item Run call served in a batch of one
+        for _ in range(repeat):
+            metrics.items_arrived(1)
+            metrics.waited((0.0001,))
+            metrics.batch(1, 0.0001)
+            metrics.items_answered(results, 0)
+            metrics.call("Run", "OK", 0.001)
+
+    timings = {"metric hooks per call": hooks}
+    for log_format in ("text", "json"):
+        logger = logging.getLogger(f"bench.access.{log_format}")
+        logger.propagate = False
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (closed below)
+        handler.setFormatter(logs.JsonFormatter() if log_format == "json" else logs.TextFormatter())
+        handler.addFilter(logs.RequestIdFilter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+        def line(logger: logging.Logger = logger) -> None:
+            logs.request_id.set("3f9a1c2e-1b")
+            for _ in range(repeat):
+                logger.debug("Run: %d items (%d failed) in %.1f ms, %.1f items/s", 1, 0, 1.25, 800.0)
+
+        timings[f"access line ({log_format})"] = line
+    measured = {}
+    for name, run in timings.items():
+        best = min(_timed(run) for _ in range(5))
+        measured[name] = round(best / repeat * 1e6, 2)
+    for log_format in ("text", "json"):
+        for each in logging.getLogger(f"bench.access.{log_format}").handlers:
+            each.close()
+            if isinstance(each, logging.StreamHandler):
+                each.stream.close()
+    return measured
+
+
+def _timed(run: Callable[[], None]) -> float:
+    started = time.process_time()
+    run()
+    return time.process_time() - started
 
 
 def _slug(name: str) -> str:
@@ -73,7 +129,13 @@ async def observability_cost(
         }
         for name, values in runs.items()
     }
-    return {"concurrency": CONCURRENCY, "rounds": rounds, "seconds": seconds, "configs": medians}
+    return {
+        "concurrency": CONCURRENCY,
+        "rounds": rounds,
+        "seconds": seconds,
+        "configs": medians,
+        "in_process_us": in_process_us(),
+    }
 
 
 def markdown(cost: dict[str, Any]) -> list[str]:
@@ -88,4 +150,8 @@ def markdown(cost: dict[str, Any]) -> list[str]:
     for label, over, under, goal in TARGETS:
         value = configs[over]["cpu_us_per_request"] / configs[under]["cpu_us_per_request"]
         lines.append(f"| {label} | {value:.3f} | {'' if goal is None else f'<= {goal}'} |")
+    engine = configs["engine"]["cpu_us_per_request"]
+    lines += ["", "| timed in-process, CPU | µs | share of the engine's CPU/request |", "|---|---:|---:|"]
+    for name, micros in cost.get("in_process_us", {}).items():
+        lines.append(f"| {name} | {micros} | {micros / engine:.1%} |")
     return lines
