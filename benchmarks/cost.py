@@ -1,10 +1,11 @@
 """What observability costs on the per-call path: echo at c=32, server CPU per request.
 
-`scripts/bench.py --profiles cost` runs four servers side by side and measures them in turns,
+`scripts/bench.py --profiles cost` runs five servers side by side and measures them in turns,
 round after round, so that the machine's drift hits all of them alike; each figure is the median
 over the rounds, and each ratio is given both as the ratio of the medians and as the median of
-the ratios within a round (two servers measured seconds apart). CPU is the server process's utime + stime from /proc/<pid>/stat, read before
-and after each measurement (the echo model runs in the server process: there are no workers).
+the ratios within a round (two servers measured seconds apart). CPU is the server process's
+utime + stime from /proc/<pid>/stat, read before and after each measurement (the echo model
+runs in the server process: there are no workers).
 
 - bare: benchmarks/bare_server.py, a plain grpc.aio servicer that returns the input;
 - engine, metrics off: this server with `--no-metrics`;
