@@ -138,10 +138,10 @@ class Batcher:
         )
         self._queued += len(items)
         self._calls.add(call)
-        expiry: asyncio.TimerHandle | None = None
-        if self.timeout_seconds is not None:
-            expiry = loop.call_later(self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         self._pump()
+        expiry: asyncio.TimerHandle | None = None
+        if self.timeout_seconds is not None and not call.future.done():  # a model on the loop may have answered
+            expiry = loop.call_at(now + self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -236,9 +236,18 @@ class Batcher:
         finally:
             logs.request_id.reset(ids)
         self._in_flight += 1
-        running.add_done_callback(lambda done: self._finish(live, done))
+        if running.done():  # it ran on the event loop: answer now, without a wake-up; `_pump`'s loop goes on
+            self._answer(live, running)
+        else:
+            running.add_done_callback(lambda done: self._finish(live, done))
 
     def _finish(self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]") -> None:
+        try:
+            self._answer(live, done)
+        finally:
+            self._pump()
+
+    def _answer(self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]") -> None:
         self._in_flight -= 1
         if done.cancelled() or done.exception() is not None:
             error = "cancelled" if done.cancelled() else f"{type(done.exception()).__name__}: {done.exception()}"
@@ -252,4 +261,3 @@ class Batcher:
         finally:
             for entry in live:  # a wrong count from an executor still answers everyone
                 entry.call.answer(entry.index, ItemResult.failure("internal error: no result for this item"))
-            self._pump()
