@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import load_bundle
-from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer
+from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer, Recorder
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
@@ -102,21 +102,6 @@ async def start_server(settings: Settings) -> RunningServer:
             await service.ensure_model_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
-    metrics_server = None
-    if isinstance(metrics, Metrics):
-        metrics.watch(
-            queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
-        )
-        try:  # after the workers forked: it is a thread
-            metrics_server = MetricsServer(metrics.registry, settings.host, settings.metrics_port)
-        except OSError as error:
-            await runtime.close()
-            raise ListenError(
-                f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
-                f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
-                f"or turn metrics off with --no-metrics)"
-            ) from None
-
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
@@ -133,9 +118,13 @@ async def start_server(settings: Settings) -> RunningServer:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:
         await runtime.close()  # worker processes started with the model must not outlive the failed start
-        if metrics_server is not None:
-            metrics_server.close()
         raise ListenError(_why_not_listening(settings.host, settings.port)) from None
+    try:  # once gRPC has its port, so that a bad host is reported as such; after the workers forked: it is a thread
+        metrics_server = _serve_metrics(metrics, runtime, settings)
+    except ListenError:
+        await server.stop(None)
+        await runtime.close()
+        raise
     await server.start()
     runtime.may_fork = False
     logger.info(
@@ -160,6 +149,23 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, _on_signal, running.service, signum)
     await running.wait_for_shutdown_request()
     await running.stop()
+
+
+def _serve_metrics(metrics: Recorder, runtime: ModelRuntime, settings: Settings) -> MetricsServer | None:
+    """The /metrics endpoint, or None with metrics off; raises ListenError naming metrics_port."""
+    if not isinstance(metrics, Metrics):
+        return None
+    metrics.watch(
+        queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
+    )
+    try:
+        return MetricsServer(metrics.registry, settings.host, settings.metrics_port)
+    except OSError as error:
+        raise ListenError(
+            f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+            f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
+            "or turn metrics off with --no-metrics)"
+        ) from None
 
 
 def _why_not_listening(host: str, port: int) -> str:
