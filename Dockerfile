@@ -54,6 +54,7 @@ USER model
 EXPOSE 45000
 # HTTP, served when the image has the `http` group (see the top of this file)
 EXPOSE 8080
+EXPOSE 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD python -m grpc_model.src.model_client --health --host 127.0.0.1 --port "${PSC_MODEL_PORT:-45000}" --timeout 4
 CMD ["python", "-m", "grpc_model.src.model_server"]

@@ -38,6 +38,12 @@ class Echo(ModelWrapper):
         return [{"output.bin": item["input.bin"]} for item in model_inputs]
 
 
+class EchoOnLoop(Echo):
+    """Echo, run on the event loop: no hand-off to a model thread (`run_on_event_loop`)."""
+
+    run_on_event_loop = True
+
+
 class SleepItem(ModelWrapper):
     """20 ms per item with the GIL released: an I/O- or device-bound model without batching."""
 

@@ -85,7 +85,11 @@ class Server:
         LOGS.mkdir(parents=True, exist_ok=True)
         with open(LOGS / f"{name}.log", "wb") as log:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [*command, "--port", str(self.port)],
+                cwd=PROJECT_ROOT,
+                env={"GRPC_MODEL_METRICS_PORT": "0", **env},  # several servers at once: 9090 would clash
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         with ModelClient(self.target, timeout=120) as client:
             grpc.channel_ready_future(client.channel).result(timeout=120)

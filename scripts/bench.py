@@ -31,7 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import examples, scoring  # noqa: E402
+from benchmarks import cost, examples, scoring  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
@@ -172,6 +172,13 @@ async def drive(
 
 
 # ---- single measurements ------------------------------------------------------------------
+
+
+async def cpu_per_request(target: str, pid: int, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, server CPU µs per request) of echo calls: what benchmarks/cost.py compares."""
+    point = Point("echo", "cost", concurrency)
+    await drive(target, SMALL, concurrency, seconds, [pid], point)
+    return point.requests_per_s, point.cpu_us_per_request
 
 
 def calibrate_cpu_iterations(target_seconds: float = 0.005) -> int:
@@ -375,6 +382,8 @@ def markdown(results: Results) -> str:
                   f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
                   f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
                   f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
+    if "cost" in results.extras:
+        lines += cost.markdown(results.extras["cost"])
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -411,7 +420,7 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
     parser.add_argument(
         "--profiles",
-        default=",".join([*(p.name for p in PROFILES), "digits", "score"]),
+        default=",".join([*(p.name for p in PROFILES), "digits", "score", "cost"]),
         help="comma-separated profiles",
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
@@ -453,6 +462,8 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
+        if "cost" in args.profiles.split(","):  # what metrics and logs cost per call
+            results.extras["cost"] = await cost.observability_cost(cpu_per_request, bundle, env, args.duration)
         if "score" in args.profiles.split(","):
             results.extras["score"] = await scorer_speed(bundle, env, args.duration)
         if "digits" in args.profiles.split(","):  # the example's batching; needs the examples group

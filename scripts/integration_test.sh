@@ -160,7 +160,7 @@ else
   log "no Docker engine answers: testing a local process, NOT the image" \
     "(scripts/container_engine.sh sets up podman on Debian/Ubuntu as root)"
   log "starting the server as a local process on 127.0.0.1:$port"
-  "$python" -m grpc_model.src.model_server --host 127.0.0.1 --port "$port" --load-model-at-startup &
+  "$python" -m grpc_model.src.model_server --host 127.0.0.1 --port "$port" --metrics-port 0 --load-model-at-startup &
   server_pid=$!
 fi
 

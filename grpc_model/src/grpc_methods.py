@@ -1,15 +1,22 @@
 """Registering a gRPC service whose requests the framework parses itself; shared by the gRPC front ends.
 
 grpcio answers a request it cannot parse with UNKNOWN; parsing here answers INVALID_ARGUMENT with
-the message type and the parser's reason, as a client on any stack expects.
+the message type and the parser's reason, as a client on any stack expects. Every call also gets
+its request id and is counted here, so each front end's calls are observed alike.
 """
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from grpc.aio import AbortError
+
+from grpc_model.src.observability import logs
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +25,14 @@ Methods = Mapping[str, tuple[Behaviour, type[Message], type[Message]]]
 """Method name -> (behaviour, request type, response type)."""
 
 
-def add_unary_service(server: grpc.aio.Server, service_name: str, methods: Methods) -> None:
+def add_unary_service(
+    server: grpc.aio.Server, service_name: str, methods: Methods, metrics: Recorder = NO_METRICS
+) -> None:
     """Registers unary methods like the generated code does, but parses requests itself."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
-            _parsing(behaviour, request_type), response_serializer=response_type.SerializeToString
+            _observed(name, _parsing(behaviour, request_type), metrics),
+            response_serializer=response_type.SerializeToString,
         )
         for name, (behaviour, request_type, response_type) in methods.items()
     }
@@ -43,3 +53,35 @@ def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
         return await behaviour(request, context)
 
     return handle
+
+
+def _observed(method: str, behaviour: Behaviour, metrics: Recorder) -> Behaviour:
+    """Gives the call its request id (logged with every line about it, sent back to the caller), and counts it."""
+
+    async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
+        started = time.perf_counter()
+        metadata = context.invocation_metadata() or ()
+        sent = next((value for key, value in metadata if key == logs.REQUEST_ID_METADATA), None)
+        request_id = logs.accepted_request_id(sent if isinstance(sent, str) else None)
+        logs.request_id.set(request_id)  # this call's own task: the id stays with it
+        context.set_trailing_metadata(((logs.REQUEST_ID_METADATA, request_id),))
+        code = "OK"
+        try:
+            return await behaviour(raw, context)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except AbortError:
+            code = _code_name(context.code())
+            raise
+        except BaseException:
+            code = "UNKNOWN"
+            raise
+        finally:
+            metrics.call(method, code, time.perf_counter() - started)
+
+    return handle
+
+
+def _code_name(code: object) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from grpc_model.src.observability import tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelRuntime
 from grpc_model.src.validation import CheckedItem, InputValidator
 
@@ -17,9 +18,10 @@ thread, so that Status, health and other calls keep answering while a large file
 
 
 class Inference:
-    def __init__(self, runtime: ModelRuntime, validator: InputValidator) -> None:
+    def __init__(self, runtime: ModelRuntime, validator: InputValidator, metrics: Recorder = NO_METRICS) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.metrics = metrics
         self.on_loaded: Callable[[], Awaitable[None]] | None = None
         """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
         report health SERVING)."""
@@ -62,12 +64,18 @@ class Inference:
         Raises the runtime's ModelNotLoadedError, ModelUnavailableError and QueueFullError, which
         concern the whole call; `request_bytes` (the request's size) decides where items are checked.
         """
-        with tracing.span(tracing.VALIDATE, len(items)):
-            checked = await self._check(items, request_bytes)
-        answers = iter(
-            await self.runtime.run([item for item, error in checked if error is None], detect_drift, explain)
-        )
-        return [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+        self.metrics.items_arrived(len(items))
+        try:
+            with tracing.span(tracing.VALIDATE, len(items)):
+                checked = await self._check(items, request_bytes)
+            valid = [item for item, error in checked if error is None]
+            answers = iter(await self.runtime.run(valid, detect_drift, explain))
+        except BaseException:
+            self.metrics.items_refused(len(items))
+            raise
+        results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+        self.metrics.items_answered(results, invalid=len(items) - len(valid))
+        return results
 
     async def _check(self, items: Sequence[Mapping[str, bytes]], request_bytes: int) -> list[CheckedItem]:
         if request_bytes <= CHECK_INLINE_BYTES:

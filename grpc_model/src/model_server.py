@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from grpc_model.src.metadata import BundleError
-from grpc_model.src.observability import tracing
+from grpc_model.src.observability import logs, tracing
 from grpc_model.src.runtime import WrapperImportError
 from grpc_model.src.server import ListenError, serve
 from grpc_model.src.settings import settings_from_args
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.sr
     except ValidationError as error:
         print(f"invalid settings:\n{error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         tracing.configure(settings.tracing)  # before the model loads: worker processes trace as the server does
         asyncio.run(serve(settings))

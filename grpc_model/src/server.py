@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.observability import tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer, Recorder
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
@@ -48,6 +49,12 @@ class RunningServer:
     v2: V2Protocol
     http: "HttpServer | None" = None
     """The HTTP server (page, multipart endpoint, V2 REST, OpenAPI) when the `http` setting serves it."""
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on; None with metrics off."""
+        return None if self.metrics_server is None else self.metrics_server.port
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -68,6 +75,8 @@ class RunningServer:
         await asyncio.wait(stopping, timeout=grace)
         await self.service.runtime.close()
         await asyncio.gather(*stopping)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         logger.info("server stopped")
 
 
@@ -87,12 +96,13 @@ async def start_server(settings: Settings) -> RunningServer:
         max_queued_items=settings.max_queued_items,
         run_timeout_seconds=bundle.spec.timeout.run_seconds,
     )
-    runtime = ModelRuntime(settings.model_class, options)
+    metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
+    runtime = ModelRuntime(settings.model_class, options, metrics)
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    inference = Inference(runtime, validator)
+    inference = Inference(runtime, validator, metrics)
     service = ModzyModelService(
         runtime,
         bundle.spec,
@@ -101,6 +111,7 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
+        metrics=metrics,
     )
     runtime.on_capacity_change = service.on_capacity_change
     inference.on_loaded = service.report_loaded
@@ -110,7 +121,6 @@ async def start_server(settings: Settings) -> RunningServer:
             await inference.ensure_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
-
     server = grpc.aio.server(
         interceptors=tracing.server_interceptors(),  # None while tracing is off
         options=[
@@ -121,7 +131,7 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     add_to_server(service, server)
     v2 = V2Protocol(inference, bundle.spec)
-    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server)
+    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
@@ -133,6 +143,12 @@ async def start_server(settings: Settings) -> RunningServer:
         if isinstance(error, ListenError):
             raise
         raise ListenError(_why_not_listening(settings.host, settings.port)) from None
+    try:  # once gRPC has its port, so that a bad host is reported as such; after the workers forked: it is a thread
+        metrics_server = _serve_metrics(metrics, runtime, settings)
+    except ListenError:
+        await server.stop(None)
+        await runtime.close()
+        raise
     await server.start()
     if http is not None:
         await http.start()
@@ -147,7 +163,17 @@ async def start_server(settings: Settings) -> RunningServer:
         settings.host,
         port,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings, v2=v2, http=http)
+    if metrics_server is not None:
+        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.port)
+    return RunningServer(
+        server=server,
+        port=port,
+        service=service,
+        settings=settings,
+        v2=v2,
+        http=http,
+        metrics_server=metrics_server,
+    )
 
 
 def _http_server(settings: Settings, bundle: AssetBundle, inference: Inference, v2: V2Protocol) -> "HttpServer":
@@ -178,6 +204,23 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, _on_signal, running.service, signum)
     await running.wait_for_shutdown_request()
     await running.stop()
+
+
+def _serve_metrics(metrics: Recorder, runtime: ModelRuntime, settings: Settings) -> MetricsServer | None:
+    """The /metrics endpoint, or None with metrics off; raises ListenError naming metrics_port."""
+    if not isinstance(metrics, Metrics):
+        return None
+    metrics.watch(
+        queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
+    )
+    try:
+        return MetricsServer(metrics.registry, settings.host, settings.metrics_port)
+    except OSError as error:
+        raise ListenError(
+            f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+            f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
+            "or turn metrics off with --no-metrics)"
+        ) from None
 
 
 def _why_not_listening(host: str, port: int) -> str:

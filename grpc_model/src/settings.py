@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     def _upper_case_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     host: str = Field(default="[::]", description="Address to listen on; `[::]` is every interface.")
     port: int = Field(
         default=45000,
@@ -134,6 +139,21 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as one JSON object per line (time, level, logger, message, request_id, "
+        "exc_info).",
+    )
+    metrics: bool = Field(
+        default=True, description="Serve Prometheus metrics over HTTP on `metrics_port`; `--no-metrics` turns them off."
+    )
+    metrics_port: int = Field(
+        default=9090,
+        ge=0,
+        le=65535,
+        description="TCP port of the Prometheus metrics endpoint (path /metrics), on the same host as gRPC; "
+        "0 picks a free one.",
     )
 
 

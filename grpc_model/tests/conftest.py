@@ -109,7 +109,8 @@ def serve() -> Iterator[ServerFactory]:
     servers: list[ServerThread] = []
 
     def start(**overrides: Any) -> ServerThread:
-        settings = Settings(**{"host": "127.0.0.1", "port": 0, "shutdown_grace_seconds": 5, **overrides})
+        defaults = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "shutdown_grace_seconds": 5}
+        settings = Settings(**{**defaults, **overrides})
         servers.append(ServerThread(settings))
         return servers[-1]
 
@@ -270,6 +271,7 @@ def processes(monkeypatch: pytest.MonkeyPatch, greeter_bundle: Path) -> Iterator
     """
     monkeypatch.setenv(env_var("model_class"), f"{TESTS}:Greeter")
     monkeypatch.setenv(env_var("asset_bundle_dir"), str(greeter_bundle))
+    monkeypatch.setenv(env_var("metrics_port"), "0")  # 9090 may be taken; the tests read the port from the log
     started: list[ServerProcess] = []
     yield started
     for server in started:

@@ -19,7 +19,7 @@ from grpc_model.tests.conftest import (
     eventually,
     start,
 )
-from grpc_model.tests.wrappers import Gated, Overlapping
+from grpc_model.tests.wrappers import Gated, OnLoop, Overlapping
 
 
 def concurrent_runs(server: ServerThread, requests: list[list[dict[str, bytes]]]) -> list[pb.RunResponse]:
@@ -44,6 +44,20 @@ def test_by_default_model_calls_run_one_at_a_time(serve_wrapper: ServerFactory) 
     server.client.status()
     concurrent_runs(server, [[{"a": b"1"}]] * 4)
     assert Overlapping.most == 1
+
+
+def test_a_wrapper_may_run_on_the_event_loop_and_keeps_item_failures_apart(serve_wrapper: ServerFactory) -> None:
+    OnLoop.threads.clear()
+    server = serve_wrapper("OnLoop")
+    server.client.status()
+
+    responses = concurrent_runs(server, [[{"a": b"1"}, {"a": b"fail"}, {"a": b"2"}]] * 4)
+
+    assert all([o.success for o in r.outputs] == [True, False, True] for r in responses)
+    assert set(OnLoop.threads) == {"test-server"}  # the server's event loop thread, not a model thread
+    server_with_workers = serve_wrapper("OnLoop", workers=1)  # ignored with workers: they run the model
+    assert server_with_workers.client.run([{"a": b"1"}]).outputs[0].success
+    assert set(OnLoop.threads) == {"test-server"}  # the worker's calls were in another process
 
 
 def test_model_threads_need_a_thread_safe_wrapper(serve_wrapper: ServerFactory) -> None:

@@ -231,11 +231,14 @@ def test_shutdown_can_require_a_token(serve_greeter: ServerFactory) -> None:
     assert server.client.health() == "NOT_SERVING"
 
 
-def test_each_call_logs_one_line_with_count_duration_and_rate(
+def test_each_call_logs_one_debug_line_with_count_duration_and_rate(
     greeter_server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     greeter_server.client.status()
     with caplog.at_level("INFO", logger="grpc_model.src.servicer"):
+        greeter_server.client.run([{"input.txt": b"Hi Al"}])
+    assert not [r for r in caplog.records if r.getMessage().startswith("Run:")]  # not at INFO: it costs
+    with caplog.at_level("DEBUG", logger="grpc_model.src.servicer"):
         greeter_server.client.run([{"input.txt": b"Hi Al"}, {"input.txt": b""}])
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run:")]
     assert len(lines) == 1

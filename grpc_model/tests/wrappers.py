@@ -190,6 +190,26 @@ class Pid(ModelWrapper):
         return {"pid": str(os.getpid()).encode()}
 
 
+class PidOrFail(Pid):
+    """Pid, except that an item holding b"fail" fails (raises) at once."""
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        if b"fail" in model_input.values():
+            raise ValueError("asked to fail")
+        return super().handle_single_input(model_input, detect_drift, explain)
+
+
+class OnLoop(Echo):
+    """Echo on the event loop; records the thread each call ran on."""
+
+    run_on_event_loop = True
+    threads: ClassVar[list[str]] = []
+
+    def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
+        type(self).threads.append(threading.current_thread().name)
+        return super().handle_single_input(model_input, detect_drift, explain)
+
+
 class Overlapping(ModelWrapper):
     """Thread-safe; records how many of its calls ran at the same time (`most`).
 

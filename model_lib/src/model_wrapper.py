@@ -35,6 +35,12 @@ class ModelWrapper:
     (true of most models that release the GIL, e.g. PyTorch inference without shared state).
     The server then allows `GRPC_MODEL_MODEL_THREADS` > 1; otherwise calls run one at a time."""
 
+    run_on_event_loop: ClassVar[bool] = False
+    """Set to True only if every call takes microseconds and never waits (a lookup, a formula):
+    calls then run on the server's event loop, which saves the hand-off to a model thread, but
+    nothing else is served while one runs and the run timeout cannot cut it short. Ignored with
+    worker processes."""
+
     def handle_single_input(self, model_input: ModelInput, detect_drift: bool, explain: bool) -> ModelOutput:
         """Run the model on one item and return its output files.
 

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from grpc_model.src.observability import tracing
+from grpc_model.src.observability import logs, tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult, describe
 from model_lib.src.model_wrapper import ModelInput
@@ -44,7 +45,7 @@ class _Call:
     caller only wakes once, when the last of its items is answered.
     """
 
-    __slots__ = ("future", "queued", "remaining", "results", "trace")
+    __slots__ = ("future", "queued", "remaining", "request_id", "results", "trace")
 
     def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]", trace: tracing.CallTrace | None) -> None:
         self.results: list[ItemResult | None] = [None] * count
@@ -52,6 +53,7 @@ class _Call:
         self.queued = count  # items still in the queue that count against its bound
         self.future = future
         self.trace = trace  # None while tracing is off
+        self.request_id = logs.request_id.get()  # for the lines logged about its items' batches
 
     def needs(self, index: int) -> bool:
         """Whether item `index` still wants an answer (its caller is there and it has none yet)."""
@@ -95,6 +97,7 @@ class Batcher:
         max_wait_seconds: float,
         max_queued_items: int,
         timeout_seconds: float | None = None,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         if max_batch_size < 1 or max_wait_seconds < 0 or max_queued_items < 1:
             raise ValueError("max_batch_size and max_queued_items must be >= 1, max_wait_seconds >= 0")
@@ -103,6 +106,7 @@ class Batcher:
         self.max_wait_seconds = max_wait_seconds
         self.max_queued_items = max_queued_items
         self.timeout_seconds = timeout_seconds
+        self.metrics = metrics
         self._groups: dict[Flags, deque[_Pending]] = {}
         self._queued = 0
         self._in_flight = 0
@@ -135,10 +139,10 @@ class Batcher:
         )
         self._queued += len(items)
         self._calls.add(call)
-        expiry: asyncio.TimerHandle | None = None
-        if self.timeout_seconds is not None:
-            expiry = loop.call_later(self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         self._pump()
+        expiry: asyncio.TimerHandle | None = None
+        if self.timeout_seconds is not None and not call.future.done():  # a model on the loop may have answered
+            expiry = loop.call_at(now + self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -222,6 +226,10 @@ class Batcher:
         if not live:
             return
         span = None if tracing.tracer is None else tracing.start_batch((entry.call.trace for entry in live), len(live))
+        now = asyncio.get_running_loop().time()
+        self.metrics.waited(now - entry.enqueued_at for entry in live)
+        # The executor takes the batch's request ids from the context, for lines logged while it runs.
+        ids = logs.request_id.set(logs.BatchIds([entry.call.request_id for entry in live]))
         try:
             with tracing.current(span):  # the executor keeps the batch span's context for a worker process
                 running = self.executor.start_batch(
@@ -233,10 +241,23 @@ class Batcher:
             for entry in live:
                 entry.call.answer(entry.index, ItemResult.failure(f"internal error: {describe(error)}"))
             return
+        finally:
+            logs.request_id.reset(ids)
         self._in_flight += 1
-        running.add_done_callback(lambda done: self._finish(live, done, span))
+        if running.done():  # it ran on the event loop: answer now, without a wake-up; `_pump`'s loop goes on
+            self._answer(live, running, span)
+        else:
+            running.add_done_callback(lambda done: self._finish(live, done, span))
 
     def _finish(
+        self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
+    ) -> None:
+        try:
+            self._answer(live, done, span)
+        finally:
+            self._pump()
+
+    def _answer(
         self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
     ) -> None:
         self._in_flight -= 1
@@ -253,4 +274,3 @@ class Batcher:
         finally:
             for entry in live:  # a wrong count from an executor still answers everyone
                 entry.call.answer(entry.index, ItemResult.failure("internal error: no result for this item"))
-            self._pump()

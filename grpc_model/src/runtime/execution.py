@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from grpc_model.src.observability import tracing
+from grpc_model.src.observability import logs, tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel
 from model_lib.src.model_wrapper import ModelInput
@@ -73,13 +74,15 @@ class ThreadExecutor:
     health and Run say so instead of letting every call time out.
     """
 
-    def __init__(self, model: LoadedModel, threads: int, stuck_seconds: float | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel, threads: int, stuck_seconds: float | None = None, metrics: Recorder = NO_METRICS
+    ) -> None:
         self.model = model
         self.slots = threads
         self.stuck_seconds = stuck_seconds
         self.on_capacity_change: Callable[[bool], None] | None = None
         """Called on the event loop when every thread becomes stuck, or one comes free again."""
-        self._jobs = JobQueue()
+        self._jobs = JobQueue(metrics)
         self._since: list[float | None] = [None] * threads  # when each thread's current call began
         self._stuck = False
         self._closed = False
@@ -114,7 +117,8 @@ class ThreadExecutor:
 
     def _work(self, index: int) -> None:
         while (job := self._jobs.take()) is not None:
-            self._since[index] = time.monotonic()
+            logs.request_id.set(job.request_id)
+            self._since[index] = started = time.monotonic()
             try:
                 results = process_items(self.model, job.items, job.detect_drift, job.explain)
             except BaseException as error:  # a bug in the framework: fail the batch, keep the thread
@@ -122,7 +126,7 @@ class ThreadExecutor:
                 results = [ItemResult.failure(f"internal error: {describe(error)}")] * len(job.items)
             finally:
                 self._since[index] = None
-            job.resolve(results)
+            job.resolve(results, time.monotonic() - started)
             if self._stuck and self._loop is not None:  # free again: say so now, not at the next check
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._check_stuck)
@@ -156,6 +160,41 @@ class ThreadExecutor:
         self._jobs.stop(len(self._threads))
 
 
+class InlineExecutor:
+    """Runs each batch on the event loop itself, for wrappers that declare `run_on_event_loop = True`.
+
+    For models whose calls take microseconds (a lookup, a formula, an echo): the hop to a model
+    thread and back (a queue, a thread wake-up, the GIL changing hands twice, the loop's wake-up)
+    costs more than such a call. The loop does nothing else while the model runs, so a slow call
+    holds up every other call, health included, and the run timeout cannot cut it short.
+    """
+
+    slots = 1
+    available = True
+    condition = None
+
+    def __init__(self, model: LoadedModel, metrics: Recorder = NO_METRICS) -> None:
+        self.model = model
+        self.metrics = metrics
+
+    def start_batch(
+        self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
+    ) -> "asyncio.Future[list[ItemResult]]":
+        done: asyncio.Future[list[ItemResult]] = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+        try:
+            results = process_items(self.model, items, detect_drift, explain)
+        except BaseException as error:  # a bug in the framework: fail the batch, keep the loop
+            logger.exception("a model call on the event loop failed outside the model's own code")
+            results = [ItemResult.failure(f"internal error: {describe(error)}")] * len(items)
+        self.metrics.batch(len(items), time.monotonic() - started)
+        done.set_result(results)
+        return done
+
+    async def close(self) -> None:
+        """Nothing to release: no thread of its own."""
+
+
 def in_daemon_thread(function: Callable[[], T], name: str) -> "asyncio.Future[T]":
     """Runs `function` on a new daemon thread; the future completes on the calling loop.
 
@@ -179,16 +218,32 @@ def in_daemon_thread(function: Callable[[], T], name: str) -> "asyncio.Future[T]
 class JobQueue:
     """Batches handed from the event loop to the threads that run them, each with its way back."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Recorder = NO_METRICS) -> None:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.metrics = metrics
 
     def submit(
         self, items: Sequence[ModelInput], detect_drift: bool, explain: bool, wanted: Wanted | None = None
     ) -> "asyncio.Future[list[ItemResult]]":
-        """Called on the event loop: queues the batch; the future completes there too."""
+        """Called on the event loop: queues the batch; the future completes there too.
+
+        The batch takes the request id(s) of the current context along, for the lines its model call logs.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[ItemResult]] = loop.create_future()
-        self._jobs.put(Job(loop, future, items, detect_drift, explain, wanted, tracing.capture()))
+        self._jobs.put(
+            Job(
+                loop,
+                future,
+                items,
+                detect_drift,
+                explain,
+                wanted,
+                tracing.capture(),
+                logs.request_id.get(),
+                self.metrics,
+            )
+        )
         return future
 
     def take(self) -> "Job | None":
@@ -227,17 +282,26 @@ class Job:
     explain: bool
     wanted: Wanted | None = None
     trace: "tracing.Context | None" = None  # the batch span's context, for a worker process; None while off
+    request_id: object = None
+    metrics: Recorder = NO_METRICS
 
     def needed(self, position: int) -> bool:
         """Whether the item at `position` still has a caller waiting for it."""
         return self.wanted is None or self.wanted(position)
 
-    def resolve(self, results: list[ItemResult]) -> None:
-        """Called from the thread: completes the future on the loop's own thread."""
+    def resolve(self, results: list[ItemResult], model_seconds: float | None = None) -> None:
+        """Called from the thread: completes the future on the loop's own thread, and records the model's time there."""
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
-            self.loop.call_soon_threadsafe(_set_result, self.future, results)
+            self.loop.call_soon_threadsafe(_set_result, self, results, model_seconds)
+
+    def record(self, size: int, model_seconds: float) -> None:
+        """Called from the thread: records one more model call for this batch (a retry) on the loop."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.metrics.batch, size, model_seconds)
 
 
-def _set_result(future: "asyncio.Future[list[ItemResult]]", results: list[ItemResult]) -> None:
-    if not future.done():
-        future.set_result(results)
+def _set_result(job: Job, results: list[ItemResult], model_seconds: float | None) -> None:
+    if not job.future.done():
+        job.future.set_result(results)
+    if model_seconds is not None:
+        job.metrics.batch(len(results), model_seconds)

@@ -8,12 +8,14 @@ processes, with an adaptive batcher in front unless batching is switched off.
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from grpc_model.src.observability import tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
-from grpc_model.src.runtime.execution import ModelExecutor, ThreadExecutor, in_daemon_thread
+from grpc_model.src.runtime.execution import InlineExecutor, ModelExecutor, ThreadExecutor, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe
 from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
 from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
@@ -48,9 +50,10 @@ class EngineOptions:
 
 
 class ModelRuntime:
-    def __init__(self, model_class: str, options: EngineOptions) -> None:
+    def __init__(self, model_class: str, options: EngineOptions, metrics: Recorder = NO_METRICS) -> None:
         """Imports the wrapper class now, so a wrong name stops start-up, not the first call."""
         self.model_class = model_class
+        self.metrics = metrics
         self.wrapper_class = import_wrapper_class(model_class)
         self.options = options
         thread_safe = bool(getattr(self.wrapper_class, "thread_safe", False))
@@ -74,6 +77,11 @@ class ModelRuntime:
     @property
     def is_loaded(self) -> bool:
         return self._executor is not None
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting for a model slot (only the batcher queues items)."""
+        return 0 if self._batcher is None else self._batcher.queued
 
     @property
     def available(self) -> bool:
@@ -105,6 +113,7 @@ class ModelRuntime:
     async def _load(self) -> ModelLoadError | None:
         """The one running load; returns its error rather than raising it, for every caller to raise."""
         name = self.wrapper_class.__name__
+        started = time.perf_counter()
         try:
             model = await in_daemon_thread(functools.partial(instantiate, self.wrapper_class), f"load-{name}")
             executor = await self._start_executor(model)
@@ -128,14 +137,18 @@ class ModelRuntime:
                 self.options.batch_wait_seconds,
                 self.options.max_queued_items,
                 self.options.run_timeout_seconds,
+                self.metrics,
             )
         self._executor = executor
+        self.metrics.model_loaded(time.perf_counter() - started)
         logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
         return None
 
     async def _start_executor(self, model: LoadedModel) -> ModelExecutor:
+        if self.options.workers == 0 and getattr(self.wrapper_class, "run_on_event_loop", False):
+            return InlineExecutor(model, self.metrics)
         if self.options.workers == 0:
-            threads = ThreadExecutor(model, self.options.model_threads, self.options.run_timeout_seconds)
+            threads = ThreadExecutor(model, self.options.model_threads, self.options.run_timeout_seconds, self.metrics)
             threads.on_capacity_change = self._capacity_changed
             return threads
         pool = WorkerPool(
@@ -143,6 +156,7 @@ class ModelRuntime:
             self.options.workers,
             loaded=model if self.may_fork else None,
             hang_seconds=self.options.run_timeout_seconds,
+            metrics=self.metrics,
         )
         pool.on_capacity_change = self._capacity_changed
         try:

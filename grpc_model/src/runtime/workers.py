@@ -20,11 +20,13 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from grpc_model.src.observability import tracing
+from grpc_model.src.observability import logs, tracing
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import Job, JobQueue, Wanted, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
@@ -52,12 +54,17 @@ class WorkerStartError(Exception):
 
 
 def _worker_main(
-    conn: Connection, model_class: str | None, server_pid: int, log_level: int, trace_mode: tracing.Mode
+    conn: Connection,
+    model_class: str | None,
+    server_pid: int,
+    log_level: int,
+    log_format: logs.LogFormat,
+    trace_mode: tracing.Mode,
 ) -> None:
-    """The worker's loop: receive a batch, run it, send the results back."""
+    """The worker's loop: receive a batch, run it, send the results back with the time the model took."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
     if model_class is not None:  # spawned: nothing inherited
-        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+        logs.configure(log_level, log_format)
     tracing.start_worker(trace_mode)
     try:
         _serve_batches(conn, model_class, server_pid)
@@ -84,10 +91,12 @@ def _serve_batches(conn: Connection, model_class: str | None, server_pid: int) -
             return
         if request is None:
             return
-        items, detect_drift, explain, trace = request
+        items, detect_drift, explain, request_id, trace = request
+        logs.request_id.set(request_id)
+        started = time.perf_counter()
         with tracing.worker_span(trace, len(items)):
             results = process_items(model, items, detect_drift, explain)
-        conn.send(results)
+        conn.send((results, time.perf_counter() - started))
 
 
 class _Worker:
@@ -95,7 +104,14 @@ class _Worker:
         self.conn, child_conn = context.Pipe()
         self.process: multiprocessing.process.BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_worker_main,
-            args=(child_conn, model_class, os.getpid(), logging.getLogger().getEffectiveLevel(), tracing.worker_mode()),
+            args=(
+                child_conn,
+                model_class,
+                os.getpid(),
+                logging.getLogger().getEffectiveLevel(),
+                logs.configured_format(),
+                tracing.worker_mode(),
+            ),
             name="model-worker",
             daemon=True,
         )
@@ -113,32 +129,29 @@ class _Worker:
             raise WorkerStartError(f"worker {self.process.pid} failed to load the model: {answer}")
 
     def call(
-        self,
-        items: list[ModelInput],
-        detect_drift: bool,
-        explain: bool,
-        hang_seconds: float | None,
-        trace: dict[str, str] | None = None,
-    ) -> list[ItemResult]:
-        """Runs one batch in the worker; a worker silent for `hang_seconds` is killed as hung.
+        self, items: list[ModelInput], job: Job, hang_seconds: float | None, trace: dict[str, str] | None = None
+    ) -> tuple[list[ItemResult], float]:
+        """Runs one batch of the job in the worker: its results, and the model's time in the worker.
 
-        `trace` carries the batch span's context (W3C headers), for the worker's span to be its child.
+        A worker silent for `hang_seconds` is killed as hung. `trace` carries the batch span's
+        context (W3C headers), for the worker's span to be its child.
         """
+        request_id = None if job.request_id is None else str(job.request_id)
         try:
-            self.conn.send((items, detect_drift, explain, trace))
+            self.conn.send((items, job.detect_drift, job.explain, request_id, trace))
             if hang_seconds is not None and not self.conn.poll(hang_seconds):
                 self.process.kill()
                 self.process.join(timeout=STOP_SECONDS)
                 raise WorkerDiedError(
                     f"the model's worker process {self.process.pid} hung for over {hang_seconds:g} s and was killed"
                 )
-            results: list[ItemResult] = self.conn.recv()
+            answer: tuple[list[ItemResult], float] = self.conn.recv()
         except (EOFError, OSError):
             self.process.join(timeout=1)
             raise WorkerDiedError(
                 f"the model's worker process {self.process.pid} died (exit code {self.process.exitcode})"
             ) from None
-        return results
+        return answer
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -174,6 +187,7 @@ class WorkerPool:
         loaded: LoadedModel | None,
         hang_seconds: float | None = None,
         retry_seconds: tuple[float, float] = RETRY_SECONDS,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         self.model_class = model_class
         self.hang_seconds = None if hang_seconds is None else min(hang_seconds, MAX_HANG_SECONDS)
@@ -182,7 +196,8 @@ class WorkerPool:
         self.slots = count
         self._loaded = loaded
         self._workers: list[_Worker] = []
-        self._jobs = JobQueue()
+        self.metrics = metrics
+        self._jobs = JobQueue(metrics)
         self._threads: list[threading.Thread] = []
         self._states = [_Slot.STARTING] * count
         self._state_lock = threading.Lock()
@@ -294,7 +309,7 @@ class WorkerPool:
         items = list(job.items)
         trace = tracing.carrier(job.trace)
         try:
-            job.resolve(self._workers[index].call(items, job.detect_drift, job.explain, self.hang_seconds, trace))
+            job.resolve(*self._workers[index].call(items, job, self.hang_seconds, trace))
             return
         except WorkerDiedError as error:
             self._set_state(index, _Slot.STARTING)  # before any caller hears of the death
@@ -315,7 +330,9 @@ class WorkerPool:
                 results.append(death)  # read by nobody
                 continue
             try:
-                results += self._workers[index].call([item], job.detect_drift, job.explain, self.hang_seconds, trace)
+                answer, seconds = self._workers[index].call([item], job, self.hang_seconds, trace)
+                results += answer
+                job.record(1, seconds)
             except WorkerDiedError as error:
                 self._set_state(index, _Slot.STARTING)
                 results.append(ItemResult.failure(str(error)))
@@ -346,6 +363,7 @@ class WorkerPool:
         if self._closing.is_set():
             self._set_state(index, _Slot.LOST)
             return False
+        self.metrics.worker_restarted()
         try:
             worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
             self._workers[index] = worker

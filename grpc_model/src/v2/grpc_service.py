@@ -6,6 +6,7 @@ import grpc
 
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
 from grpc_model.src.grpc_methods import add_unary_service
+from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.v2.tensors import (
     BYTES,
@@ -120,7 +121,7 @@ def _value(parameter: pb.InferParameter) -> Parameter:
     return value
 
 
-def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server) -> None:
+def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server, metrics: Recorder = NO_METRICS) -> None:
     add_unary_service(
         server,
         SERVICE_NAME,
@@ -132,4 +133,5 @@ def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server) -> Non
             "ModelMetadata": (service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
             "ModelInfer": (service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
         },
+        metrics,
     )
