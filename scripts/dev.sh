@@ -73,7 +73,7 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --with examples,examples-train # the digits example's tests need its groups
+    install --with examples,examples-train,ray # the digits example's tests need its groups; the Ray Serve tests, ray
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .

@@ -15,12 +15,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grpc_model.src.inference import Inference
+from grpc_model.src.inference import build_inference
 from grpc_model.src.metadata import load_bundle
-from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
+from grpc_model.src.runtime import ModelLoadError
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
-from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +60,16 @@ class RunningServer:
 async def start_server(settings: Settings) -> RunningServer:
     """Starts serving; raises BundleError, WrapperImportError or ListenError when the setup is wrong."""
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
-    options = EngineOptions(
-        max_batch_size=bundle.spec.features.maxBatchSize,
-        model_threads=settings.model_threads,
-        workers=settings.workers,
-        adaptive_batching=settings.adaptive_batching,
-        batch_wait_seconds=settings.batch_wait_ms / 1000,
-        max_queued_items=settings.max_queued_items,
-        run_timeout_seconds=bundle.spec.timeout.run_seconds,
-    )
-    runtime = ModelRuntime(settings.model_class, options)
+    inference = build_inference(settings, bundle.spec)
+    runtime = inference.runtime
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
     service = ModzyModelService(
         runtime,
         bundle.spec,
         health_servicer,
-        Inference(runtime, validator),
+        inference,
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
