@@ -40,7 +40,7 @@ from grpc_model.tests.ray_cluster import LocalRay, in_namespace, namespace_probl
 BATCH = 8  # items per call and maxBatchSize: one call is one batch call of the model
 CALLERS = 8
 RAY_PORT = 45000
-MODEL = ["--model-class", "benchmarks.models:SleepBatch", "--log-level", "WARNING"]
+MODEL = ["--model-class", "benchmarks.models:SleepBatch"]
 INSIDE = "--inside-namespace"
 
 
@@ -129,7 +129,7 @@ async def measure(seconds: float) -> list[Point]:
     points = []
     with tempfile.TemporaryDirectory() as scratch:
         bundle = write_bundle(Path(scratch), max_batch_size=BATCH)
-        command = [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1", "--log-level", "WARNING",
                    "--asset-bundle-dir", str(bundle), "--load-model-at-startup", *MODEL]  # fmt: skip
         server = Server(command, dict(os.environ), "ray-scaleout-plain")
         try:

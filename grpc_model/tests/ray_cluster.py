@@ -18,6 +18,7 @@ from types import TracebackType
 
 HEAD_PORT = 6379
 START_SECONDS = 300  # `ray start` on a loaded 2-core machine: 10-60 s, so a bound far above
+START_ATTEMPTS = 3
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
 
 
@@ -64,13 +65,21 @@ class LocalRay:
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a limit
         common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--disable-usage-stats"]
         head = ["--head", f"--port={HEAD_PORT}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"]
-        try:
-            self._ray("start", *head, *common)
-            for _ in range(nodes - 1):
-                self._ray("start", f"--address={self.address}", *common)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._ray("start", *head, *common)
+                for _ in range(nodes - 1):
+                    self._ray("start", f"--address={self.address}", *common)
+                return
+            except RuntimeError:
+                # `ray start` gives a raylet 30 s to register (fixed in Ray's code), which a loaded machine
+                # can miss: start the whole cluster again.
+                self.stop()
+                if attempt == START_ATTEMPTS:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
 
     def _ray(self, *args: str) -> None:
         done = subprocess.run([self.ray, *args], capture_output=True, text=True, timeout=START_SECONDS, check=False)

@@ -62,6 +62,8 @@ def drive(cases: list[TestCase], env: dict[str, str]) -> dict[str, Any]:
     target = f"127.0.0.1:{PORT}"
     seen: dict[str, Any] = {}
     with ModelClient(target, timeout=60) as client:
+        # The app is up once `serve.run` returns; each proxy learns of it a moment later.
+        wait_for(lambda: answers_status(client), "Ray's proxy to route Status", READY_SECONDS)
         status = client.status()
         seen["status"] = [status.status_code, status.message, status.model_info.model_version]
         seen["reference"] = {case.name: check_test_case(client, case, batch_size=3) for case in cases}
@@ -85,6 +87,13 @@ def drive(cases: list[TestCase], env: dict[str, str]) -> dict[str, Any]:
     seen["cli"] = [cli.returncode, cli.stdout[-3000:] + cli.stderr[-1000:]]
     seen["grpclib"] = asyncio.run(grpclib_cases(cases))
     return seen
+
+
+def answers_status(client: ModelClient) -> bool:
+    try:
+        return client.status().status_code == 200
+    except grpc.RpcError:
+        return False
 
 
 async def grpclib_cases(cases: list[TestCase]) -> dict[str, Any]:
