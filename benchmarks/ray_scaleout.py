@@ -90,6 +90,7 @@ async def drive(target: str, point: Point, seconds: float, cpu_pids: Callable[[]
     point.p50_ms = round(latencies[len(latencies) // 2] * 1000, 2)
     point.p99_ms = round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000, 2)
     point.cpu_ms_per_call = round(cpu_used / point.calls * 1000, 2)
+    print(point, file=sys.stderr, flush=True)
     return point
 
 
