@@ -60,6 +60,9 @@ class LocalRay:
     """A Ray head and `nodes - 1` more nodes on 127.0.0.1, each with `cpus` CPUs; call only inside a namespace."""
 
     def __init__(self, nodes: int = 2, cpus: int = 1) -> None:
+        # For this process and all it starts: without it, a token that some earlier local `ray.init()` left in
+        # ~/.ray makes the head require it and the second node fail to join. Only the namespace reaches the cluster.
+        os.environ["RAY_AUTH_MODE"] = "disabled"
         self.address = f"127.0.0.1:{HEAD_PORT}"
         self.ray = str(Path(sys.executable).parent / "ray")
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a limit

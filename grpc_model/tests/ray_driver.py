@@ -35,9 +35,9 @@ def main(result_path: Path) -> None:
     bundle = load_bundle(PROJECT_ROOT / "asset_bundle")
     cases = load_test_cases(bundle)
     result: dict[str, Any] = {"version": bundle.version, "cases": [case.name for case in cases]}
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
     log = result_path.with_suffix(".log")
     with LocalRay(nodes=2, cpus=1) as cluster, open(log, "wb") as output:
+        env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}  # LocalRay's too
         command = [sys.executable, "-m", "grpc_model", "ray-serve", "--port", str(PORT), "--ray-replicas", "2",
                    "--max-queued-items", str(MAX_QUEUED)]  # fmt: skip
         server = subprocess.Popen(
