@@ -89,7 +89,7 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --with examples,examples-train,http,tracing # the tests of the digits example, HTTP and tracing
+    install --with examples,examples-train,http,tracing,ray # the tests of the digits example, HTTP, tracing and Ray Serve
     install_browser
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .

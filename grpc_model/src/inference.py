@@ -7,9 +7,11 @@ results back into its own answer, so items from every protocol share the one run
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
-from grpc_model.src.runtime import ItemResult, ModelLoadError, ModelRuntime
+from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime
+from grpc_model.src.settings import Settings
 from grpc_model.src.validation import CheckedItem, InputValidator
 
 CHECK_INLINE_BYTES = 64 * 1024
@@ -87,3 +89,21 @@ def _retrieve_exception(task: "asyncio.Future[None]") -> None:
     """Marks a background load's failure as seen: runtime.load has logged it already."""
     if not task.cancelled():
         task.exception()
+
+
+def build_inference(settings: Settings, spec: ModelSpec, metrics: Recorder = NO_METRICS) -> Inference:
+    """The data plane as the settings and model.yaml configure it, its model not loaded yet.
+
+    Raises WrapperImportError when the model class cannot be imported or configured.
+    """
+    options = EngineOptions(
+        max_batch_size=spec.features.maxBatchSize,
+        model_threads=settings.model_threads,
+        workers=settings.workers,
+        adaptive_batching=settings.adaptive_batching,
+        batch_wait_seconds=settings.batch_wait_ms / 1000,
+        max_queued_items=settings.max_queued_items,
+        run_timeout_seconds=spec.timeout.run_seconds,
+    )
+    validator = InputValidator(spec, reject_undeclared=settings.undeclared_inputs == "reject")
+    return Inference(ModelRuntime(settings.model_class, options, metrics), validator, metrics)

@@ -16,16 +16,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grpc_model.src.inference import Inference
+from grpc_model.src.inference import Inference, build_inference
 from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer, Recorder
-from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
+from grpc_model.src.runtime import ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.v2 import grpc_service as v2_grpc
 from grpc_model.src.v2.protocol import V2Protocol
-from grpc_model.src.validation import InputValidator
 from grpc_model.src.web import HttpUnavailableError, serves_http
 
 if TYPE_CHECKING:
@@ -87,22 +86,12 @@ async def start_server(settings: Settings) -> RunningServer:
     except HttpUnavailableError as error:
         raise ListenError(str(error)) from None
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
-    options = EngineOptions(
-        max_batch_size=bundle.spec.features.maxBatchSize,
-        model_threads=settings.model_threads,
-        workers=settings.workers,
-        adaptive_batching=settings.adaptive_batching,
-        batch_wait_seconds=settings.batch_wait_ms / 1000,
-        max_queued_items=settings.max_queued_items,
-        run_timeout_seconds=bundle.spec.timeout.run_seconds,
-    )
     metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
-    runtime = ModelRuntime(settings.model_class, options, metrics)
+    inference = build_inference(settings, bundle.spec, metrics)
+    runtime = inference.runtime
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    validator = InputValidator(bundle.spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    inference = Inference(runtime, validator, metrics)
     service = ModzyModelService(
         runtime,
         bundle.spec,

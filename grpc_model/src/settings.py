@@ -37,6 +37,15 @@ class Settings(BaseSettings):
             raise ValueError("shutdown is 'token' but shutdown_token is empty; set GRPC_MODEL_SHUTDOWN_TOKEN")
         return self
 
+    @model_validator(mode="after")
+    def _ray_replica_bounds(self) -> "Settings":
+        if 0 < self.ray_max_replicas < self.ray_replicas:
+            raise ValueError(
+                f"ray_max_replicas ({self.ray_max_replicas}) is below ray_replicas ({self.ray_replicas}); "
+                "set it to 0 for a fixed number of replicas, or to at least ray_replicas to autoscale"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: Any) -> Any:
@@ -136,6 +145,31 @@ class Settings(BaseSettings):
         description="OpenTelemetry tracing: `off`; `otlp` exports over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT "
         "(default http://localhost:4318); `console` prints one JSON line per span on stdout. Needs the `tracing` "
         "dependency group; the standard OTEL_* variables apply.",
+    )
+    ray_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PARALLEL,
+        description="Ray Serve only (`grpc-model ray-serve`): replicas of the model; the least when "
+        "`ray_max_replicas` is larger.",
+    )
+    ray_max_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PARALLEL,
+        description="Ray Serve only: 0 keeps `ray_replicas` replicas; larger lets Ray Serve autoscale between "
+        "`ray_replicas` and this many.",
+    )
+    ray_max_ongoing_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Ray Serve only: Run calls one replica takes at once (its batcher combines them); more wait "
+        "in Ray's router.",
+    )
+    ray_target_ongoing_requests: float = Field(
+        default=16,
+        gt=0,
+        description="Ray Serve only, when autoscaling: calls in flight per replica that Ray Serve scales towards.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."

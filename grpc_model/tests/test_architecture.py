@@ -79,6 +79,20 @@ def test_only_the_wiring_imports_the_http_front_end() -> None:
     assert importers == {"grpc_model/src/server.py"}
 
 
+def test_front_ends_do_not_import_each_other() -> None:
+    """The Ray Serve adapter and the grpc.aio servicer share the data plane and the protocol's answers only."""
+    ray_serve = modules("grpc_model.src.ray_serve")
+    assert imported(ray_serve, "grpc_model.src.serv") == []  # neither the servicer nor the wiring
+    assert imported([SOURCE / "servicer.py", SOURCE / "server.py"], "grpc_model.src.ray_serve") == []
+
+
+def test_only_the_command_line_and_ray_itself_import_the_ray_adapter() -> None:
+    """Ray is an optional group: nothing on the default path may import it."""
+    assert importers_of("grpc_model.src.ray_serve") == ["grpc_model/src/cli/app.py"]
+    outside = [path for path in SOURCE.rglob("*.py") if "ray_serve" not in path.parts]
+    assert [name for name in imported(outside, "ray") if name == "ray" or name.startswith("ray.")] == []
+
+
 def test_only_the_entry_point_and_tests_import_the_wiring() -> None:
     assert importers_of("grpc_model.src.server") == ["grpc_model/src/model_server.py"]
 
@@ -89,9 +103,11 @@ def test_the_data_plane_knows_no_transport() -> None:
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
     web_stack = {"fastapi", "starlette", "uvicorn", "grpc_model"}
     assert {name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] in web_stack} <= {
+        "grpc_model.src.metadata",
         "grpc_model.src.observability",
         "grpc_model.src.observability.metrics",
         "grpc_model.src.runtime",
+        "grpc_model.src.settings",
         "grpc_model.src.validation",
     }
 

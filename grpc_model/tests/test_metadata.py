@@ -17,7 +17,7 @@ from grpc_model.src.metadata import (
     newest_version,
     output_differences,
 )
-from grpc_model.src.servicer import status_metadata
+from grpc_model.src.modzy_messages import status_metadata
 from grpc_model.tests.conftest import GREETER
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns

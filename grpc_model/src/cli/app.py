@@ -227,6 +227,25 @@ def serve(ctx: typer.Context) -> None:
     raise typer.Exit(model_server.main(ctx.args, prog="grpc-model serve"))
 
 
+@app.command(
+    "ray-serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def ray_serve(ctx: typer.Context) -> None:
+    """Serve the model on Ray Serve behind Ray's gRPC proxy (the flags of serve, plus the ray_* settings; needs
+    the `ray` dependency group; see docs/deploy.md).
+
+    Example: `grpc-model ray-serve --port 45000 --ray-replicas 2`
+    """
+    try:
+        from grpc_model.src.ray_serve import command  # Ray, only when serving on it
+    except ImportError as error:
+        raise _fail(f"Ray Serve is not installed ({error}): scripts/dev.sh install --with ray", USAGE) from None
+
+    raise typer.Exit(command.main(ctx.args))
+
+
 TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The server.")]
 
 

@@ -1,0 +1,82 @@
+"""The ModzyModel protocol's answers, built from model.yaml and the data plane's results.
+
+Shared by every front end that speaks the protocol (the grpc.aio servicer, the Ray Serve
+deployment), so both answer alike; front ends never import each other.
+"""
+
+from collections.abc import Sequence
+
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.runtime import ItemResult, ModelRuntime
+
+
+def loaded_status(runtime: ModelRuntime) -> pb.StatusResponse:
+    """Status of a loaded model: 200, or 503 while it cannot take work (every worker or model thread lost)."""
+    condition = runtime.condition
+    if not runtime.available:
+        message = f"The model is loaded but cannot take work: {condition}"
+        return pb.StatusResponse(status_code=503, status="Service Unavailable", message=message)
+    message = f"Model is loaded; {condition}." if condition else "Model is loaded."
+    return pb.StatusResponse(status_code=200, status="OK", message=message)
+
+
+def run_response(results: Sequence[ItemResult]) -> pb.RunResponse:
+    """The answer to a Run call whose items all got a result (each a success or its own error)."""
+    succeeded = sum(result.success for result in results)
+    response = pb.RunResponse(
+        status_code=200, status="OK", message=f"Inference executed: {succeeded} of {len(results)} items succeeded."
+    )
+    for result in results:
+        # Filled in place: building OutputItems first would copy every output file once more.
+        response.outputs.add(success=result.success).output.update(result.output)
+    return response
+
+
+def status_metadata(spec: ModelSpec) -> pb.StatusResponse:
+    """The model.yaml part of every StatusResponse, built once."""
+    features = spec.features
+    return pb.StatusResponse(
+        model_info=pb.ModelInfo(
+            model_name=spec.name,
+            model_version=spec.version,
+            model_author=spec.author,
+            model_type=spec.type,
+            source=spec.source,
+        ),
+        description=pb.ModelDescription(
+            summary=spec.description.summary,
+            details=spec.description.details,
+            technical=spec.description.technical,
+            performance=spec.description.performance,
+        ),
+        inputs=[
+            pb.ModelInput(
+                filename=name,
+                accepted_media_types=file.acceptedMediaTypes,
+                max_size=file.maxSize,
+                description=file.description,
+            )
+            for name, file in spec.inputs.items()
+        ],
+        outputs=[
+            pb.ModelOutput(
+                filename=name, media_type=file.mediaType, max_size=file.maxSize, description=file.description
+            )
+            for name, file in spec.outputs.items()
+        ],
+        resources=pb.ModelResources(
+            required_ram=spec.resources.memory.size,
+            num_cpus=spec.resources.cpu.count,
+            num_gpus=spec.resources.gpu.count,
+        ),
+        timeout=pb.ModelTimeout(status=spec.timeout.status, run=spec.timeout.run),
+        features=pb.ModelFeatures(
+            adversarial_defense=features.adversarialDefense,
+            batch_size=features.maxBatchSize,
+            retrainable=features.retrainable,
+            results_format=features.resultsFormat or "",
+            drift_format=features.driftFormat or "",
+            explanation_format=features.explanationFormat or "",
+        ),
+    )
