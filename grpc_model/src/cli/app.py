@@ -154,7 +154,12 @@ def version() -> None:
 @app.command("test")
 def run_tests(
     server: Annotated[
-        str | None, typer.Option(metavar="HOST:PORT", help="Run the test cases against this running server.")
+        list[str] | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Run the test cases against this running server; repeat it (or a,b) for several, round robin, "
+            "or give one dns:///NAME:PORT target.",
+        ),
     ] = None,
     image: Annotated[bool, typer.Option("--image", help="Build the image and test it in a container.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the results as a JUnit XML file.")] = None,
@@ -168,6 +173,7 @@ def run_tests(
     if server and image:
         raise _fail("choose --server or --image, not both", USAGE)
     from grpc_model.src.cli import testing  # gRPC and the runtime, only when testing
+    from grpc_model.src.client import server_list
 
     settings = _settings()
     report = check_bundle(settings.asset_bundle_dir, settings.model_version)
@@ -185,8 +191,10 @@ def run_tests(
                 console.rule("the image")
                 suites.append(testing.Suite("image", [testing.run_image(PROJECT_ROOT)]))
             elif server:
-                console.rule(f"test cases of {bundle.version} against {server}")
-                suites.append(testing.Suite(server, testing.run_cases_on_server(bundle, cases, server, timeout)))
+                servers = server_list(server)
+                console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
+                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout)
+                suites.append(testing.Suite(",".join(servers), outcomes))
             else:
                 console.rule(f"test cases of {bundle.version} through {settings.model_class}")
                 suites.append(
@@ -273,9 +281,13 @@ def score(
     ],
     out: Annotated[Path, typer.Option(help="The results, .jsonl or .csv; run again with the same file to resume.")],
     server: Annotated[
-        str,
-        typer.Option(metavar="HOST:PORT[,HOST:PORT...]", help="The servers; or one dns:///NAME:PORT target."),
-    ] = "localhost:45000",
+        list[str] | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="A server (default localhost:45000); repeat it (or a,b) for several, round robin, "
+            "or give one dns:///NAME:PORT target.",
+        ),
+    ] = None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the served model in this process instead of calling a server.")
     ] = False,
@@ -297,17 +309,18 @@ def score(
 
     from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
     from grpc_model.src.cli.score_io import ScoreInputError
+    from grpc_model.src.client import TargetError, server_list
 
     options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain)
     settings = _settings()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
-    targets = [target.strip() for target in server.split(",") if target.strip()]
+    targets = server_list(server or ["localhost:45000"])
     try:
         tally = asyncio.run(scoring.run_score(console, errors, inputs, out, targets, local, options))
-    except ScoreInputError as error:
+    except (ScoreInputError, TargetError) as error:
         raise _fail(str(error), USAGE) from None
     except grpc.aio.AioRpcError as error:
-        raise _fail(f"{server}: {error.code().name}: {error.details()}") from None
+        raise _fail(f"{','.join(targets)}: {error.code().name}: {error.details()}") from None
     if tally.interrupted:
         raise typer.Exit(130)
     if tally.failed and not allow_failures:
