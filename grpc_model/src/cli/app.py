@@ -151,6 +151,48 @@ def version() -> None:
         raise _fail(str(error)) from None
 
 
+@app.command("k8s")
+def kubernetes(
+    out: Annotated[Path, typer.Option(help="Where to write the kustomize base and overlays.")] = PROJECT_ROOT
+    / "deploy"
+    / "kubernetes",
+    image: Annotated[
+        str | None,
+        typer.Option(help="The image to run; default: from docker_metadata.yaml, tagged with the served version."),
+    ] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Replicas without an autoscaler.")] = 2,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 if the files there differ from what would be written."),
+    ] = False,
+) -> None:
+    """Deployment step: write the Kubernetes manifests of the served model (a kustomize base and overlays for
+    an HPA, KEDA, KServe) from its model.yaml; run it again whenever model.yaml changes.
+
+    Example: `grpc-model k8s && kubectl apply -k deploy/kubernetes/overlays/hpa`
+    """
+    from grpc_model.src.cli import kubernetes_layout as layout
+    from grpc_model.src.cli.kubernetes import Target, default_image
+
+    settings = _settings()
+    try:
+        bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    except BundleError as error:
+        raise _fail(str(error)) from None
+    files = layout.render(Target(bundle, settings, image or default_image(bundle), replicas))
+    if check:
+        stale = layout.stale_files(out, files)
+        for name in stale:
+            errors.print(f"[red]stale:[/red] {escape(_shown(out / name))}")
+        if stale:
+            raise _fail(f"{_shown(out)} is not what model.yaml gives: run `grpc-model k8s` and commit the result")
+        console.print(f"[green]up to date:[/green] {escape(_shown(out))} ({len(files)} files)")
+        return
+    for path in layout.write(out, files):
+        console.print(f"  wrote {escape(_shown(path))}")
+    console.print(f"Next: `kubectl apply -k {escape(_shown(out))}/overlays/hpa` (docs/deploy.md)")
+
+
 @app.command("test")
 def run_tests(
     server: Annotated[
