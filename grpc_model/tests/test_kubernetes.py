@@ -266,3 +266,21 @@ def test_a_cpu_only_model_asks_for_no_gpu() -> None:
 def test_the_committed_manifests_are_those_of_the_served_model() -> None:
     result = CliRunner().invoke(app, ["k8s", "--check", "--out", str(COMMITTED)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, f"{result.output}\nrun `grpc-model k8s` after changing model.yaml"
+
+
+def test_k8s_writes_the_files_and_check_names_a_stale_one(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "k8s"
+    written = runner.invoke(app, ["k8s", "--out", str(out), "--image", "example.org/m:1", "--replicas", "3"])
+    assert written.exit_code == 0, written.output
+    deployment = yaml.safe_load((out / "base/deployment.yaml").read_text())
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "example.org/m:1"
+    check = ["k8s", "--out", str(out), "--image", "example.org/m:1", "--replicas", "3", "--check"]
+    assert runner.invoke(app, check).exit_code == 0
+    (out / "base/pdb.yaml").write_text("# edited by hand\n")
+    stale = runner.invoke(app, check, env={"COLUMNS": "200"})
+    assert stale.exit_code == 1
+    assert "stale:" in stale.output
+    assert "pdb.yaml" in stale.output
+    assert "run `grpc-model k8s`" in stale.output
