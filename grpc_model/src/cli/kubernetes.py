@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from grpc_model.src.cli.scaffold import slug
 from grpc_model.src.metadata import AssetBundle
 from grpc_model.src.metadata.units import parse_size
 from grpc_model.src.settings import Settings, env_var
@@ -20,6 +21,7 @@ PRE_STOP_SECONDS = 5  # for the endpoint's removal to reach kube-proxy and clien
 EXIT_MARGIN_SECONDS = 10  # after the drain: answers leave, workers stop, the process exits
 STARTUP_SECONDS = 120  # the least time the startup probe allows for loading; more when timeout.status is longer
 GPU_RESOURCE = "nvidia.com/gpu"
+MAX_NAME = 40
 Manifest = dict[str, Any]
 
 
@@ -34,8 +36,9 @@ class Target:
 
     @property
     def name(self) -> str:
+        """The objects' name: a DNS label with room for `-headless` and kustomize's hash suffixes."""
         docker_id = self.bundle.docker.id if self.bundle.docker else ""
-        return slug(docker_id or self.bundle.spec.name)
+        return slug(docker_id or self.bundle.spec.name)[:MAX_NAME].strip("-") or "model"
 
     @property
     def drain_seconds(self) -> int:
@@ -54,12 +57,6 @@ class Target:
     @property
     def gpus(self) -> int:
         return self.bundle.spec.resources.gpu.count
-
-
-def slug(text: str) -> str:
-    """A Kubernetes object name (RFC 1123 label) from a model's id or name."""
-    words = "".join(char if char.isascii() and char.isalnum() else " " for char in text.lower()).split()
-    return "-".join(words)[:50].strip("-") or "model"
 
 
 def default_image(bundle: AssetBundle) -> str:
