@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +20,7 @@ from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
-from grpc_model.src.settings import Settings, env_var, flag
+from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 from grpc_model.src.validation import InputValidator
 
 logger = logging.getLogger(__name__)
@@ -92,13 +93,7 @@ async def start_server(settings: Settings) -> RunningServer:
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-            ("grpc.max_send_message_length", settings.max_send_message_bytes),
-            ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
-        ]
-    )
+    server = grpc.aio.server(options=server_options(settings))
     add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -131,6 +126,23 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, _on_signal, running.service, signum)
     await running.wait_for_shutdown_request()
     await running.stop()
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
+    ]
+    if settings.max_connection_age_seconds > 0:  # GOAWAY after the age; calls in flight get the drain's time
+        options += [
+            ("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_seconds * 1000))),
+            (
+                "grpc.max_connection_age_grace_ms",
+                min(INT32_MAX, round((settings.shutdown_grace_seconds + ANSWER_SECONDS) * 1000)),
+            ),
+        ]
+    return options
 
 
 def _why_not_listening(host: str, port: int) -> str:

@@ -153,6 +153,20 @@ def test_a_call_refused_with_unavailable_is_sent_again_to_another_server(
     assert sum(Counting.answered.values()) == len(answers)  # each answered once, by the healthy server
 
 
+def test_connections_are_renewed_after_max_connection_age(serve_wrapper: ServerFactory) -> None:
+    # A renewed connection is what makes a DNS-balancing client resolve again and find new replicas.
+    server = serve_wrapper("Counting", model_class=f"{__name__}:Counting", max_connection_age_seconds=0.2)
+    states: list[str] = []
+    with ModelClient(address(server), timeout=30) as client:
+        client.channel.subscribe(lambda state: states.append(state.name), try_to_connect=True)
+
+        def reconnected() -> bool:
+            assert client.status().status_code == 200  # every call answered while connections come and go
+            return "READY" in states and "READY" in states[states.index("READY") + 1 :]
+
+        eventually(reconnected, "the connection to be closed and opened again")
+
+
 def test_the_cases_run_over_several_servers_each_loaded_first(
     serve_greeter: ServerFactory, greeter_bundle: Path
 ) -> None:

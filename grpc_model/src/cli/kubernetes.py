@@ -20,6 +20,7 @@ METRICS_PORT = 9090  # the metrics endpoint's port (operations: prometheus-clien
 PRE_STOP_SECONDS = 5  # for the endpoint's removal to reach kube-proxy and clients before SIGTERM
 EXIT_MARGIN_SECONDS = 10  # after the drain: answers leave, workers stop, the process exits
 STARTUP_SECONDS = 120  # the least time the startup probe allows for loading; more when timeout.status is longer
+CONNECTION_AGE_SECONDS = 60  # clients balancing over the headless Service find new replicas within this
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_NAME = 40
 Manifest = dict[str, Any]
@@ -102,12 +103,13 @@ def resources(target: Target) -> Manifest:
 
 def settings_env(target: Target) -> dict[str, str]:
     """The server's settings in the cluster: loaded before it is ready, no remote Shutdown, a drain that
-    covers a whole call."""
+    covers a whole call, connections renewed so that clients see replicas come and go."""
     return {
         env_var("port"): str(target.settings.port),
         env_var("load_model_at_startup"): "true",
         env_var("shutdown"): "disabled",
         env_var("shutdown_grace_seconds"): str(target.drain_seconds),
+        env_var("max_connection_age_seconds"): str(CONNECTION_AGE_SECONDS),
         env_var("log_level"): target.settings.log_level,
     }
 
