@@ -32,6 +32,7 @@ app = typer.Typer(
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
 
+KUBERNETES_DIR = PROJECT_ROOT / "deploy" / "kubernetes"
 USAGE = 2  # exit code for a command that cannot run as asked, as argparse and click use
 
 
@@ -153,9 +154,7 @@ def version() -> None:
 
 @app.command("k8s")
 def kubernetes(
-    out: Annotated[Path, typer.Option(help="Where to write the kustomize base and overlays.")] = PROJECT_ROOT
-    / "deploy"
-    / "kubernetes",
+    out: Annotated[Path, typer.Option(help="Where to write the kustomize base and overlays.")] = KUBERNETES_DIR,
     image: Annotated[
         str | None,
         typer.Option(help="The image to run; default: from docker_metadata.yaml, tagged with the served version."),
