@@ -14,7 +14,9 @@ Run alone: `python -m benchmarks.scale_out` (prints JSON); scripts/bench.py runs
 """
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +120,13 @@ def _answered(out: Path) -> int:
 def measure(env: dict[str, str], seconds: float) -> dict[str, Any]:
     """Every replica count, then scale-in; the efficiency of N replicas is items/s / (N x one replica's)."""
     work = Path(tempfile.mkdtemp(prefix="bench-scale-out-"))
+    try:
+        return _measure(env, seconds, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(env: dict[str, str], seconds: float, work: Path) -> dict[str, Any]:
     bundle = write_bundle(work / "bundle", max_batch_size=BATCH)
     points = [throughput(replicas, bundle, env, seconds, work) for replicas in REPLICAS]
     one = points[0]["items_per_s"]
@@ -149,8 +158,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    import os
-
     measured = measure(
         {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     )
