@@ -17,18 +17,20 @@ from grpc_model.src.metadata import TestCase
 from grpc_model.src.settings import MIB
 
 # gRPC's own balancing and retries: calls go round robin over every address of the target, and a call
-# refused with UNAVAILABLE (a replica draining or gone) is sent again, to another replica, by gRPC itself.
+# that a replica refused (UNAVAILABLE: draining, gone, no worker up) or dropped unstarted as it stopped
+# (CANCELLED: gRPC cancels calls it had received but not yet handed to the server) is sent again, to
+# another replica, by gRPC itself. Status and Run only: running a model again changes nothing.
 SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
         {
-            "name": [{"service": "ModzyModel"}],
+            "name": [{"service": "ModzyModel", "method": "Status"}, {"service": "ModzyModel", "method": "Run"}],
             "retryPolicy": {
                 "maxAttempts": 5,
                 "initialBackoff": "0.05s",
                 "maxBackoff": "1s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
             },
         }
     ],

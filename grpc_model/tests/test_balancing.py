@@ -116,15 +116,16 @@ def test_a_replica_that_stops_under_load_loses_no_call(serve_wrapper: ServerFact
     assert sum(Counting.answered.values()) - sum(before.values()) == 21
 
 
-@pytest.fixture
-def refusing() -> Iterator[tuple[str, list[str]]]:
-    """A server whose every Run is refused with UNAVAILABLE, as a replica with no worker up answers; its
-    address and the calls it refused."""
+@pytest.fixture(params=[grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+def refusing(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
+    """A server whose every Run is refused, as a replica with no worker up (UNAVAILABLE) or one that stops
+    with calls not yet started (CANCELLED) answers; its address and the calls it refused."""
     refused: list[str] = []
+    code: grpc.StatusCode = request.param
 
     def run(request: pb.RunRequest, context: grpc.ServicerContext) -> pb.RunResponse:
         refused.append("Run")
-        context.abort(grpc.StatusCode.UNAVAILABLE, "no worker can take the call")
+        context.abort(code, "refused")
 
     handler = grpc.unary_unary_rpc_method_handler(
         run, request_deserializer=pb.RunRequest.FromString, response_serializer=pb.RunResponse.SerializeToString
@@ -137,7 +138,7 @@ def refusing() -> Iterator[tuple[str, list[str]]]:
     server.stop(grace=None)
 
 
-def test_a_call_refused_with_unavailable_is_sent_again_to_another_server(
+def test_a_refused_call_is_sent_again_to_another_server(
     serve_wrapper: ServerFactory, refusing: tuple[str, list[str]]
 ) -> None:
     healthy = serve_wrapper("Counting", model_class=f"{__name__}:Counting", load_model_at_startup=True)
