@@ -30,8 +30,12 @@ RUN_ID = f"grpc-model-kube-{os.getpid()}"
 
 pytestmark = [
     pytest.mark.skipif(
-        MODE != "docker" or PODMAN is None or not SOCKET.is_socket(),
-        reason="no podman service (scripts/dev.sh test starts one through scripts/container_engine.sh where it can)",
+        MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)"
+    ),
+    pytest.mark.skipif(
+        PODMAN is None or not SOCKET.is_socket(),
+        reason="podman kube play needs podman and its service (scripts/container_engine.sh starts it where "
+        "Docker is missing; with Docker alone there is no kube play)",
     ),
     pytest.mark.skipif(
         KUBECTL is None, reason="kubectl is not installed: building the base (kubectl kustomize) needs it"
