@@ -31,7 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import cost, examples, scoring  # noqa: E402
+from benchmarks import cost, examples, scale_out, scoring  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
@@ -384,6 +384,8 @@ def markdown(results: Results) -> str:
                   f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
     if "cost" in results.extras:
         lines += cost.markdown(results.extras["cost"])
+    if "scale_out" in results.extras:
+        lines += ["", scale_out.markdown(results.extras["scale_out"]).rstrip("\n")]
     if "worker_memory" in results.extras:
         lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
         for name, memory in results.extras["worker_memory"].items():
@@ -420,7 +422,7 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
     parser.add_argument(
         "--profiles",
-        default=",".join([*(p.name for p in PROFILES), "digits", "score", "cost"]),
+        default=",".join([*(p.name for p in PROFILES), "digits", "score", "cost", "scale-out"]),
         help="comma-separated profiles",
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
@@ -466,6 +468,8 @@ async def main() -> int:
             results.extras["cost"] = await cost.observability_cost(cpu_per_request, bundle, env, args.duration)
         if "score" in args.profiles.split(","):
             results.extras["score"] = await scorer_speed(bundle, env, args.duration)
+        if "scale-out" in args.profiles.split(","):  # replicas behind round robin; SIGTERM under load
+            results.extras["scale_out"] = scale_out.measure(env, args.duration)
         if "digits" in args.profiles.split(","):  # the example's batching; needs the examples group
             results.extras["digits"] = [asdict(point) for point in await digits_batching(env, args.duration)]
         if "cpu" in args.profiles:

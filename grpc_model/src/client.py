@@ -1,6 +1,8 @@
 """A small synchronous client for the ModzyModel protocol, used by the reference CLI and the tests."""
 
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,20 +16,103 @@ from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyMo
 from grpc_model.src.metadata import TestCase
 from grpc_model.src.settings import MIB
 
+# gRPC's own balancing and retries: calls go round robin over every address of the target, and a call
+# that a replica refused (UNAVAILABLE: draining, gone, no worker up) or dropped unstarted as it stopped
+# (CANCELLED: gRPC cancels calls it had received but not yet handed to the server) is sent again, to
+# another replica, by gRPC itself. Status and Run only: running a model again changes nothing.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "ModzyModel", "method": "Status"}, {"service": "ModzyModel", "method": "Run"}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+            },
+        }
+    ],
+}
+
+
+class TargetError(ValueError):
+    """Servers that make no gRPC target: a bad HOST:PORT, or names that resolve to no common address family."""
+
+
+def server_list(values: str | Sequence[str]) -> list[str]:
+    """The servers of `--server a:1,b:2 --server c:3` (repeated, comma-separated, or both), blanks dropped."""
+    texts = [values] if isinstance(values, str) else values
+    return [server.strip() for text in texts for server in text.split(",") if server.strip()]
+
+
+def channel_target(servers: str | Sequence[str]) -> str:
+    """One gRPC target for one server, a target with a scheme (`dns:///name:port`), or several HOST:PORTs.
+
+    Several servers become one `ipv4:` or `ipv6:` target listing every address, which round robin
+    balances; host names among them are resolved once, here (a `dns:///` target follows DNS instead).
+    """
+    listed = server_list(servers)
+    if not listed:
+        raise TargetError("no server given")
+    if len(listed) == 1:
+        return listed[0]
+    if any(":/" in server or server.startswith(("ipv4:", "ipv6:", "unix:")) for server in listed):
+        raise TargetError(f"a target with a scheme (dns:///, ipv4:, unix:) stands alone; got {listed}")
+    resolved = [_addresses(server) for server in listed]
+    for family, scheme in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
+        if all(family in addresses for addresses in resolved):
+            return f"{scheme}:" + ",".join(dict.fromkeys(a for addresses in resolved for a in addresses[family]))
+    raise TargetError(f"the servers {listed} have no address family (IPv4 or IPv6) in common")
+
+
+def _addresses(server: str) -> dict[int, list[str]]:
+    """HOST:PORT's addresses by family, as gRPC's ipv4:/ipv6: targets write them."""
+    host, sep, port = server.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise TargetError(f"{server!r} is not HOST:PORT")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise TargetError(f"{server}: cannot resolve {host!r}: {error.strerror}") from None
+        hosts = [(family, str(address[0])) for family, _, _, _, address in found]
+    else:
+        hosts = [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, str(literal))]
+    result: dict[int, list[str]] = {}
+    for family, address in hosts:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            result.setdefault(family, []).append(
+                f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+            )
+    return result
+
+
+def channel_options(max_message_bytes: int = 250 * MIB) -> list[tuple[str, object]]:
+    """Every client channel's options: message sizes, round robin with retries, quick reconnects."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.enable_retries", 1),
+        # Notice a server that is still starting soon after it listens (the default backoff is 1 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
 
 class ModelClient:
-    def __init__(self, target: str, timeout: float | None = 60.0, max_message_bytes: int = 250 * MIB) -> None:
+    """Calls one server, or several (a list, `a:1,b:2`, or `dns:///name:port`) round robin."""
+
+    def __init__(
+        self, target: str | Sequence[str], timeout: float | None = 60.0, max_message_bytes: int = 250 * MIB
+    ) -> None:
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                # Notice a server that is still starting soon after it listens (the default backoff is 1 s).
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
+        self.channel = grpc.insecure_channel(channel_target(target), options=channel_options(max_message_bytes))
         self.stub = ModzyModelStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 

@@ -10,7 +10,7 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,7 +22,7 @@ from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer, Recorder
 from grpc_model.src.runtime import ModelLoadError, ModelRuntime
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
-from grpc_model.src.settings import Settings, env_var, flag
+from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 from grpc_model.src.v2 import grpc_service as v2_grpc
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.web import HttpUnavailableError, serves_http
@@ -112,11 +112,7 @@ async def start_server(settings: Settings) -> RunningServer:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
     server = grpc.aio.server(
         interceptors=tracing.server_interceptors(),  # None while tracing is off
-        options=[
-            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-            ("grpc.max_send_message_length", settings.max_send_message_bytes),
-            ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
-        ],
+        options=server_options(settings),
     )
     add_to_server(service, server)
     v2 = V2Protocol(inference, bundle.spec)
@@ -210,6 +206,23 @@ def _serve_metrics(metrics: Recorder, runtime: ModelRuntime, settings: Settings)
             f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
             "or turn metrics off with --no-metrics)"
         ) from None
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
+    ]
+    if settings.max_connection_age_seconds > 0:  # GOAWAY after the age; calls in flight get the drain's time
+        options += [
+            ("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_seconds * 1000))),
+            (
+                "grpc.max_connection_age_grace_ms",
+                min(INT32_MAX, round((settings.shutdown_grace_seconds + ANSWER_SECONDS) * 1000)),
+            ),
+        ]
+    return options
 
 
 def _why_not_listening(host: str, port: int) -> str:

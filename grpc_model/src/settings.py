@@ -19,6 +19,7 @@ ENV_PREFIX = "GRPC_MODEL_"
 PROJECT_ROOT = Path(grpc_model.__file__).resolve().parent.parent
 MIB = 1024 * 1024
 INT32_MAX = 2**31 - 1  # gRPC's message size limits are C ints
+MAX_CONNECTION_AGE_SECONDS = (2**31 - 1) // 1000  # gRPC takes it in ms, as a C int
 MAX_PARALLEL = 1024  # model threads or worker processes: each is an OS thread or process, started at once
 
 
@@ -131,6 +132,14 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
+    )
+    max_connection_age_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=MAX_CONNECTION_AGE_SECONDS,
+        description="Close each client connection after this long (calls in flight finish first), so that "
+        "clients balancing over DNS, such as a Kubernetes headless Service, resolve again and find new "
+        "replicas; 0 keeps connections open.",
     )
     shutdown: Literal["allowed", "disabled", "token"] = Field(
         default="allowed",

@@ -162,13 +162,19 @@ def test_in_process_scoring_needs_no_server(greeter_bundle: Path, tmp_path: Path
     assert rows[2] == "b.txt,false,,ValueError: input.txt is empty: expected at least one word"
 
 
-def test_calls_are_shared_by_every_server_given(serve_wrapper: ServerFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["comma", "repeated"])
+def test_calls_are_shared_by_every_server_given(serve_wrapper: ServerFactory, tmp_path: Path, spelling: str) -> None:
     first, second = serve_wrapper("Gated", model_class=GATED), serve_wrapper("Gated", model_class=GATED)
-    inputs = folder(tmp_path / "in", {f"item-{n}": str(n).encode() for n in range(8)})
-    servers = f"{target(first)},{target(second)}"
-    code, output = score(str(inputs), "--server", servers, "--out", str(tmp_path / "r.csv"), "--batch-size", "1")
+    inputs = folder(tmp_path / "in", {f"item-{n}": str(n).encode() for n in range(64)})
+    servers = (
+        ["--server", f"{target(first)},{target(second)}"]
+        if spelling == "comma"
+        else ["--server", target(first), "--server", target(second)]
+    )
+    code, output = score(str(inputs), *servers, "--out", str(tmp_path / "r.csv"), "--batch-size", "1")
     assert code == 0, output
-    assert sorted(Gated.served_by.values()) == [4, 4]  # one Status, then calls in turn: 4 items each
+    assert sum(Gated.served_by.values()) == 64
+    assert len(Gated.served_by) == 2  # round robin: both servers' models answered items
 
 
 def test_resource_exhausted_and_unavailable_are_retried_until_answered() -> None:

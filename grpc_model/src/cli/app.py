@@ -32,6 +32,7 @@ app = typer.Typer(
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
 
+KUBERNETES_DIR = PROJECT_ROOT / "deploy" / "kubernetes"
 USAGE = 2  # exit code for a command that cannot run as asked, as argparse and click use
 
 
@@ -151,10 +152,55 @@ def version() -> None:
         raise _fail(str(error)) from None
 
 
+@app.command("k8s")
+def kubernetes(
+    out: Annotated[Path, typer.Option(help="Where to write the kustomize base and overlays.")] = KUBERNETES_DIR,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The image to run; default: from docker_metadata.yaml, tagged with the served version."),
+    ] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Replicas without an autoscaler.")] = 2,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 if the files there differ from what would be written."),
+    ] = False,
+) -> None:
+    """Deployment step: write the Kubernetes manifests of the served model (a kustomize base and overlays for
+    an HPA, KEDA, KServe) from its model.yaml; run it again whenever model.yaml changes.
+
+    Example: `grpc-model k8s && kubectl apply -k deploy/kubernetes/overlays/hpa`
+    """
+    from grpc_model.src.cli import kubernetes_layout as layout
+    from grpc_model.src.cli.kubernetes import Target, default_image
+
+    settings = _settings()
+    try:
+        bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    except BundleError as error:
+        raise _fail(str(error)) from None
+    files = layout.render(Target(bundle, settings, image or default_image(bundle), replicas))
+    if check:
+        stale = layout.stale_files(out, files)
+        for name in stale:
+            errors.print(f"[red]stale:[/red] {escape(_shown(out / name))}")
+        if stale:
+            raise _fail(f"{_shown(out)} is not what model.yaml gives: run `grpc-model k8s` and commit the result")
+        console.print(f"[green]up to date:[/green] {escape(_shown(out))} ({len(files)} files)")
+        return
+    for path in layout.write(out, files):
+        console.print(f"  wrote {escape(_shown(path))}")
+    console.print(f"Next: `kubectl apply -k {escape(_shown(out))}/overlays/hpa` (docs/deploy.md)")
+
+
 @app.command("test")
 def run_tests(
     server: Annotated[
-        str | None, typer.Option(metavar="HOST:PORT", help="Run the test cases against this running server.")
+        list[str] | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Run the test cases against this running server; repeat it (or a,b) for several, round robin, "
+            "or give one dns:///NAME:PORT target.",
+        ),
     ] = None,
     image: Annotated[bool, typer.Option("--image", help="Build the image and test it in a container.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the results as a JUnit XML file.")] = None,
@@ -168,6 +214,7 @@ def run_tests(
     if server and image:
         raise _fail("choose --server or --image, not both", USAGE)
     from grpc_model.src.cli import testing  # gRPC and the runtime, only when testing
+    from grpc_model.src.client import server_list
 
     settings = _settings()
     report = check_bundle(settings.asset_bundle_dir, settings.model_version)
@@ -185,8 +232,10 @@ def run_tests(
                 console.rule("the image")
                 suites.append(testing.Suite("image", [testing.run_image(PROJECT_ROOT)]))
             elif server:
-                console.rule(f"test cases of {bundle.version} against {server}")
-                suites.append(testing.Suite(server, testing.run_cases_on_server(bundle, cases, server, timeout)))
+                servers = server_list(server)
+                console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
+                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout)
+                suites.append(testing.Suite(",".join(servers), outcomes))
             else:
                 console.rule(f"test cases of {bundle.version} through {settings.model_class}")
                 suites.append(
@@ -292,9 +341,13 @@ def score(
     ],
     out: Annotated[Path, typer.Option(help="The results, .jsonl or .csv; run again with the same file to resume.")],
     server: Annotated[
-        str,
-        typer.Option(metavar="HOST:PORT[,HOST:PORT...]", help="The servers; or one dns:///NAME:PORT target."),
-    ] = "localhost:45000",
+        list[str] | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="A server (default localhost:45000); repeat it (or a,b) for several, round robin, "
+            "or give one dns:///NAME:PORT target.",
+        ),
+    ] = None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the served model in this process instead of calling a server.")
     ] = False,
@@ -316,17 +369,18 @@ def score(
 
     from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
     from grpc_model.src.cli.score_io import ScoreInputError
+    from grpc_model.src.client import TargetError, server_list
 
     options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain)
     settings = _settings()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
-    targets = [target.strip() for target in server.split(",") if target.strip()]
+    targets = server_list(server or ["localhost:45000"])
     try:
         tally = asyncio.run(scoring.run_score(console, errors, inputs, out, targets, local, options))
-    except ScoreInputError as error:
+    except (ScoreInputError, TargetError) as error:
         raise _fail(str(error), USAGE) from None
     except grpc.aio.AioRpcError as error:
-        raise _fail(f"{server}: {error.code().name}: {error.details()}") from None
+        raise _fail(f"{','.join(targets)}: {error.code().name}: {error.details()}") from None
     if tally.interrupted:
         raise typer.Exit(130)
     if tally.failed and not allow_failures:

@@ -99,7 +99,7 @@ def init_model(
         wrapper: templates.wrapper(name, class_name, version, inputs, outputs),
         unit_tests: templates.unit_tests(class_name, inputs, outputs),
         bundle / MODEL_YAML: templates.model_yaml(name, author, version, inputs, outputs),
-        bundle / DOCKER_METADATA_YAML: templates.docker_metadata(_slug(name)),
+        bundle / DOCKER_METADATA_YAML: templates.docker_metadata(slug(name)),
         bundle / TEST_CASES_DIR / TEST_CASES_NOTE: templates.test_cases_note(inputs, outputs),
     }
     for path, text in written.items():
@@ -160,5 +160,5 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", name.lower())) or "model"

@@ -1,8 +1,9 @@
 """`grpc-model score`: batch scoring of many items through running servers, or in this process.
 
 Items go out in calls of `batch_size` items, `concurrency` calls at a time, spread over the
-servers given; RESOURCE_EXHAUSTED and UNAVAILABLE are retried with back-off until the server
-answers (an item is never dropped), any other error fails that call's items with its message.
+servers given by gRPC's round robin (the reference client's channel). RESOURCE_EXHAUSTED and
+UNAVAILABLE are retried with back-off until a server answers (an item is never dropped); any
+other error fails that call's items with its message.
 Each answer is written as it arrives (score_io.py), so Ctrl-C or a kill loses nothing that was
 answered, and running again with the same results file scores only what is missing.
 """
@@ -26,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.cli.score_io import ERROR, Item, ResultWriter, ScoreInputError, one_line, read_items
-from grpc_model.src.settings import MIB
+from grpc_model.src.client import channel_options, channel_target, server_list
 
 if TYPE_CHECKING:  # only in the stubs' .pyi: at run time an aio channel's ModzyModelStub is the async one
     from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelAsyncStub
@@ -69,35 +70,26 @@ class Tally:
         return self.succeeded + self.failed
 
 
-def channel_options(max_message_bytes: int = 250 * MIB) -> list[tuple[str, object]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.lb_policy_name", "round_robin"),  # a dns:/// target's addresses share the calls
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
-
-
 class Servers:
-    """One channel per server of `--server a:1,b:2`; calls take them in turn."""
+    """The servers of `--server a:1,b:2` (or one `dns:///` target) behind one channel that balances round robin."""
 
     def __init__(self, targets: Sequence[str], options: Options, tally: Tally) -> None:
-        self.channels = [grpc.aio.insecure_channel(target, options=channel_options()) for target in targets]
-        self.stubs: list[ModzyModelAsyncStub] = [ModzyModelStub(channel) for channel in self.channels]
-        self.options, self.tally, self.turn = options, tally, 0
+        self.targets = server_list(targets)
+        self.channel = grpc.aio.insecure_channel(channel_target(self.targets), options=channel_options())
+        self.channel.get_state(try_to_connect=True)  # connect to every server while Status calls go out
+        self.stub: ModzyModelAsyncStub = ModzyModelStub(self.channel)
+        self.options, self.tally = options, tally
 
     async def status(self) -> pb.StatusResponse:
-        """Every server's Status (which also loads a model that loads on demand), retried while unavailable;
-        the first answer that is not 200, else the first server's."""
-        answers = []
-        for stub in self.stubs:
-
-            def status(_: "ModzyModelAsyncStub", stub: "ModzyModelAsyncStub" = stub) -> Awaitable[pb.StatusResponse]:
-                return stub.Status(pb.StatusRequest(), timeout=self.options.timeout)  # this server, also on retries
-
-            answers.append(await self._retrying(status))
+        """Each listed server's Status, retried while unavailable (it also loads a model that loads on demand);
+        the first answer that is not 200, else the first. Replicas behind one `dns:///` target get one call."""
+        answers = [await self._status_of(target) for target in self.targets]
         return next((answer for answer in answers if answer.status_code != 200), answers[0])
+
+    async def _status_of(self, target: str) -> pb.StatusResponse:
+        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+            stub: ModzyModelAsyncStub = ModzyModelStub(channel)
+            return await self._retrying(lambda _: stub.Status(pb.StatusRequest(), timeout=self.options.timeout))
 
     async def run(self, items: list[dict[str, bytes]]) -> list[Answer]:
         request = pb.RunRequest(
@@ -117,10 +109,8 @@ class Servers:
     async def _retrying(self, call: Callable[["ModzyModelAsyncStub"], Awaitable[_Response]]) -> _Response:
         backoff = FIRST_BACKOFF
         while True:
-            stub = self.stubs[self.turn % len(self.stubs)]
-            self.turn += 1
             try:
-                return await call(stub)
+                return await call(self.stub)
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRIED:
                     raise
@@ -129,8 +119,7 @@ class Servers:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
+        await self.channel.close()
 
 
 class Reporter:

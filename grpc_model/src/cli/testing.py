@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from grpc_model.src.client import ModelClient, check_test_case
+from grpc_model.src.client import ModelClient, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
@@ -116,21 +116,19 @@ def _batch_outcomes(model: LoadedModel, cases: list[TestCase]) -> list[Outcome]:
     return outcomes
 
 
-def run_cases_on_server(bundle: AssetBundle, cases: list[TestCase], target: str, timeout: float) -> list[Outcome]:
-    """Each case as one Run call to a server that is already running."""
-    with ModelClient(target, timeout=timeout) as client:
-        started = time.monotonic()
-        try:
-            status = client.status()
-        except grpc.RpcError as error:
-            return [Outcome(f"Status of {target}", [f"{error.code().name}: {error.details()}"])]
-        problems = [] if status.status_code == 200 else [f"Status answered {status.status_code}: {status.message}"]
-        served = status.model_info.model_version
-        if served != bundle.version:
-            problems.append(f"the server serves version {served}, the cases are those of {bundle.version}")
-        outcomes = [Outcome(f"Status of {target}", problems, time.monotonic() - started)]
-        if problems:
-            return outcomes
+def run_cases_on_server(
+    bundle: AssetBundle, cases: list[TestCase], servers: list[str], timeout: float
+) -> list[Outcome]:
+    """Each server's Status (which loads a model that loads on demand), then each case as one Run call,
+    round robin over the servers."""
+    outcomes = [_status_outcome(bundle, server, timeout) for server in servers]
+    if not all(outcome.passed for outcome in outcomes):
+        return outcomes
+    try:
+        client = ModelClient(servers, timeout=timeout)
+    except TargetError as error:
+        return [*outcomes, Outcome("the servers' addresses", [str(error)])]
+    with client:
         for case in cases:
             started = time.monotonic()
             try:
@@ -138,7 +136,21 @@ def run_cases_on_server(bundle: AssetBundle, cases: list[TestCase], target: str,
             except grpc.RpcError as error:
                 problems = [f"Run failed: {error.code().name}: {error.details()}"]
             outcomes.append(Outcome(case.name, problems, time.monotonic() - started))
-        return outcomes
+    return outcomes
+
+
+def _status_outcome(bundle: AssetBundle, server: str, timeout: float) -> Outcome:
+    started = time.monotonic()
+    with ModelClient(server, timeout=timeout) as client:
+        try:
+            status = client.status()
+        except grpc.RpcError as error:
+            return Outcome(f"Status of {server}", [f"{error.code().name}: {error.details()}"])
+    problems = [] if status.status_code == 200 else [f"Status answered {status.status_code}: {status.message}"]
+    served = status.model_info.model_version
+    if served != bundle.version:
+        problems.append(f"the server serves version {served}, the cases are those of {bundle.version}")
+    return Outcome(f"Status of {server}", problems, time.monotonic() - started)
 
 
 def run_image(root: Path) -> Outcome:
