@@ -9,6 +9,9 @@ from pydantic import ValidationError
 
 from grpc_model.src.metadata import BundleError
 from grpc_model.src.runtime import WrapperImportError
+from grpc_model.src.security.auth import AuthSetupError
+from grpc_model.src.security.limits import LimitsSetupError
+from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import ListenError, serve
 from grpc_model.src.settings import settings_from_args
 
@@ -22,7 +25,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.sr
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
         asyncio.run(serve(settings))
-    except (BundleError, WrapperImportError, ListenError) as error:
+    except (BundleError, WrapperImportError, ListenError, TLSSetupError, AuthSetupError, LimitsSetupError) as error:
         logging.getLogger("grpc_model").critical("cannot start: %s", error)
         return 2
     return 0

@@ -18,6 +18,9 @@ from grpc_reflection.v1alpha import reflection
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime
+from grpc_model.src.security.auth import TokenAuthInterceptor, load_tokens
+from grpc_model.src.security.limits import inflight_budget, request_size_limit
+from grpc_model.src.security.tls import server_credentials
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.validation import InputValidator
@@ -37,6 +40,7 @@ class RunningServer:
     port: int
     service: ModzyModelService
     settings: Settings
+    health_server: grpc.aio.Server | None = None
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -55,12 +59,21 @@ class RunningServer:
         await asyncio.wait({stopping}, timeout=grace)
         await self.service.runtime.close()
         await stopping
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         logger.info("server stopped")
 
 
 async def start_server(settings: Settings) -> RunningServer:
-    """Starts serving; raises BundleError, WrapperImportError or ListenError when the setup is wrong."""
+    """Starts serving; raises BundleError, WrapperImportError, ListenError, TLSSetupError, AuthSetupError
+    or LimitsSetupError when the setup is wrong."""
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    credentials = server_credentials(settings)  # file problems stop start-up before the model loads
+    tokens = load_tokens(settings)
+    largest_request = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
+    budget = inflight_budget(settings.max_inflight_request_bytes, largest_request)
+    if tokens and credentials is None:
+        logger.warning("bearer tokens travel in plaintext: set tls_cert and tls_key, or put TLS in front")
     options = EngineOptions(
         max_batch_size=bundle.spec.features.maxBatchSize,
         model_threads=settings.model_threads,
@@ -79,7 +92,7 @@ async def start_server(settings: Settings) -> RunningServer:
         runtime,
         bundle.spec,
         health_servicer,
-        Inference(runtime, validator),
+        Inference(runtime, validator, budget),
         settings.shutdown,
         settings.shutdown_token,
         status_timeout=bundle.spec.timeout.status_seconds,
@@ -93,34 +106,60 @@ async def start_server(settings: Settings) -> RunningServer:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
 
     server = grpc.aio.server(
+        interceptors=[TokenAuthInterceptor(tokens)] if tokens else None,
         options=[
-            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.max_receive_message_length", largest_request),
             ("grpc.max_send_message_length", settings.max_send_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
-        ]
+        ],
     )
     add_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
+    health_server = grpc.aio.server() if settings.health_port else None
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        port = (
+            server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+        )
+        if health_server is not None:
+            _bind_health_only(health_server, health_servicer, settings)
+    except ListenError:
+        await runtime.close()
+        raise
     except RuntimeError:
         await runtime.close()  # worker processes started with the model must not outlive the failed start
         raise ListenError(_why_not_listening(settings.host, settings.port)) from None
     await server.start()
+    if health_server is not None:
+        await health_server.start()
     runtime.may_fork = False
     logger.info(
-        "serving %s %s (%s:%s) on %s:%d",
+        "serving %s %s (%s:%s) on %s:%d%s; requests up to %d bytes, %d bytes in flight",
         bundle.spec.name,
         bundle.version,
         runtime.wrapper_class.__module__,
         runtime.wrapper_class.__qualname__,
         settings.host,
         port,
+        (" with mutual TLS" if settings.tls_client_ca else " with TLS" if credentials else "")
+        + (f", {len(tokens)} bearer token(s)" if tokens else ""),
+        largest_request,
+        budget.limit,
     )
-    return RunningServer(server=server, port=port, service=service, settings=settings)
+    return RunningServer(server=server, port=port, service=service, settings=settings, health_server=health_server)
+
+
+def _bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:
+    """The plaintext health port: the health service alone, for probes that cannot do TLS or tokens."""
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, health_server)
+    try:
+        health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+    except RuntimeError:
+        raise ListenError(_why_not_listening(settings.host, settings.health_port, "health_port")) from None
+    logger.info("health service in plaintext on %s:%d", settings.host, settings.health_port)
 
 
 async def serve(settings: Settings) -> None:
@@ -133,7 +172,7 @@ async def serve(settings: Settings) -> None:
     await running.stop()
 
 
-def _why_not_listening(host: str, port: int) -> str:
+def _why_not_listening(host: str, port: int, port_setting: str = "port") -> str:
     """gRPC only says that binding failed; asking the OS the same question names the setting at fault."""
     try:
         name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # gRPC's [::1] is ::1
@@ -145,14 +184,14 @@ def _why_not_listening(host: str, port: int) -> str:
             try:
                 probe.bind(address)
             except OSError as error:
-                setting = "host" if error.errno == errno.EADDRNOTAVAIL else "port"
+                setting = "host" if error.errno == errno.EADDRNOTAVAIL else port_setting
                 return (
                     f"{setting}: cannot listen on {host}:{port}: {error.strerror} "
                     f"(set with {flag(setting)} or {env_var(setting)})"
                 )
     return (
-        f"host, port: cannot listen on {host}:{port}: gRPC could not bind it (an IPv6 address goes in brackets, "
-        f"e.g. [::1]; set with {flag('host')} and {flag('port')})"
+        f"host, {port_setting}: cannot listen on {host}:{port}: gRPC could not bind it "
+        f"(an IPv6 address goes in brackets, e.g. [::1]; set with {flag('host')} and {flag(port_setting)})"
     )
 
 
