@@ -49,6 +49,8 @@ COPY --from=dependencies /packages ./
 COPY --from=dependencies /bundle ./asset_bundle/
 USER model
 EXPOSE 45000
+# --local: the server these GRPC_MODEL_ variables describe: its plaintext health_port if set, else
+# its port, with TLS from GRPC_MODEL_CLIENT_TLS_* when the port speaks TLS (docs/operations.md).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -m grpc_model.src.model_client --health --host 127.0.0.1 --port "${PSC_MODEL_PORT:-45000}" --timeout 4
+    CMD python -m grpc_model.src.model_client --health --local --timeout 4
 CMD ["python", "-m", "grpc_model.src.model_server"]

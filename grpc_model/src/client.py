@@ -5,6 +5,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal, overload
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,14 +13,47 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.metadata import TestCase
+from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.settings import MIB
+
+PLAINTEXT = ClientSecurity()
+
+
+@overload
+def open_channel(
+    target: str, security: ClientSecurity = ..., options: Sequence[tuple[str, Any]] = ..., *, aio: Literal[False] = ...
+) -> grpc.Channel: ...
+@overload
+def open_channel(
+    target: str, security: ClientSecurity = ..., options: Sequence[tuple[str, Any]] = ..., *, aio: Literal[True]
+) -> grpc.aio.Channel: ...
+def open_channel(
+    target: str, security: ClientSecurity = PLAINTEXT, options: Sequence[tuple[str, Any]] = (), *, aio: bool = False
+) -> grpc.Channel | grpc.aio.Channel:
+    """The one place a client opens a channel: plaintext, or TLS, mutual TLS and a token as `security` says.
+
+    Raises ClientSecurityError for security options that do not fit together or unreadable files.
+    """
+    credentials = security.channel_credentials()
+    all_options = [*options, *security.channel_options()]
+    grpc_api: Any = grpc.aio if aio else grpc
+    if credentials is None:
+        return grpc_api.insecure_channel(target, options=all_options)  # type: ignore[no-any-return]
+    return grpc_api.secure_channel(target, credentials, options=all_options)  # type: ignore[no-any-return]
 
 
 class ModelClient:
-    def __init__(self, target: str, timeout: float | None = 60.0, max_message_bytes: int = 250 * MIB) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = 60.0,
+        max_message_bytes: int = 250 * MIB,
+        security: ClientSecurity = PLAINTEXT,
+    ) -> None:
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
+        self.channel = open_channel(
             target,
+            security,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from grpc_model.src.cli import scaffold
+from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
     from grpc_model.src.cli import testing
+    from grpc_model.src.security.channel import ClientSecurity
 
 app = typer.Typer(
     name="grpc-model",
@@ -159,6 +161,12 @@ def run_tests(
     image: Annotated[bool, typer.Option("--image", help="Build the image and test it in a container.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the results as a JUnit XML file.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per call with --server.")] = 60.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Run the author's checks: model_lib/tests, then the served bundle's test cases through the wrapper
     in-process (default), a running server (--server) or the built image (--image).
@@ -186,7 +194,9 @@ def run_tests(
                 suites.append(testing.Suite("image", [testing.run_image(PROJECT_ROOT)]))
             elif server:
                 console.rule(f"test cases of {bundle.version} against {server}")
-                suites.append(testing.Suite(server, testing.run_cases_on_server(bundle, cases, server, timeout)))
+                security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+                outcomes = testing.run_cases_on_server(bundle, cases, server, timeout, security)
+                suites.append(testing.Suite(server, outcomes))
             else:
                 console.rule(f"test cases of {bundle.version} through {settings.model_class}")
                 suites.append(
@@ -234,6 +244,12 @@ TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The se
 def status(
     target: TargetArgument = "localhost:45000",
     timeout: Annotated[float, typer.Option(help="Seconds per call.")] = 30.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Show a server's Status answer and health; exit 0 only if Status is 200 and health SERVING.
 
@@ -241,7 +257,8 @@ def status(
     """
     from grpc_model.src.cli import remote  # gRPC, only when calling a server
 
-    raise typer.Exit(remote.show_status(console, target, timeout))
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    raise typer.Exit(remote.show_status(console, target, timeout, security))
 
 
 @app.command()
@@ -256,6 +273,12 @@ def call(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on the call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on the call.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds for the call.")] = 60.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Send one item to a server and print (or write) its outputs; exit 0 only if the item succeeded.
 
@@ -263,7 +286,10 @@ def call(
     """
     from grpc_model.src.cli import remote  # gRPC, only when calling a server
 
-    raise typer.Exit(remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout))
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    raise typer.Exit(
+        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security)
+    )
 
 
 @app.command()
@@ -285,6 +311,12 @@ def score(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on every call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on every call.")] = False,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some items failed.")] = False,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Score many items through running servers (or --in-process) into a JSONL or CSV file, resumably.
 
@@ -298,7 +330,8 @@ def score(
     from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
     from grpc_model.src.cli.score_io import ScoreInputError
 
-    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain)
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain, security)
     settings = _settings()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
     targets = [target.strip() for target in server.split(",") if target.strip()]
@@ -312,6 +345,18 @@ def score(
         raise typer.Exit(130)
     if tally.failed and not allow_failures:
         raise typer.Exit(1)
+
+
+def _security(options: SecurityOptions) -> "ClientSecurity":
+    """The client's transport security from the options; checked now, so a wrong file is a usage error."""
+    from grpc_model.src.security.channel import ClientSecurityError
+
+    security = options.resolve()
+    try:
+        security.channel_credentials()
+    except ClientSecurityError as error:
+        raise _fail(str(error), USAGE) from None
+    return security
 
 
 def _shown(path: Path) -> str:

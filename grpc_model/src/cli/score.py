@@ -26,6 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.cli.score_io import ERROR, Item, ResultWriter, ScoreInputError, one_line, read_items
+from grpc_model.src.client import PLAINTEXT, open_channel
+from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.settings import MIB
 
 if TYPE_CHECKING:  # only in the stubs' .pyi: at run time an aio channel's ModzyModelStub is the async one
@@ -46,6 +48,7 @@ class Options:
     timeout: float = 60.0
     detect_drift: bool = False
     explain: bool = False
+    security: ClientSecurity = PLAINTEXT
 
 
 @dataclass
@@ -83,7 +86,7 @@ class Servers:
     """One channel per server of `--server a:1,b:2`; calls take them in turn."""
 
     def __init__(self, targets: Sequence[str], options: Options, tally: Tally) -> None:
-        self.channels = [grpc.aio.insecure_channel(target, options=channel_options()) for target in targets]
+        self.channels = [open_channel(target, options.security, channel_options(), aio=True) for target in targets]
         self.stubs: list[ModzyModelAsyncStub] = [ModzyModelStub(channel) for channel in self.channels]
         self.options, self.tally, self.turn = options, tally, 0
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import grpc
 
-from grpc_model.src.client import ModelClient, check_test_case
+from grpc_model.src.client import PLAINTEXT, ModelClient, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
+from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.validation import InputValidator
 
 NO_TESTS_COLLECTED = 5  # pytest's exit code
@@ -116,9 +117,11 @@ def _batch_outcomes(model: LoadedModel, cases: list[TestCase]) -> list[Outcome]:
     return outcomes
 
 
-def run_cases_on_server(bundle: AssetBundle, cases: list[TestCase], target: str, timeout: float) -> list[Outcome]:
+def run_cases_on_server(
+    bundle: AssetBundle, cases: list[TestCase], target: str, timeout: float, security: ClientSecurity = PLAINTEXT
+) -> list[Outcome]:
     """Each case as one Run call to a server that is already running."""
-    with ModelClient(target, timeout=timeout) as client:
+    with ModelClient(target, timeout=timeout, security=security) as client:
         started = time.monotonic()
         try:
             status = client.status()
