@@ -21,7 +21,7 @@ SCHEME = "bearer "
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 """Method prefixes callable without a token: health, for load balancers and probes."""
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
 
 
 class AuthSetupError(Exception):
@@ -52,7 +52,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> "grpc.RpcMethodHandler[Any, Any] | None":
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_SERVICES):
@@ -78,10 +78,10 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return None if matched else "the bearer token is not valid"
 
 
-def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
+def _refusing(handler: "grpc.RpcMethodHandler[Any, Any]", message: str) -> "grpc.RpcMethodHandler[Any, Any]":
     """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
 
-    async def refuse(_: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def refuse(_: Any, context: "grpc.aio.ServicerContext[Any, Any]") -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     kind = (handler.request_streaming, handler.response_streaming)

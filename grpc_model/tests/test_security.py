@@ -1,0 +1,349 @@
+"""Transport security: TLS, mutual TLS and bearer tokens, from the reference client and from grpclib
+(a client on another HTTP/2 stack), with certificates the tests make themselves."""
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from grpclib.client import Channel, UnaryUnaryMethod
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from typer.testing import CliRunner
+
+from grpc_model.src import model_client
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.cli import app
+from grpc_model.src.client import ModelClient
+from grpc_model.src.security.auth import AuthSetupError
+from grpc_model.src.security.channel import ClientSecurity, ClientSecurityError
+from grpc_model.src.security.tls import TLSSetupError
+from grpc_model.src.server import start_server
+from grpc_model.src.settings import Settings
+from grpc_model.tests.certificates import TestPKI, make_pki
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread
+
+TOKEN = "s3cret-token-value"
+HELLO = {"input.txt": b"My name is Ada"}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_settings(pki: TestPKI, mutual: bool = False) -> dict[str, Any]:
+    settings = {"tls_cert": str(pki.server.cert), "tls_key": str(pki.server.key)}
+    return {**settings, "tls_client_ca": str(pki.client_ca)} if mutual else settings
+
+
+def client(server: ServerThread, **security: Any) -> ModelClient:
+    return ModelClient(f"127.0.0.1:{server.running.port}", timeout=30, security=ClientSecurity(**security))
+
+
+def refusal(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+# grpclib: raw protobuf messages over its own HTTP/2 and asyncio's ssl.
+
+
+def grpclib_context(pki: TestPKI, with_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki.server_ca)
+    context.set_alpn_protocols(["h2"])  # gRPC servers insist on HTTP/2 by ALPN
+    if with_client_cert:
+        context.load_cert_chain(pki.client.cert, pki.client.key)
+    return context
+
+
+class ClosingLoop(asyncio.SelectorEventLoop):
+    """Closes every connection it made at once, and waits until their sockets are closed.
+
+    grpclib's close() starts a TLS shutdown that waits for the server's close_notify, which gRPC
+    never sends (30 s); a loop closed before that leaves the socket open (a ResourceWarning, an
+    error in these tests).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections: list[tuple[list[asyncio.BaseTransport], asyncio.Event]] = []
+
+    async def create_connection(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        transports: list[asyncio.BaseTransport] = []
+        lost = asyncio.Event()
+        self.connections.append((transports, lost))
+
+        def tracked() -> Any:
+            protocol = protocol_factory()
+            made, connection_lost = protocol.connection_made, protocol.connection_lost
+
+            def on_made(transport: asyncio.BaseTransport) -> None:
+                transports.append(transport)
+                made(transport)
+
+            def on_lost(error: Exception | None) -> None:
+                connection_lost(error)
+                lost.set()
+
+            protocol.connection_made, protocol.connection_lost = on_made, on_lost
+            return protocol
+
+        try:
+            return await super().create_connection(tracked, *args, **kwargs)
+        except BaseException:
+            lost.set()  # asyncio closed what it opened
+            raise
+
+    async def close_connections(self) -> None:
+        for transports, _ in self.connections:
+            for transport in transports:
+                transport.abort()  # type: ignore[attr-defined]
+        await asyncio.wait_for(asyncio.gather(*(lost.wait() for _, lost in self.connections)), PATIENCE_SECONDS)
+
+
+def grpclib_call(
+    server: ServerThread,
+    method: str,
+    request: Message,
+    reply_type: type[Message],
+    context: ssl.SSLContext | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Any:
+    async def call() -> Any:
+        channel = Channel("127.0.0.1", server.running.port, ssl=context)
+        try:
+            name = f"/ModzyModel/{method}"
+            stub: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(channel, name, type(request), reply_type)
+            return await stub(request, timeout=30, metadata=metadata)
+        finally:
+            channel.close()
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, ClosingLoop)
+            await loop.close_connections()
+
+    with asyncio.Runner(loop_factory=ClosingLoop) as runner:
+        return runner.run(call())
+
+
+def grpclib_status(server: ServerThread, **options: Any) -> pb.StatusResponse:
+    return grpclib_call(server, "Status", pb.StatusRequest(), pb.StatusResponse, **options)
+
+
+def grpclib_run(server: ServerThread, **options: Any) -> pb.RunResponse:
+    request = pb.RunRequest(inputs=[pb.InputItem(input=HELLO)])
+    return grpclib_call(server, "Run", request, pb.RunResponse, **options)
+
+
+# TLS
+
+
+def test_tls_serves_the_reference_client_and_refuses_plaintext(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki))
+
+    with client(server, tls_ca=str(pki.server_ca)) as secure:
+        assert secure.status().status_code == 200
+        assert secure.run([HELLO]).outputs[0].success
+        assert secure.health() == "SERVING"
+    with client(server) as plaintext:
+        assert refusal(plaintext.status).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_serves_grpclib(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki))
+
+    assert grpclib_status(server, context=grpclib_context(pki)).status_code == 200
+    assert grpclib_run(server, context=grpclib_context(pki)).outputs[0].success
+
+
+def test_a_client_that_does_not_trust_the_server_ca_is_refused(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki))
+
+    with client(server, tls_ca=str(pki.client_ca)) as wrong_trust:
+        assert refusal(wrong_trust.status).code() == grpc.StatusCode.UNAVAILABLE
+
+
+# Mutual TLS
+
+
+def test_mutual_tls_needs_a_client_certificate_from_the_reference_client(
+    serve_greeter: ServerFactory, pki: TestPKI
+) -> None:
+    server = serve_greeter(**tls_settings(pki, mutual=True))
+
+    with client(server, tls_ca=str(pki.server_ca)) as anonymous:
+        assert refusal(anonymous.status).code() == grpc.StatusCode.UNAVAILABLE
+    stranger = {"tls_cert": str(pki.stranger.cert), "tls_key": str(pki.stranger.key)}
+    with client(server, tls_ca=str(pki.server_ca), **stranger) as unknown:
+        assert refusal(unknown.status).code() == grpc.StatusCode.UNAVAILABLE
+    known = {"tls_cert": str(pki.client.cert), "tls_key": str(pki.client.key)}
+    with client(server, tls_ca=str(pki.server_ca), **known) as trusted:
+        assert trusted.status().status_code == 200
+        assert trusted.run([HELLO]).outputs[0].success
+
+
+def test_mutual_tls_needs_a_client_certificate_from_grpclib(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki, mutual=True))
+
+    for call in (grpclib_status, grpclib_run):
+        with pytest.raises((OSError, StreamTerminatedError)):  # the handshake fails: ssl.SSLError is an OSError
+            call(server, context=grpclib_context(pki))
+        assert call(server, context=grpclib_context(pki, with_client_cert=True)).status_code == 200
+
+
+# Bearer tokens
+
+
+def test_tokens_from_the_reference_client(
+    serve_greeter: ServerFactory, pki: TestPKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve_greeter(**tls_settings(pki), auth_token=TOKEN, load_model_at_startup=True)
+    caplog.set_level(logging.DEBUG)
+
+    with client(server, tls_ca=str(pki.server_ca)) as anonymous:
+        missing = refusal(anonymous.status)
+        assert anonymous.health() == "SERVING"  # health stays open, for probes
+    with client(server, tls_ca=str(pki.server_ca), token="not-" + TOKEN) as wrong:
+        wrong_status, wrong_run = refusal(wrong.status), refusal(lambda: wrong.run([HELLO]))
+    with client(server, tls_ca=str(pki.server_ca), token=TOKEN) as right:
+        assert right.status().status_code == 200
+        assert right.run([HELLO]).outputs[0].success
+
+    assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "needs a bearer token: send 'authorization: Bearer <token>'" in str(missing.details())
+    for error in (wrong_status, wrong_run):
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error.details() == "the bearer token is not valid"
+    assert TOKEN not in caplog.text  # neither the right token nor the wrong one is ever logged
+
+
+def test_tokens_from_grpclib(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki), auth_token=TOKEN)
+
+    for call in (grpclib_status, grpclib_run):
+        for metadata in (None, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+            with pytest.raises(GRPCError) as raised:
+                call(server, context=grpclib_context(pki), metadata=metadata)
+            assert raised.value.status == Status.UNAUTHENTICATED
+            assert "wrong" not in str(raised.value.message)
+        good = call(server, context=grpclib_context(pki), metadata={"authorization": f"Bearer {TOKEN}"})
+        assert good.status_code == 200
+
+
+def test_tokens_from_a_file_without_tls(serve_greeter: ServerFactory, tmp_path: Path) -> None:
+    """Plaintext with tokens is for a TLS proxy in front; raw metadata shows the server's side of it."""
+    (tmp_path / "tokens").write_text("# rotated monthly\nfirst-token\n\n  second-token  \n")
+    server = serve_greeter(auth_tokens_file=str(tmp_path / "tokens"))
+    status = server.client.channel.unary_unary(
+        "/ModzyModel/Status", pb.StatusRequest.SerializeToString, pb.StatusResponse.FromString
+    )
+
+    assert status(pb.StatusRequest(), metadata=(("authorization", "Bearer second-token"),)).status_code == 200
+    assert status(pb.StatusRequest(), metadata=(("authorization", "bearer first-token"),)).status_code == 200
+    for metadata in ((("authorization", "Bearer # rotated monthly"),), (("authorization", "first-token"),)):
+        assert refusal(lambda m=metadata: status(pb.StatusRequest(), metadata=m)).code() == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+
+
+def test_the_reference_client_sends_tokens_over_tls_only() -> None:
+    with pytest.raises(ClientSecurityError, match="sent over TLS only"):
+        ModelClient("127.0.0.1:1", security=ClientSecurity(token=TOKEN))
+    with pytest.raises(ClientSecurityError, match="--tls-cert and --tls-key go together"):
+        ModelClient("127.0.0.1:1", security=ClientSecurity(tls_cert="client.pem"))
+
+
+# Start-up errors name the setting and the file
+
+
+def start_error(**settings: Any) -> str:
+    with pytest.raises((TLSSetupError, AuthSetupError)) as raised:
+        asyncio.run(start_server(Settings(host="127.0.0.1", port=0, **settings)))
+    return str(raised.value)
+
+
+def test_tls_files_that_are_missing_or_wrong_stop_the_start(pki: TestPKI, greeter_bundle: Path, tmp_path: Path) -> None:
+    bundle = {"model_class": "grpc_model.tests.wrappers:Greeter", "asset_bundle_dir": greeter_bundle}
+    (tmp_path / "notes.txt").write_text("not a certificate")
+    missing = str(tmp_path / "missing.pem")
+
+    assert "tls_cert: cannot read " + missing in start_error(**bundle, tls_cert=missing, tls_key=str(pki.server.key))
+    assert "GRPC_MODEL_TLS_CERT" in start_error(**bundle, tls_cert=missing, tls_key=str(pki.server.key))
+    assert f"tls_key: {tmp_path / 'notes.txt'} is not a PEM file" in start_error(
+        **bundle, tls_cert=str(pki.server.cert), tls_key=str(tmp_path / "notes.txt")
+    )
+    mismatch = start_error(**bundle, tls_cert=str(pki.server.cert), tls_key=str(pki.client.key))
+    assert f"tls_cert {pki.server.cert} and tls_key {pki.client.key} do not make a certificate and its key" in mismatch
+    assert "tls_client_ca: cannot read" in start_error(**bundle, **tls_settings(pki), tls_client_ca=missing)
+    assert f"auth_tokens_file: cannot read {missing}" in start_error(**bundle, auth_tokens_file=missing)
+    with pytest.raises(ValueError, match="tls_cert is set but tls_key is empty"):
+        Settings(tls_cert=str(pki.server.cert))
+    with pytest.raises(ValueError, match="tls_client_ca is set but tls_cert is empty"):
+        Settings(tls_client_ca=str(pki.client_ca))
+
+
+# Probes: a plaintext health port, and the image's HEALTHCHECK command
+
+
+def test_a_plaintext_health_port_answers_probes_of_a_tls_server(
+    serve_greeter: ServerFactory, pki: TestPKI, monkeypatch: pytest.MonkeyPatch, unused_port: int
+) -> None:
+    server = serve_greeter(**tls_settings(pki), auth_token=TOKEN, health_port=unused_port, load_model_at_startup=True)
+
+    with ModelClient(f"127.0.0.1:{unused_port}", timeout=30) as probe:
+        assert probe.health() == "SERVING"
+        assert refusal(probe.status).code() == grpc.StatusCode.UNIMPLEMENTED  # health only
+    monkeypatch.setenv("GRPC_MODEL_HEALTH_PORT", str(unused_port))
+    assert model_client.main(["--health", "--local", "--timeout", "10"]) == 0
+    monkeypatch.delenv("GRPC_MODEL_HEALTH_PORT")
+    monkeypatch.setenv("GRPC_MODEL_PORT", str(server.running.port))
+    assert model_client.main(["--health", "--local", "--timeout", "2"]) == 1  # plaintext to a TLS port
+    monkeypatch.setenv("GRPC_MODEL_CLIENT_TLS_CA", str(pki.server_ca))
+    assert model_client.main(["--health", "--local", "--timeout", "10"]) == 0
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# The command line
+
+
+def test_cli_commands_speak_tls_and_tokens(
+    serve_greeter: ServerFactory, pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve_greeter(**tls_settings(pki, mutual=True), auth_token=TOKEN)
+    target = f"127.0.0.1:{server.running.port}"
+    (tmp_path / "hello.txt").write_text("My name is Ada")
+    security = ["--tls-ca", str(pki.server_ca), "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key)]
+    runner = CliRunner()
+
+    monkeypatch.setenv("GRPC_MODEL_TOKEN", TOKEN)
+    status = runner.invoke(app, ["status", target, *security])
+    call = runner.invoke(app, ["call", target, "--input", f"input.txt={tmp_path / 'hello.txt'}", *security])
+    monkeypatch.delenv("GRPC_MODEL_TOKEN")
+    no_token = runner.invoke(app, ["status", target, *security])
+    no_key = runner.invoke(app, ["status", target, "--tls-cert", str(pki.client.cert)])
+    port = str(server.running.port)
+    reference = model_client.main(["--host", "127.0.0.1", "--port", port, "--token", TOKEN, *security])
+
+    assert status.exit_code == 0, status.output
+    assert "SERVING" in status.output
+    assert call.exit_code == 0, call.output
+    assert "success" in call.output
+    assert "Ada" in call.output
+    assert no_token.exit_code == 1
+    assert "UNAUTHENTICATED" in no_token.output
+    assert no_key.exit_code == 2
+    assert "--tls-cert and --tls-key go together" in no_key.output
+    assert reference == 0  # every bundled test case passes over mutual TLS with a token
