@@ -74,7 +74,7 @@ class ClosingLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.connections: list[tuple[list[asyncio.BaseTransport], asyncio.Event]] = []
 
-    async def create_connection(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create_connection(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
         transports: list[asyncio.BaseTransport] = []
         lost = asyncio.Event()
         self.connections.append((transports, lost))
@@ -132,12 +132,14 @@ def grpclib_call(
 
 
 def grpclib_status(server: ServerThread, **options: Any) -> pb.StatusResponse:
-    return grpclib_call(server, "Status", pb.StatusRequest(), pb.StatusResponse, **options)
+    response: pb.StatusResponse = grpclib_call(server, "Status", pb.StatusRequest(), pb.StatusResponse, **options)
+    return response
 
 
 def grpclib_run(server: ServerThread, **options: Any) -> pb.RunResponse:
     request = pb.RunRequest(inputs=[pb.InputItem(input=HELLO)])
-    return grpclib_call(server, "Run", request, pb.RunResponse, **options)
+    response: pb.RunResponse = grpclib_call(server, "Run", request, pb.RunResponse, **options)
+    return response
 
 
 # TLS
