@@ -38,6 +38,10 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.metadata", "grpc"),
         ("grpc_model.src.runtime", "grpc_model.src.cli"),  # the command line sits on top of everything
         ("grpc_model.src.metadata", "grpc_model.src.cli"),
+        ("grpc_model.src.security", "grpc_model.src.servicer"),  # security serves the wiring and the clients
+        ("grpc_model.src.security", "grpc_model.src.server"),
+        ("grpc_model.src.security", "grpc_model.src.cli"),
+        ("grpc_model.src.security", "grpc_model.src.runtime"),
         ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
     ],
 )
@@ -67,3 +71,5 @@ def test_the_data_plane_knows_no_transport() -> None:
     """Every protocol front end calls inference.py, so it must not lean towards any one of them."""
     assert sorted(name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] == "grpc") == []
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
+    limits = SOURCE / "security" / "limits.py"  # the budget, which the data plane holds requests against
+    assert sorted(name for name in imports_of(limits) if name.split(".")[0] == "grpc") == []
