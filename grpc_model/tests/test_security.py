@@ -25,7 +25,7 @@ from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import start_server
 from grpc_model.src.settings import Settings
 from grpc_model.tests.certificates import TestPKI, make_pki
-from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerProcess, ServerThread, start
 
 TOKEN = "s3cret-token-value"
 HELLO = {"input.txt": b"My name is Ada"}
@@ -287,6 +287,15 @@ def test_tls_files_that_are_missing_or_wrong_stop_the_start(pki: TestPKI, greete
         Settings(tls_cert=str(pki.server.cert))
     with pytest.raises(ValueError, match="tls_client_ca is set but tls_cert is empty"):
         Settings(tls_client_ca=str(pki.client_ca))
+
+
+def test_the_server_process_names_the_tls_file_it_cannot_read(
+    processes: list[ServerProcess], pki: TestPKI, tmp_path: Path
+) -> None:
+    missing = tmp_path / "gone.key"
+    server = start(processes, "--tls-cert", str(pki.server.cert), "--tls-key", str(missing))
+    assert server.wait() == 2
+    assert f"cannot start: tls_key: cannot read {missing}: No such file or directory" in server.output()
 
 
 # Probes: a plaintext health port, and the image's HEALTHCHECK command
