@@ -118,7 +118,7 @@ async def start_server(settings: Settings) -> RunningServer:
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    health_server = grpc.aio.server() if settings.health_port else None
+    health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)]) if settings.health_port else None
     try:
         address = f"{settings.host}:{settings.port}"
         port = (
