@@ -342,6 +342,11 @@ def test_cli_commands_speak_tls_and_tokens(
     monkeypatch.setenv("GRPC_MODEL_TOKEN", TOKEN)
     status = runner.invoke(app, ["status", target, *security])
     call = runner.invoke(app, ["call", target, "--input", f"input.txt={tmp_path / 'hello.txt'}", *security])
+    (tmp_path / "items").mkdir()
+    for name in ("ada", "bo"):
+        (tmp_path / "items" / f"{name}.txt").write_text(f"My name is {name}")
+    out = tmp_path / "results.jsonl"
+    score = runner.invoke(app, ["score", str(tmp_path / "items"), "--out", str(out), "--server", target, *security])
     monkeypatch.delenv("GRPC_MODEL_TOKEN")
     no_token = runner.invoke(app, ["status", target, *security])
     no_key = runner.invoke(app, ["status", target, "--tls-cert", str(pki.client.cert)])
@@ -353,6 +358,8 @@ def test_cli_commands_speak_tls_and_tokens(
     assert call.exit_code == 0, call.output
     assert "success" in call.output
     assert "Ada" in call.output
+    assert score.exit_code == 0, score.output
+    assert len(out.read_text().splitlines()) == 2
     assert no_token.exit_code == 1
     assert "UNAUTHENTICATED" in no_token.output
     assert no_key.exit_code == 2
