@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpclib.client import Channel, UnaryUnaryMethod
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
@@ -210,13 +211,16 @@ def test_tokens_from_the_reference_client(
     with client(server, tls_ca=str(pki.server_ca)) as anonymous:
         missing = refusal(anonymous.status)
         assert anonymous.health() == "SERVING"  # health stays open, for probes
+        reflection = reflection_pb2_grpc.ServerReflectionStub(anonymous.channel)
+        listing = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        hidden = refusal(lambda: next(iter(reflection.ServerReflectionInfo(listing, timeout=30))))
     with client(server, tls_ca=str(pki.server_ca), token="not-" + TOKEN) as wrong:
         wrong_status, wrong_run = refusal(wrong.status), refusal(lambda: wrong.run([HELLO]))
     with client(server, tls_ca=str(pki.server_ca), token=TOKEN) as right:
         assert right.status().status_code == 200
         assert right.run([HELLO]).outputs[0].success
 
-    assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert missing.code() == hidden.code() == grpc.StatusCode.UNAUTHENTICATED  # reflection needs the token too
     assert "needs a bearer token: send 'authorization: Bearer <token>'" in str(missing.details())
     for error in (wrong_status, wrong_run):
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
