@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
+from pydantic import ValidationError
 
 from grpc_model.src.client import InputError, ModelClient, check_test_case, read_inputs, render
 from grpc_model.src.metadata import BundleError, load_test_case
 from grpc_model.src.security.channel import CLIENT_ENV, ClientSecurity, ClientSecurityError
-from grpc_model.src.settings import Settings
+from grpc_model.src.settings import Settings, describe_settings_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target, security = _local_server(args) if args.local else (f"{args.host}:{args.port}", _security(args))
         client = ModelClient(target, timeout=args.timeout, security=security)
-    except (ClientSecurityError, ValueError) as error:
+    except ValidationError as error:
+        print(f"error: invalid settings in the environment:\n{describe_settings_error(error)}", file=sys.stderr)
+        return 2
+    except ClientSecurityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with client:
@@ -103,7 +107,7 @@ def _security(args: argparse.Namespace) -> ClientSecurity:
 def _local_server(args: argparse.Namespace) -> tuple[str, ClientSecurity]:
     """The server this environment's settings describe, as the image's HEALTHCHECK reaches it: its
     plaintext health port when it has one, else its gRPC port with the client's TLS options."""
-    settings = Settings()  # raises ValidationError, a ValueError, for broken settings
+    settings = Settings()  # raises ValidationError for broken settings
     if settings.health_port:
         return f"127.0.0.1:{settings.health_port}", ClientSecurity()
     return f"127.0.0.1:{settings.port}", _security(args)

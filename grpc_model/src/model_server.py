@@ -13,14 +13,14 @@ from grpc_model.src.security.auth import AuthSetupError
 from grpc_model.src.security.limits import LimitsSetupError
 from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import ListenError, serve
-from grpc_model.src.settings import settings_from_args
+from grpc_model.src.settings import describe_settings_error, settings_from_args
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m grpc_model.src.model_server") -> int:
     try:
         settings = settings_from_args(argv, prog)
     except ValidationError as error:
-        print(f"invalid settings:\n{error}", file=sys.stderr)
+        print(f"invalid settings:\n{describe_settings_error(error)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import grpc_model
@@ -169,6 +169,20 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."
     )
+
+
+SECRET_FIELDS = frozenset({"auth_token", "shutdown_token"})
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per problem, the setting and pydantic's message; the value only for settings that are not
+    secrets (pydantic's own text repeats every input, tokens included, for a check across settings)."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        name = ".".join(str(part) for part in problem["loc"])
+        given = f" (got {problem['input']!r})" if name and name not in SECRET_FIELDS else ""
+        lines.append(f"  {name or 'settings'}: {problem['msg']}{given}")
+    return "\n".join(lines)
 
 
 def env_var(field: str) -> str:

@@ -16,7 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from typer.testing import CliRunner
 
-from grpc_model.src import model_client
+from grpc_model.src import model_client, model_server
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.cli import app
 from grpc_model.src.client import ModelClient
@@ -291,6 +291,18 @@ def test_tls_files_that_are_missing_or_wrong_stop_the_start(pki: TestPKI, greete
         Settings(tls_cert=str(pki.server.cert))
     with pytest.raises(ValueError, match="tls_client_ca is set but tls_cert is empty"):
         Settings(tls_client_ca=str(pki.client_ca))
+
+
+def test_settings_errors_never_show_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert model_server.main(["--tls-cert", "server.pem", "--auth-token", TOKEN, "--shutdown-token", TOKEN]) == 2
+    across = capsys.readouterr().err  # pydantic's own text would list every input here
+    assert model_server.main(["--auth-token", TOKEN, "--port", "99999"]) == 2
+    one = capsys.readouterr().err
+
+    assert "tls_cert is set but tls_key is empty" in across
+    assert "port: Input should be less than or equal to 65535 (got '99999')" in one
+    assert TOKEN not in across + one
+    assert TOKEN not in repr(ClientSecurity(tls=True, token=TOKEN))
 
 
 def test_the_server_process_names_the_tls_file_it_cannot_read(

@@ -18,7 +18,7 @@ from rich.markup import escape
 from grpc_model.src.cli import scaffold
 from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
-from grpc_model.src.settings import PROJECT_ROOT, Settings
+from grpc_model.src.settings import PROJECT_ROOT, Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from grpc_model.src.cli import testing
@@ -47,7 +47,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise _fail(f"invalid settings in the environment:\n{error}", USAGE) from None
+        raise _fail(f"invalid settings in the environment:\n{describe_settings_error(error)}", USAGE) from None
 
 
 VersionArgument = Annotated[str, typer.Argument(help="A version of three dot-separated integers, e.g. 0.2.0.")]

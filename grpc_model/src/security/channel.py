@@ -6,7 +6,7 @@ refused here, before it could leave in plaintext.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ class ClientSecurity:
     tls_key: str = ""
     tls_server_name: str = ""
     """The name the server's certificate must carry, when it is not the target's host (e.g. an IP)."""
-    token: str = ""
-    """A bearer token, sent as `authorization: Bearer <token>` on every call."""
+    token: str = field(default="", repr=False)
+    """A bearer token, sent as `authorization: Bearer <token>` on every call; never in the repr."""
 
     @classmethod
     def from_env(cls, tls: bool = False, **given: str | None) -> "ClientSecurity":
