@@ -3,15 +3,13 @@
 
 import asyncio
 import logging
-import ssl
+import socket
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message import Message
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpclib.client import Channel, UnaryUnaryMethod
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from typer.testing import CliRunner
@@ -23,13 +21,13 @@ from grpc_model.src.client import ModelClient
 from grpc_model.src.security.auth import AuthSetupError
 from grpc_model.src.security.channel import ClientSecurity, ClientSecurityError
 from grpc_model.src.security.tls import TLSSetupError
-from grpc_model.src.server import start_server
+from grpc_model.src.server import ListenError, start_server
 from grpc_model.src.settings import Settings
 from grpc_model.tests.certificates import TestPKI, make_pki
-from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerProcess, ServerThread, start
+from grpc_model.tests.conftest import ServerFactory, ServerProcess, ServerThread, start
+from grpc_model.tests.grpclib_client import HELLO, grpclib_context, grpclib_run, grpclib_status
 
 TOKEN = "s3cret-token-value"
-HELLO = {"input.txt": b"My name is Ada"}
 
 
 @pytest.fixture(scope="module")
@@ -50,97 +48,6 @@ def refusal(call: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as raised:
         call()
     return raised.value
-
-
-# grpclib: raw protobuf messages over its own HTTP/2 and asyncio's ssl.
-
-
-def grpclib_context(pki: TestPKI, with_client_cert: bool = False) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=pki.server_ca)
-    context.set_alpn_protocols(["h2"])  # gRPC servers insist on HTTP/2 by ALPN
-    if with_client_cert:
-        context.load_cert_chain(pki.client.cert, pki.client.key)
-    return context
-
-
-class ClosingLoop(asyncio.SelectorEventLoop):
-    """Closes every connection it made at once, and waits until their sockets are closed.
-
-    grpclib's close() starts a TLS shutdown that waits for the server's close_notify, which gRPC
-    never sends (30 s); a loop closed before that leaves the socket open (a ResourceWarning, an
-    error in these tests).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connections: list[tuple[list[asyncio.BaseTransport], asyncio.Event]] = []
-
-    async def create_connection(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
-        transports: list[asyncio.BaseTransport] = []
-        lost = asyncio.Event()
-        self.connections.append((transports, lost))
-
-        def tracked() -> Any:
-            protocol = protocol_factory()
-            made, connection_lost = protocol.connection_made, protocol.connection_lost
-
-            def on_made(transport: asyncio.BaseTransport) -> None:
-                transports.append(transport)
-                made(transport)
-
-            def on_lost(error: Exception | None) -> None:
-                connection_lost(error)
-                lost.set()
-
-            protocol.connection_made, protocol.connection_lost = on_made, on_lost
-            return protocol
-
-        try:
-            return await super().create_connection(tracked, *args, **kwargs)
-        except BaseException:
-            lost.set()  # asyncio closed what it opened
-            raise
-
-    async def close_connections(self) -> None:
-        for transports, _ in self.connections:
-            for transport in transports:
-                transport.abort()  # type: ignore[attr-defined]
-        await asyncio.wait_for(asyncio.gather(*(lost.wait() for _, lost in self.connections)), PATIENCE_SECONDS)
-
-
-def grpclib_call(
-    server: ServerThread,
-    method: str,
-    request: Message,
-    reply_type: type[Message],
-    context: ssl.SSLContext | None = None,
-    metadata: dict[str, str] | None = None,
-) -> Any:
-    async def call() -> Any:
-        channel = Channel("127.0.0.1", server.running.port, ssl=context)
-        try:
-            name = f"/ModzyModel/{method}"
-            stub: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(channel, name, type(request), reply_type)
-            return await stub(request, timeout=30, metadata=metadata)
-        finally:
-            channel.close()
-            loop = asyncio.get_running_loop()
-            assert isinstance(loop, ClosingLoop)
-            await loop.close_connections()
-
-    with asyncio.Runner(loop_factory=ClosingLoop) as runner:
-        return runner.run(call())
-
-
-def grpclib_status(server: ServerThread, **options: Any) -> pb.StatusResponse:
-    response: pb.StatusResponse = grpclib_call(server, "Status", pb.StatusRequest(), pb.StatusResponse, **options)
-    return response
-
-
-def grpclib_run(server: ServerThread, **options: Any) -> pb.RunResponse:
-    request = pb.RunRequest(inputs=[pb.InputItem(input=HELLO)])
-    response: pb.RunResponse = grpclib_call(server, "Run", request, pb.RunResponse, **options)
-    return response
 
 
 # TLS
@@ -334,10 +241,25 @@ def test_a_plaintext_health_port_answers_probes_of_a_tls_server(
     assert model_client.main(["--health", "--local", "--timeout", "10"]) == 0
 
 
+def test_a_health_port_in_use_is_named(greeter_bundle: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(
+            host="127.0.0.1",
+            port=0,
+            health_port=port,
+            model_class="grpc_model.tests.wrappers:Greeter",
+            asset_bundle_dir=greeter_bundle,
+        )
+        named = f"health_port: cannot listen on 127.0.0.1:{port}: .*GRPC_MODEL_HEALTH_PORT"
+        with pytest.raises(ListenError, match=named):
+            asyncio.run(start_server(settings))
+
+
 @pytest.fixture
 def unused_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
