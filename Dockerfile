@@ -55,6 +55,8 @@ EXPOSE 45000
 # HTTP, served when the image has the `http` group (see the top of this file)
 EXPOSE 8080
 EXPOSE 9090
+# --local: the server these GRPC_MODEL_ variables describe: its plaintext health_port if set, else
+# its port, with TLS from GRPC_MODEL_CLIENT_TLS_* when the port speaks TLS (docs/operations.md).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -m grpc_model.src.model_client --health --host 127.0.0.1 --port "${PSC_MODEL_PORT:-45000}" --timeout 4
+    CMD python -m grpc_model.src.model_client --health --local --timeout 4
 CMD ["python", "-m", "grpc_model.src.model_server"]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal, overload
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.metadata import TestCase
+from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.settings import MIB
 
 # gRPC's own balancing and retries: calls go round robin over every address of the target, and a call
@@ -105,14 +107,44 @@ def channel_options(max_message_bytes: int = 250 * MIB) -> list[tuple[str, objec
     ]
 
 
+PLAINTEXT = ClientSecurity()
+
+
+@overload
+def open_channel(
+    target: str, security: ClientSecurity = ..., options: Sequence[tuple[str, Any]] = ..., *, aio: Literal[False] = ...
+) -> grpc.Channel: ...
+@overload
+def open_channel(
+    target: str, security: ClientSecurity = ..., options: Sequence[tuple[str, Any]] = ..., *, aio: Literal[True]
+) -> grpc.aio.Channel: ...
+def open_channel(
+    target: str, security: ClientSecurity = PLAINTEXT, options: Sequence[tuple[str, Any]] = (), *, aio: bool = False
+) -> grpc.Channel | grpc.aio.Channel:
+    """The one place a client opens a channel: plaintext, or TLS, mutual TLS and a token as `security` says.
+
+    Raises ClientSecurityError for security options that do not fit together or unreadable files.
+    """
+    credentials = security.channel_credentials()
+    all_options = [*options, *security.channel_options()]
+    grpc_api: Any = grpc.aio if aio else grpc
+    if credentials is None:
+        return grpc_api.insecure_channel(target, options=all_options)  # type: ignore[no-any-return]
+    return grpc_api.secure_channel(target, credentials, options=all_options)  # type: ignore[no-any-return]
+
+
 class ModelClient:
     """Calls one server, or several (a list, `a:1,b:2`, or `dns:///name:port`) round robin."""
 
     def __init__(
-        self, target: str | Sequence[str], timeout: float | None = 60.0, max_message_bytes: int = 250 * MIB
+        self,
+        target: str | Sequence[str],
+        timeout: float | None = 60.0,
+        max_message_bytes: int = 250 * MIB,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(channel_target(target), options=channel_options(max_message_bytes))
+        self.channel = open_channel(channel_target(target), security, options=channel_options(max_message_bytes))
         self.stub = ModzyModelStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 

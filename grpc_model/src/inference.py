@@ -11,6 +11,7 @@ from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime
+from grpc_model.src.security.limits import InflightBudget
 from grpc_model.src.settings import Settings
 from grpc_model.src.validation import CheckedItem, InputValidator
 
@@ -20,10 +21,17 @@ thread, so that Status, health and other calls keep answering while a large file
 
 
 class Inference:
-    def __init__(self, runtime: ModelRuntime, validator: InputValidator, metrics: Recorder = NO_METRICS) -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        validator: InputValidator,
+        metrics: Recorder = NO_METRICS,
+        budget: InflightBudget | None = None,
+    ) -> None:
         self.runtime = runtime
         self.validator = validator
         self.metrics = metrics
+        self.budget = budget or InflightBudget(2**63)
         self.on_loaded: Callable[[], Awaitable[None]] | None = None
         """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
         report health SERVING)."""
@@ -63,19 +71,21 @@ class Inference:
     ) -> list[ItemResult]:
         """One result per item, in order: a failed check fails only its item, and the rest run.
 
-        Raises the runtime's ModelNotLoadedError, ModelUnavailableError and QueueFullError, which
-        concern the whole call; `request_bytes` (the request's size) decides where items are checked.
+        Raises the runtime's ModelNotLoadedError, ModelUnavailableError and QueueFullError, and
+        OverBudgetError, which concern the whole call; `request_bytes` (the request's size) counts
+        against the budget of bytes in flight and decides where items are checked.
         """
         self.metrics.items_arrived(len(items))
         try:
-            with tracing.span(tracing.VALIDATE, len(items)):
-                checked = await self._check(items, request_bytes)
-            valid = [item for item, error in checked if error is None]
-            answers = iter(await self.runtime.run(valid, detect_drift, explain))
+            with self.budget.hold(request_bytes):
+                with tracing.span(tracing.VALIDATE, len(items)):
+                    checked = await self._check(items, request_bytes)
+                valid = [item for item, error in checked if error is None]
+                answers = iter(await self.runtime.run(valid, detect_drift, explain))
+                results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
         except BaseException:
             self.metrics.items_refused(len(items))
             raise
-        results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
         self.metrics.items_answered(results, invalid=len(items) - len(valid))
         return results
 
@@ -91,7 +101,9 @@ def _retrieve_exception(task: "asyncio.Future[None]") -> None:
         task.exception()
 
 
-def build_inference(settings: Settings, spec: ModelSpec, metrics: Recorder = NO_METRICS) -> Inference:
+def build_inference(
+    settings: Settings, spec: ModelSpec, metrics: Recorder = NO_METRICS, budget: InflightBudget | None = None
+) -> Inference:
     """The data plane as the settings and model.yaml configure it, its model not loaded yet.
 
     Raises WrapperImportError when the model class cannot be imported or configured.
@@ -106,4 +118,4 @@ def build_inference(settings: Settings, spec: ModelSpec, metrics: Recorder = NO_
         run_timeout_seconds=spec.timeout.run_seconds,
     )
     validator = InputValidator(spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    return Inference(ModelRuntime(settings.model_class, options, metrics), validator, metrics)
+    return Inference(ModelRuntime(settings.model_class, options, metrics), validator, metrics, budget)

@@ -12,15 +12,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
+from pydantic import ValidationError
 
 from grpc_model.src.client import InputError, ModelClient, check_test_case, read_inputs, render
 from grpc_model.src.metadata import BundleError, load_test_case
-from grpc_model.src.settings import Settings
+from grpc_model.src.security.channel import CLIENT_ENV, ClientSecurity, ClientSecurityError
+from grpc_model.src.settings import Settings, describe_settings_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with ModelClient(f"{args.host}:{args.port}", timeout=args.timeout) as client:
+    try:
+        target, security = _local_server(args) if args.local else (f"{args.host}:{args.port}", _security(args))
+        client = ModelClient(target, timeout=args.timeout, security=security)
+    except ValidationError as error:
+        print(f"error: invalid settings in the environment:\n{describe_settings_error(error)}", file=sys.stderr)
+        return 2
+    except ClientSecurityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with client:
         try:
             return _main(client, args)
         except grpc.RpcError as error:
@@ -82,6 +93,26 @@ def _run_inputs(client: ModelClient, args: argparse.Namespace, item: Mapping[str
     return 0 if response.outputs and all(output.success for output in response.outputs) else 1
 
 
+def _security(args: argparse.Namespace) -> ClientSecurity:
+    return ClientSecurity.from_env(
+        args.tls,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_server_name=args.tls_server_name,
+        token=args.token,
+    )
+
+
+def _local_server(args: argparse.Namespace) -> tuple[str, ClientSecurity]:
+    """The server this environment's settings describe, as the image's HEALTHCHECK reaches it: its
+    plaintext health port when it has one, else its gRPC port with the client's TLS options."""
+    settings = Settings()  # raises ValidationError for broken settings
+    if settings.health_port:
+        return f"127.0.0.1:{settings.health_port}", ClientSecurity()
+    return f"127.0.0.1:{settings.port}", _security(args)
+
+
 def _bundled_cases(version: str) -> list[Path]:
     root = Settings().asset_bundle_dir / version / "test_cases"  # the served bundle's, as the server finds it
     return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
@@ -95,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="localhost", help="server host (default: localhost)")
     parser.add_argument("--port", type=int, default=45000, help="server port (default: 45000)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default: 60)")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="the server of this environment's GRPC_MODEL_ settings on 127.0.0.1: its health_port if set, "
+        "else its port (the image's HEALTHCHECK)",
+    )
+    _add_security_arguments(parser)
     parser.add_argument(
         "--input", action="append", metavar="NAME=PATH", help="an input file of one item, e.g. input.txt=hello.txt"
     )
@@ -111,6 +149,20 @@ def _parser() -> argparse.ArgumentParser:
         help="with --shutdown: the server's token (default: $GRPC_MODEL_SHUTDOWN_TOKEN)",
     )
     return parser
+
+
+def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("transport security (each option falls back to its environment variable)")
+    tls.add_argument("--tls", action="store_true", help="speak TLS, trusting the system's root certificates")
+    tls.add_argument("--tls-ca", metavar="PEM", help=f"speak TLS, trusting this CA file (${CLIENT_ENV['tls_ca']})")
+    tls.add_argument("--tls-cert", metavar="PEM", help=f"client certificate for mutual TLS (${CLIENT_ENV['tls_cert']})")
+    tls.add_argument("--tls-key", metavar="PEM", help=f"its private key (${CLIENT_ENV['tls_key']})")
+    tls.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help=f"the name the server's certificate carries, if not the host (${CLIENT_ENV['tls_server_name']})",
+    )
+    tls.add_argument("--token", help=f"bearer token for a server that requires one; needs TLS (${CLIENT_ENV['token']})")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from grpc_model.src.runtime import (
     ModelUnavailableError,
     QueueFullError,
 )
+from grpc_model.src.security.limits import OverBudgetError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class ModzyModelService(ModzyModelServicer):
         except ModelUnavailableError as error:
             logger.warning("Run: %d items refused: %s", count, error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        except QueueFullError as error:
+        except (QueueFullError, OverBudgetError) as error:
             logger.warning("Run: %d items refused: %s", count, error)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except Exception as error:

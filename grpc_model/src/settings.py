@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import grpc_model
@@ -45,6 +45,17 @@ class Settings(BaseSettings):
                 f"ray_max_replicas ({self.ray_max_replicas}) is below ray_replicas ({self.ray_replicas}); "
                 "set it to 0 for a fixed number of replicas, or to at least ray_replicas to autoscale"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> "Settings":
+        if bool(self.tls_cert) != bool(self.tls_key):
+            given, missing = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+            raise ValueError(f"{given} is set but {missing} is empty; TLS needs both (set {env_var(missing)})")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca is set but tls_cert is empty; mutual TLS needs the server's TLS too")
+        if self.health_port and self.health_port == self.port:
+            raise ValueError(f"health_port {self.health_port} is the gRPC port; give the health port its own")
         return self
 
     @field_validator("log_level", mode="before")
@@ -92,7 +103,11 @@ class Settings(BaseSettings):
         description="Load the model when the server starts instead of on the first Status call.",
     )
     max_receive_message_bytes: int = Field(
-        default=250 * MIB, gt=0, le=INT32_MAX, description="Largest request message accepted, in bytes."
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Largest request message accepted, in bytes, after decompression; 0 follows model.yaml: "
+        "the inputs' maxSize summed, times features.maxBatchSize, plus protobuf overhead.",
     )
     max_send_message_bytes: int = Field(
         default=250 * MIB, gt=0, le=INT32_MAX, description="Largest response message sent, in bytes."
@@ -180,6 +195,40 @@ class Settings(BaseSettings):
         gt=0,
         description="Ray Serve only, when autoscaling: calls in flight per replica that Ray Serve scales towards.",
     )
+    max_inflight_request_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes of requests that Run calls may hold at once (checking, queued, in the model); a call "
+        "past it gets RESOURCE_EXHAUSTED. 0: a quarter of the memory limit (the cgroup's, else the machine's), "
+        "and at least the largest request.",
+    )
+    tls_cert: str = Field(
+        default="",
+        description="PEM file of the server's certificate chain: the gRPC port speaks TLS. Needs `tls_key`.",
+    )
+    tls_key: str = Field(default="", description="PEM file of the private key of `tls_cert`.")
+    tls_client_ca: str = Field(
+        default="",
+        description="PEM file of the CA certificates that sign client certificates: clients must present one "
+        "(mutual TLS). Needs `tls_cert`.",
+    )
+    auth_token: str = Field(
+        default="",
+        description="A bearer token that calls must send as `authorization: Bearer <token>` metadata; "
+        "the health service stays open.",
+    )
+    auth_tokens_file: str = Field(
+        default="",
+        description="A file of accepted bearer tokens, one a line (blank lines and `#` comments skipped); "
+        "adds to `auth_token`.",
+    )
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="A second, plaintext port serving only the gRPC health service, for probes that cannot "
+        "speak TLS or send tokens (Kubernetes' grpc probe); 0: none.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case."
     )
@@ -198,6 +247,20 @@ class Settings(BaseSettings):
         description="TCP port of the Prometheus metrics endpoint (path /metrics), on the same host as gRPC; "
         "0 picks a free one.",
     )
+
+
+SECRET_FIELDS = frozenset({"auth_token", "shutdown_token"})
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per problem, the setting and pydantic's message; the value only for settings that are not
+    secrets (pydantic's own text repeats every input, tokens included, for a check across settings)."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        name = ".".join(str(part) for part in problem["loc"])
+        given = f" (got {problem['input']!r})" if name and name not in SECRET_FIELDS else ""
+        lines.append(f"  {name or 'settings'}: {problem['msg']}{given}")
+    return "\n".join(lines)
 
 
 def env_var(field: str) -> str:

@@ -45,6 +45,10 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.metadata", "grpc_model.src.web"),
         ("grpc_model.src.observability", "grpc"),  # called from every layer, so it leans on none
         ("grpc_model.src.observability", "grpc_model"),
+        ("grpc_model.src.security", "grpc_model.src.servicer"),  # security serves the wiring and the clients
+        ("grpc_model.src.security", "grpc_model.src.server"),
+        ("grpc_model.src.security", "grpc_model.src.cli"),
+        ("grpc_model.src.security", "grpc_model.src.runtime"),
         ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
         ("grpc_model.src.observability", "grpc_model.src.runtime"),  # every layer reports into it, so it sits below
         ("grpc_model.src.observability", "grpc_model.src.servicer"),
@@ -101,12 +105,15 @@ def test_the_data_plane_knows_no_transport() -> None:
     """Every protocol front end calls inference.py, so it must not lean towards any one of them."""
     assert sorted(name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] == "grpc") == []
     assert "grpc_model.src.servicer" not in imports_of(SOURCE / "inference.py")
+    limits = SOURCE / "security" / "limits.py"  # the budget, which the data plane holds requests against
+    assert sorted(name for name in imports_of(limits) if name.split(".")[0] == "grpc") == []
     web_stack = {"fastapi", "starlette", "uvicorn", "grpc_model"}
     assert {name for name in imports_of(SOURCE / "inference.py") if name.split(".")[0] in web_stack} <= {
         "grpc_model.src.metadata",
         "grpc_model.src.observability",
         "grpc_model.src.observability.metrics",
         "grpc_model.src.runtime",
+        "grpc_model.src.security.limits",
         "grpc_model.src.settings",
         "grpc_model.src.validation",
     }

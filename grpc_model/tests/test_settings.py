@@ -14,7 +14,8 @@ def test_defaults() -> None:
     assert settings.host == "[::]"
     assert settings.model_class == "model_lib.src.model"
     assert settings.model_version == ""
-    assert settings.max_receive_message_bytes == settings.max_send_message_bytes == 250 * 1024 * 1024
+    assert settings.max_receive_message_bytes == 0  # follows model.yaml
+    assert settings.max_send_message_bytes == 250 * 1024 * 1024
     assert settings.load_model_at_startup is False
 
 

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from grpc_model.src.cli import scaffold
+from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
-from grpc_model.src.settings import PROJECT_ROOT, Settings
+from grpc_model.src.settings import PROJECT_ROOT, Settings, describe_settings_error
 
 if TYPE_CHECKING:
     from grpc_model.src.cli import testing
+    from grpc_model.src.security.channel import ClientSecurity
 
 app = typer.Typer(
     name="grpc-model",
@@ -46,7 +48,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise _fail(f"invalid settings in the environment:\n{error}", USAGE) from None
+        raise _fail(f"invalid settings in the environment:\n{describe_settings_error(error)}", USAGE) from None
 
 
 VersionArgument = Annotated[str, typer.Argument(help="A version of three dot-separated integers, e.g. 0.2.0.")]
@@ -205,6 +207,12 @@ def run_tests(
     image: Annotated[bool, typer.Option("--image", help="Build the image and test it in a container.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the results as a JUnit XML file.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per call with --server.")] = 60.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Run the author's checks: model_lib/tests, then the served bundle's test cases through the wrapper
     in-process (default), a running server (--server) or the built image (--image).
@@ -234,7 +242,8 @@ def run_tests(
             elif server:
                 servers = server_list(server)
                 console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
-                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout)
+                security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout, security)
                 suites.append(testing.Suite(",".join(servers), outcomes))
             else:
                 console.rule(f"test cases of {bundle.version} through {settings.model_class}")
@@ -302,6 +311,12 @@ TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The se
 def status(
     target: TargetArgument = "localhost:45000",
     timeout: Annotated[float, typer.Option(help="Seconds per call.")] = 30.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Show a server's Status answer and health; exit 0 only if Status is 200 and health SERVING.
 
@@ -309,7 +324,8 @@ def status(
     """
     from grpc_model.src.cli import remote  # gRPC, only when calling a server
 
-    raise typer.Exit(remote.show_status(console, target, timeout))
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    raise typer.Exit(remote.show_status(console, target, timeout, security))
 
 
 @app.command()
@@ -324,6 +340,12 @@ def call(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on the call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on the call.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds for the call.")] = 60.0,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Send one item to a server and print (or write) its outputs; exit 0 only if the item succeeded.
 
@@ -331,7 +353,10 @@ def call(
     """
     from grpc_model.src.cli import remote  # gRPC, only when calling a server
 
-    raise typer.Exit(remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout))
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    raise typer.Exit(
+        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security)
+    )
 
 
 @app.command()
@@ -357,6 +382,12 @@ def score(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on every call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on every call.")] = False,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some items failed.")] = False,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+    token: Token = None,
 ) -> None:
     """Score many items through running servers (or --in-process) into a JSONL or CSV file, resumably.
 
@@ -371,7 +402,8 @@ def score(
     from grpc_model.src.cli.score_io import ScoreInputError
     from grpc_model.src.client import TargetError, server_list
 
-    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain)
+    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain, security)
     settings = _settings()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
     targets = server_list(server or ["localhost:45000"])
@@ -385,6 +417,18 @@ def score(
         raise typer.Exit(130)
     if tally.failed and not allow_failures:
         raise typer.Exit(1)
+
+
+def _security(options: SecurityOptions) -> "ClientSecurity":
+    """The client's transport security from the options; checked now, so a wrong file is a usage error."""
+    from grpc_model.src.security.channel import ClientSecurityError
+
+    security = options.resolve()
+    try:
+        security.channel_credentials()
+    except ClientSecurityError as error:
+        raise _fail(str(error), USAGE) from None
+    return security
 
 
 def _shown(path: Path) -> str:

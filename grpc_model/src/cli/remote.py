@@ -7,12 +7,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grpc_model.src.client import InputError, ModelClient, read_inputs, render
+from grpc_model.src.client import PLAINTEXT, InputError, ModelClient, read_inputs, render
+from grpc_model.src.security.channel import ClientSecurity
 
 
-def show_status(console: Console, target: str, timeout: float) -> int:
+def show_status(console: Console, target: str, timeout: float, security: ClientSecurity = PLAINTEXT) -> int:
     """Prints Status and health; 0 only when the model is loaded and the server SERVING."""
-    with ModelClient(target, timeout=timeout) as client:
+    with ModelClient(target, timeout=timeout, security=security) as client:
         try:
             status = client.status()  # first: it loads a model that loads on demand
             health = client.health()
@@ -41,9 +42,10 @@ def call_once(
     detect_drift: bool,
     explain: bool,
     timeout: float,
+    security: ClientSecurity = PLAINTEXT,
 ) -> int:
     """Sends one item made of `NAME=PATH` files; prints or writes its outputs."""
-    with ModelClient(target, timeout=timeout) as client:
+    with ModelClient(target, timeout=timeout, security=security) as client:
         try:
             status = client.status()
             item = read_inputs(pairs, [i.filename for i in status.inputs])

@@ -27,7 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.cli.score_io import ERROR, Item, ResultWriter, ScoreInputError, one_line, read_items
-from grpc_model.src.client import channel_options, channel_target, server_list
+from grpc_model.src.client import PLAINTEXT, channel_options, channel_target, open_channel, server_list
+from grpc_model.src.security.channel import ClientSecurity
 
 if TYPE_CHECKING:  # only in the stubs' .pyi: at run time an aio channel's ModzyModelStub is the async one
     from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelAsyncStub
@@ -47,6 +48,7 @@ class Options:
     timeout: float = 60.0
     detect_drift: bool = False
     explain: bool = False
+    security: ClientSecurity = PLAINTEXT
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Servers:
 
     def __init__(self, targets: Sequence[str], options: Options, tally: Tally) -> None:
         self.targets = server_list(targets)
-        self.channel = grpc.aio.insecure_channel(channel_target(self.targets), options=channel_options())
+        self.channel = open_channel(channel_target(self.targets), options.security, channel_options(), aio=True)
         self.channel.get_state(try_to_connect=True)  # connect to every server while Status calls go out
         self.stub: ModzyModelAsyncStub = ModzyModelStub(self.channel)
         self.options, self.tally = options, tally
@@ -87,7 +89,7 @@ class Servers:
         return next((answer for answer in answers if answer.status_code != 200), answers[0])
 
     async def _status_of(self, target: str) -> pb.StatusResponse:
-        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+        async with open_channel(target, self.options.security, channel_options(), aio=True) as channel:
             stub: ModzyModelAsyncStub = ModzyModelStub(channel)
             return await self._retrying(lambda _: stub.Status(pb.StatusRequest(), timeout=self.options.timeout))
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import grpc
 
-from grpc_model.src.client import ModelClient, TargetError, check_test_case
+from grpc_model.src.client import PLAINTEXT, ModelClient, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
+from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.validation import InputValidator
 
 NO_TESTS_COLLECTED = 5  # pytest's exit code
@@ -117,15 +118,19 @@ def _batch_outcomes(model: LoadedModel, cases: list[TestCase]) -> list[Outcome]:
 
 
 def run_cases_on_server(
-    bundle: AssetBundle, cases: list[TestCase], servers: list[str], timeout: float
+    bundle: AssetBundle,
+    cases: list[TestCase],
+    servers: list[str],
+    timeout: float,
+    security: ClientSecurity = PLAINTEXT,
 ) -> list[Outcome]:
     """Each server's Status (which loads a model that loads on demand), then each case as one Run call,
     round robin over the servers."""
-    outcomes = [_status_outcome(bundle, server, timeout) for server in servers]
+    outcomes = [_status_outcome(bundle, server, timeout, security) for server in servers]
     if not all(outcome.passed for outcome in outcomes):
         return outcomes
     try:
-        client = ModelClient(servers, timeout=timeout)
+        client = ModelClient(servers, timeout=timeout, security=security)
     except TargetError as error:
         return [*outcomes, Outcome("the servers' addresses", [str(error)])]
     with client:
@@ -139,9 +144,9 @@ def run_cases_on_server(
     return outcomes
 
 
-def _status_outcome(bundle: AssetBundle, server: str, timeout: float) -> Outcome:
+def _status_outcome(bundle: AssetBundle, server: str, timeout: float, security: ClientSecurity) -> Outcome:
     started = time.monotonic()
-    with ModelClient(server, timeout=timeout) as client:
+    with ModelClient(server, timeout=timeout, security=security) as client:
         try:
             status = client.status()
         except grpc.RpcError as error:

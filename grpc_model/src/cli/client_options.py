@@ -1,0 +1,74 @@
+"""The transport security options of every command that calls a server (status, call, test --server, score).
+
+Each falls back to its environment variable when not given (security/channel.py), so a script can
+set them once. Nothing here imports gRPC: `grpc-model version` stays quick.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from grpc_model.src.security.channel import ClientSecurity
+
+PANEL = "Transport security"
+
+Tls = Annotated[
+    bool, typer.Option("--tls", help="Speak TLS, trusting the system's root certificates.", rich_help_panel=PANEL)
+]
+TlsCa = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PEM", help="Speak TLS, trusting this CA file ($GRPC_MODEL_CLIENT_TLS_CA).", rich_help_panel=PANEL
+    ),
+]
+TlsCert = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PEM",
+        help="Client certificate for mutual TLS ($GRPC_MODEL_CLIENT_TLS_CERT).",
+        rich_help_panel=PANEL,
+    ),
+]
+TlsKey = Annotated[
+    str | None,
+    typer.Option(metavar="PEM", help="Its private key ($GRPC_MODEL_CLIENT_TLS_KEY).", rich_help_panel=PANEL),
+]
+TlsServerName = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="The name in the server's certificate, when not the host ($GRPC_MODEL_CLIENT_TLS_SERVER_NAME).",
+        rich_help_panel=PANEL,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        help="Bearer token for a server that requires one; needs TLS ($GRPC_MODEL_TOKEN).", rich_help_panel=PANEL
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SecurityOptions:
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    token: str | None = None
+
+    def resolve(self) -> "ClientSecurity":
+        """The options over their environment variables."""
+        from grpc_model.src.security.channel import ClientSecurity
+
+        return ClientSecurity.from_env(
+            self.tls,
+            tls_ca=self.tls_ca,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+            tls_server_name=self.tls_server_name,
+            token=self.token,
+        )

@@ -1,0 +1,93 @@
+"""The server's ports besides the front ends: gRPC channel options, the metrics endpoint, the plaintext
+health port, and the errors that name the setting at fault when one cannot be bound.
+
+Kept apart from the wiring (server.py) so that it stays a list of steps; nothing here knows a protocol.
+"""
+
+import errno
+import logging
+import socket
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+
+from grpc_model.src.observability.metrics import Metrics, MetricsServer, Recorder
+from grpc_model.src.runtime import ModelRuntime
+from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
+
+logger = logging.getLogger(__name__)
+
+ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to reach their callers
+
+
+class ListenError(Exception):
+    """The server cannot listen where the host and port settings say."""
+
+
+def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str, Any]]:
+    """The gRPC server's options: message sizes, one server per port, and connection ages when set."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
+    ]
+    if settings.max_connection_age_seconds > 0:  # GOAWAY after the age; calls in flight get the drain's time
+        options += [
+            ("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_seconds * 1000))),
+            (
+                "grpc.max_connection_age_grace_ms",
+                min(INT32_MAX, round((settings.shutdown_grace_seconds + ANSWER_SECONDS) * 1000)),
+            ),
+        ]
+    return options
+
+
+def serve_metrics(metrics: Recorder, runtime: ModelRuntime, settings: Settings) -> MetricsServer | None:
+    """The /metrics endpoint, or None with metrics off; raises ListenError naming metrics_port."""
+    if not isinstance(metrics, Metrics):
+        return None
+    metrics.watch(
+        queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
+    )
+    try:
+        return MetricsServer(metrics.registry, settings.host, settings.metrics_port)
+    except OSError as error:
+        raise ListenError(
+            f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
+            f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
+            "or turn metrics off with --no-metrics)"
+        ) from None
+
+
+def bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:
+    """The plaintext health port: the health service alone, for probes that cannot do TLS or tokens."""
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, health_server)
+    try:
+        health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+    except RuntimeError:
+        raise ListenError(why_not_listening(settings.host, settings.health_port, "health_port")) from None
+    logger.info("health service in plaintext on %s:%d", settings.host, settings.health_port)
+
+
+def why_not_listening(host: str, port: int, port_setting: str = "port") -> str:
+    """gRPC only says that binding failed; asking the OS the same question names the setting at fault."""
+    try:
+        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # gRPC's [::1] is ::1
+        addresses = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"host: cannot listen on {host}: {error.strerror} (set with {flag('host')} or {env_var('host')})"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            try:
+                probe.bind(address)
+            except OSError as error:
+                setting = "host" if error.errno == errno.EADDRNOTAVAIL else port_setting
+                return (
+                    f"{setting}: cannot listen on {host}:{port}: {error.strerror} "
+                    f"(set with {flag(setting)} or {env_var(setting)})"
+                )
+    return (
+        f"host, {port_setting}: cannot listen on {host}:{port}: gRPC could not bind it "
+        f"(an IPv6 address goes in brackets, e.g. [::1]; set with {flag('host')} and {flag(port_setting)})"
+    )
