@@ -103,15 +103,24 @@ def wait_until_serving_again(server: ServerThread) -> None:
     assert server.client.wait_for_health("SERVING", PATIENCE_SECONDS) == "SERVING"
 
 
+def loopback_settings(**overrides: Any) -> Settings:
+    """A test server's settings: every port on loopback chosen by the OS, HTTP off, a short drain.
+
+    For servers made outside `serve` (module-scoped fixtures run before the environment is cleaned):
+    the defaults of metrics (9090) and HTTP (8080, where its group is installed) would collide with
+    any other server on the machine.
+    """
+    defaults = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "http": "off", "http_port": 0}
+    return Settings(**{**defaults, "shutdown_grace_seconds": 5, **overrides})
+
+
 @pytest.fixture
 def serve() -> Iterator[ServerFactory]:
     """`serve(model_class=..., **settings)` starts a server; every one is stopped after the test."""
     servers: list[ServerThread] = []
 
     def start(**overrides: Any) -> ServerThread:
-        defaults = {"host": "127.0.0.1", "port": 0, "metrics_port": 0, "shutdown_grace_seconds": 5}
-        settings = Settings(**{**defaults, **overrides})
-        servers.append(ServerThread(settings))
+        servers.append(ServerThread(loopback_settings(**overrides)))
         return servers[-1]
 
     yield start

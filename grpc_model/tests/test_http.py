@@ -7,7 +7,6 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +16,17 @@ from grpc_model.src import web
 from grpc_model.src.server import ListenError, start_server
 from grpc_model.src.settings import Settings
 from grpc_model.tests.conftest import ServerFactory, ServerThread, eventually
+from grpc_model.tests.http_client import HTTP, get, post_form
 from grpc_model.tests.wrappers import Gated
 
 pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
 
-HTTP = {"http": "on", "http_port": 0}
 STATIC = Path(web.__file__).parent / "static"
 
 
 def url(server: ServerThread, path: str = "") -> str:
     assert server.running.http is not None
     return f"http://127.0.0.1:{server.running.http.port}{path}"
-
-
-def get(address: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(address, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def post_form(address: str, files: dict[str, bytes], fields: dict[str, str] | None = None) -> tuple[int, Any]:
-    """A multipart/form-data POST as a browser or `curl -F` sends it; the status and the JSON answer."""
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for name, data in files.items()
-    ]
-    parts += [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in (fields or {}).items()
-    ]
-    request = urllib.request.Request(
-        address,
-        data=b"".join(parts) + f"--{boundary}--\r\n".encode(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import Settings
 from grpc_model.src.v2.tensors import slug
-from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread
+from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread, loopback_settings
+from grpc_model.tests.http_client import HTTP, HttpClient
 from grpc_model.tests.v2_cases import case_problems, tritonclient_calls
-from grpc_model.tests.v2_http import HttpServer
 
 BUNDLE = load_bundle(Settings().asset_bundle_dir)
 CASES = load_test_cases(BUNDLE)
@@ -20,16 +20,14 @@ MODEL = slug(BUNDLE.spec.name)
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ServerThread, HttpServer]]:
-    """One server of the user's model, its V2 REST routes beside it; no Status call: V2 clients make none."""
-    server = ServerThread(Settings(host="127.0.0.1", port=0, model_class=USER_MODEL_CLASS))
-    http = HttpServer(server)
-    yield server, http
-    http.stop()
+def servers() -> Iterator[tuple[ServerThread, HttpClient]]:
+    """One server of the user's model, V2 on its gRPC and HTTP ports; no Status call: V2 clients make none."""
+    server = ServerThread(loopback_settings(model_class=USER_MODEL_CLASS, **HTTP))
+    yield server, HttpClient(server)
     server.stop()
 
 
-def url(servers: tuple[ServerThread, HttpServer], protocol: str) -> str:
+def url(servers: tuple[ServerThread, HttpClient], protocol: str) -> str:
     server, http = servers
     return f"127.0.0.1:{server.running.port}" if protocol == "grpc" else http.url
 
@@ -37,7 +35,7 @@ def url(servers: tuple[ServerThread, HttpServer], protocol: str) -> str:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_every_case_through_tritonclient(
-    servers: tuple[ServerThread, HttpServer], protocol: str, batch_size: int
+    servers: tuple[ServerThread, HttpClient], protocol: str, batch_size: int
 ) -> None:
     assert CASES, f"add functional test cases under {BUNDLE.test_cases_dir}"
     problems = case_problems(protocol, url(servers, protocol), MODEL, CASES, batch_size)
@@ -45,7 +43,7 @@ def test_every_case_through_tritonclient(
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_tritonclient_hears_errors_by_name(servers: tuple[ServerThread, HttpServer], protocol: str) -> None:
+def test_tritonclient_hears_errors_by_name(servers: tuple[ServerThread, HttpClient], protocol: str) -> None:
     first = CASES[0]
     wrong_name = {"inputs": {"not-an-input": ["eA=="]}}
     too_many = {"inputs": {name: ["eA=="] * (BUNDLE.spec.features.maxBatchSize + 1) for name in first.inputs}}
@@ -55,16 +53,12 @@ def test_tritonclient_hears_errors_by_name(servers: tuple[ServerThread, HttpServ
 
 
 def test_greeter_partial_results_through_tritonclient(serve_greeter: ServerFactory) -> None:
-    server = serve_greeter()
-    http = HttpServer(server)
-    try:
-        call = {"inputs": {"input.txt": ["QWRh", "IA=="]}, "parameters": {"partial_results": True}, "read": ["error"]}
-        answers = {
-            protocol: tritonclient_calls(protocol, address, "hello-world", [call])[0]
-            for protocol, address in (("grpc", f"127.0.0.1:{server.running.port}"), ("http", http.url))
-        }
-    finally:
-        http.stop()
+    server = serve_greeter(**HTTP)
+    call = {"inputs": {"input.txt": ["QWRh", "IA=="]}, "parameters": {"partial_results": True}, "read": ["error"]}
+    answers = {
+        protocol: tritonclient_calls(protocol, address, "hello-world", [call])[0]
+        for protocol, address in (("grpc", f"127.0.0.1:{server.running.port}"), ("http", HttpClient(server).url))
+    }
     for answer in answers.values():
         errors = answer["outputs"]["error"]
         assert errors[0] == ""

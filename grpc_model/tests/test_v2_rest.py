@@ -2,12 +2,11 @@
 
 import json
 import struct
-from collections.abc import Iterator
 
 import pytest
 
-from grpc_model.tests.conftest import ServerFactory, ServerThread
-from grpc_model.tests.v2_http import HttpServer
+from grpc_model.tests.conftest import ServerFactory
+from grpc_model.tests.http_client import HTTP, HttpClient
 
 GREETING = {"data": {"result": {"greeting": "Hello. Nice to meet you, Ada"}, "explanation": None, "drift": None}}
 INFER = "/v2/models/hello-world/infer"
@@ -15,17 +14,15 @@ JSON_ONLY = json.dumps({"inputs": [{"name": "input.txt", "datatype": "BYTES", "s
 
 
 @pytest.fixture
-def http(greeter_server: ServerThread) -> Iterator[HttpServer]:
-    server = HttpServer(greeter_server)
-    yield server
-    server.stop()
+def http(serve_greeter: ServerFactory) -> HttpClient:
+    return HttpClient(serve_greeter(**HTTP))
 
 
 def text_input(*elements: str) -> dict[str, object]:
     return {"name": "input.txt", "datatype": "BYTES", "shape": [len(elements)], "data": list(elements)}
 
 
-def test_health_and_metadata(http: HttpServer) -> None:
+def test_health_and_metadata(http: HttpClient) -> None:
     assert http.json("GET", "/v2/health/live") == (200, {"live": True})
     assert http.json("GET", "/v2/models/hello-world/ready") == (200, {"name": "hello-world", "ready": True})
     assert http.json("GET", "/v2/health/ready") == (200, {"ready": True})
@@ -37,7 +34,7 @@ def test_health_and_metadata(http: HttpServer) -> None:
     assert http.json("GET", "/v2")[1]["name"] == "grpc-model"
 
 
-def test_unknown_model_and_version_are_404(http: HttpServer) -> None:
+def test_unknown_model_and_version_are_404(http: HttpClient) -> None:
     assert http.json("GET", "/v2/models/other") == (
         404,
         {"error": "no model named 'other': this server serves 'hello-world'"},
@@ -46,7 +43,7 @@ def test_unknown_model_and_version_are_404(http: HttpServer) -> None:
     assert (status, answer["error"]) == (404, "model 'hello-world' has no version '2.0.0': this server serves 0.1.0")
 
 
-def test_infer_in_json(http: HttpServer) -> None:
+def test_infer_in_json(http: HttpClient) -> None:
     status, answer = http.json("POST", INFER, {"id": "7", "inputs": [text_input("I am Ada", "Bob")]})
     assert status == 200
     assert (answer["model_name"], answer["model_version"], answer["id"]) == ("hello-world", "0.1.0", "7")
@@ -57,7 +54,7 @@ def test_infer_in_json(http: HttpServer) -> None:
     assert status == 200
 
 
-def test_infer_with_binary_data_as_tritonclient_sends_it(http: HttpServer) -> None:
+def test_infer_with_binary_data_as_tritonclient_sends_it(http: HttpClient) -> None:
     data = b"".join(struct.pack("<I", len(text)) + text for text in (b"I am Ada", b"Bob"))
     header = json.dumps(
         {
@@ -81,7 +78,7 @@ def test_infer_with_binary_data_as_tritonclient_sends_it(http: HttpServer) -> No
     assert json.loads(binary[4 : 4 + first]) == GREETING
 
 
-def test_partial_results_in_json(http: HttpServer) -> None:
+def test_partial_results_in_json(http: HttpClient) -> None:
     status, answer = http.json(
         "POST", INFER, {"inputs": [text_input("Ada", " ")], "parameters": {"partial_results": True}}
     )
@@ -130,7 +127,7 @@ def test_partial_results_in_json(http: HttpServer) -> None:
     ids=["gzip", "json", "deep", "shape", "data-type", "failed-item", "header-length", "binary-size", "trailing"],
 )
 def test_bad_requests_get_an_error_naming_the_problem(
-    http: HttpServer, body: bytes, headers: dict[str, str], status: int, message: str
+    http: HttpClient, body: bytes, headers: dict[str, str], status: int, message: str
 ) -> None:
     answer_status, _, answer = http.request("POST", INFER, body, {"Content-Type": "application/json", **headers})
     assert answer_status == status
@@ -138,17 +135,14 @@ def test_bad_requests_get_an_error_naming_the_problem(
 
 
 def test_non_utf8_outputs_go_as_binary_data(serve_wrapper: ServerFactory) -> None:
-    server = HttpServer(serve_wrapper("Echo"))
-    try:
-        data = struct.pack("<I", 2) + b"\xff\xfe"
-        header = json.dumps(
-            {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}
-        ).encode()
-        status, headers, body = server.request(
-            "POST", INFER, header + data, {"Inference-Header-Content-Length": str(len(header))}
-        )
-    finally:
-        server.stop()
+    server = HttpClient(serve_wrapper("Echo", **HTTP))
+    data = struct.pack("<I", 2) + b"\xff\xfe"
+    header = json.dumps(
+        {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]}
+    ).encode()
+    status, headers, body = server.request(
+        "POST", INFER, header + data, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert status == 200, body
     answer = json.loads(body[: int(headers["inference-header-content-length"])])
     outputs = {output["name"]: output for output in answer["outputs"]}

@@ -20,8 +20,7 @@ from PIL import Image
 
 from grpc_model.src.cli.testing import run_cases_in_process
 from grpc_model.src.metadata import load_bundle, load_test_cases
-from grpc_model.src.settings import Settings
-from grpc_model.tests.conftest import ServerThread
+from grpc_model.tests.conftest import ServerThread, loopback_settings
 
 HERE = Path(__file__).resolve().parent.parent
 BUNDLES = HERE / "asset_bundle"
@@ -36,8 +35,7 @@ def model() -> DigitsModel:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    settings = Settings(host="127.0.0.1", port=0, model_class=MODEL_CLASS, asset_bundle_dir=BUNDLES, http="off")
-    running = ServerThread(settings)
+    running = ServerThread(loopback_settings(model_class=MODEL_CLASS, asset_bundle_dir=BUNDLES))
     assert running.client.status().status_code == 200  # loads the model
     yield running
     running.stop()

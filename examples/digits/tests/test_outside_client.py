@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
-from grpc_model.src.settings import Settings
-from grpc_model.tests.conftest import ServerThread
+from grpc_model.tests.conftest import ServerThread, loopback_settings
 
 HERE = Path(__file__).resolve().parent.parent
 BUNDLES = HERE / "asset_bundle"
@@ -15,9 +14,7 @@ BUNDLES = HERE / "asset_bundle"
 
 def test_every_case_passes_through_a_client_generated_from_the_proto(tmp_path: Path) -> None:
     cases = load_test_cases(load_bundle(BUNDLES))
-    server = ServerThread(
-        Settings(host="127.0.0.1", port=0, model_class="digits_model.model", asset_bundle_dir=BUNDLES, http="off")
-    )
+    server = ServerThread(loopback_settings(model_class="digits_model.model", asset_bundle_dir=BUNDLES))
     try:
         assert server.client.status().status_code == 200  # loads the model
         for flags in sorted({(case.explain, case.detect_drift) for case in cases}):

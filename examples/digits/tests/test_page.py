@@ -8,9 +8,9 @@ pytest.importorskip("fastapi", reason="the optional `http` dependency group is n
 pytest.importorskip("selenium", reason="selenium (dev group) is not installed")
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
-from grpc_model.src.settings import Settings
 from grpc_model.tests.browser import case_on_the_page, chromium
-from grpc_model.tests.conftest import ServerThread
+from grpc_model.tests.conftest import ServerThread, loopback_settings
+from grpc_model.tests.http_client import HTTP
 
 BUNDLES = Path(__file__).resolve().parent.parent / "asset_bundle"
 
@@ -19,12 +19,7 @@ def test_the_page_classifies_an_uploaded_digit(tmp_path: Path) -> None:
     bundle = load_bundle(BUNDLES)
     case = next(case for case in load_test_cases(bundle) if "-png-rgb-" in case.name)
     with chromium() as browser:
-        server = ServerThread(
-            Settings(
-                host="127.0.0.1", port=0, model_class="digits_model.model", asset_bundle_dir=BUNDLES, http="on",
-                http_port=0, shutdown_grace_seconds=5,
-            )
-        )  # fmt: skip
+        server = ServerThread(loopback_settings(model_class="digits_model.model", asset_bundle_dir=BUNDLES, **HTTP))
         try:
             assert server.running.http is not None
             assert case_on_the_page(browser, server.running.http.port, bundle, case, tmp_path) == []

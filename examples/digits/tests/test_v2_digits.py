@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
-from grpc_model.src.settings import Settings
 from grpc_model.src.v2.tensors import slug
-from grpc_model.tests.conftest import ServerThread
+from grpc_model.tests.conftest import ServerThread, loopback_settings
+from grpc_model.tests.http_client import HTTP, HttpClient
 from grpc_model.tests.v2_cases import case_problems
-from grpc_model.tests.v2_http import HttpServer
 
 BUNDLES = Path(__file__).resolve().parent.parent / "asset_bundle"
 BUNDLE = load_bundle(BUNDLES)
@@ -18,18 +17,14 @@ CASES = load_test_cases(BUNDLE)
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ServerThread, HttpServer]]:
-    server = ServerThread(
-        Settings(host="127.0.0.1", port=0, model_class="digits_model.model", asset_bundle_dir=BUNDLES)
-    )
-    http = HttpServer(server)
-    yield server, http
-    http.stop()
+def servers() -> Iterator[tuple[ServerThread, HttpClient]]:
+    server = ServerThread(loopback_settings(model_class="digits_model.model", asset_bundle_dir=BUNDLES, **HTTP))
+    yield server, HttpClient(server)
     server.stop()
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_every_digits_case_through_tritonclient(servers: tuple[ServerThread, HttpServer], protocol: str) -> None:
+def test_every_digits_case_through_tritonclient(servers: tuple[ServerThread, HttpClient], protocol: str) -> None:
     server, http = servers
     address = f"127.0.0.1:{server.running.port}" if protocol == "grpc" else http.url
     problems = case_problems(protocol, address, slug(BUNDLE.spec.name), CASES, batch_size=2)
