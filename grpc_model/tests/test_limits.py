@@ -9,6 +9,8 @@ import grpc
 import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.security.limits import (
     InflightBudget,
@@ -105,3 +107,46 @@ def test_the_default_budget_is_a_share_of_memory_and_never_below_one_request() -
             pass
         assert budget.held == 60
     assert budget.held == 0
+
+
+def test_every_front_end_answers_past_the_budget_as_busy(serve_wrapper: ServerFactory) -> None:
+    """V2 (gRPC and REST) and the multipart endpoint share the budget, and answer like a full queue, not INTERNAL."""
+    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    from grpc_model.tests.http_client import HTTP, HttpClient, post_form
+
+    Gated.reset()
+    server = serve_wrapper(
+        "Gated", max_receive_message_bytes=1000, max_inflight_request_bytes=1000, undeclared_inputs="ignore", **HTTP
+    )
+    server.client.status()
+    http = HttpClient(server)
+    item = b"x" * 500  # with the held call's bytes, past the budget
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(server.client.run, [{"a": b"hold", "pad": b"p" * 600}])
+            assert Gated.holding.wait(PATIENCE_SECONDS)
+            tensor = v2.ModelInferRequest.InferInputTensor(
+                name="a", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[item])
+            )
+            with pytest.raises(grpc.RpcError) as v2_grpc:
+                GRPCInferenceServiceStub(server.client.channel).ModelInfer(
+                    v2.ModelInferRequest(model_name="hello-world", inputs=[tensor]), timeout=PATIENCE_SECONDS
+                )
+            v2_rest = http.json(
+                "POST",
+                "/v2/models/hello-world/infer",
+                {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "data": [item.decode()]}]},
+            )
+            form = post_form(f"http://{http.url}/api/model/run", {"a": item})
+            Gated.release.set()
+            assert held.result(timeout=PATIENCE_SECONDS).outputs[0].success
+    finally:
+        Gated.release.set()
+
+    assert v2_grpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_inflight_request_bytes" in str(v2_grpc.value.details())
+    assert v2_rest[0] == 429
+    assert "max_inflight_request_bytes" in v2_rest[1]["error"]
+    assert form[0] == 429
+    assert "max_inflight_request_bytes" in form[1]["detail"]
+    assert Gated.ran == [b"hold"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelUnavailableError, QueueFullError
+from grpc_model.src.security.limits import OverBudgetError
 from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class V2Protocol:
             results = await self.inference.run(items, detect_drift, explain, request.size)
         except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
             raise V2Error(Problem.UNAVAILABLE, str(error)) from None
-        except QueueFullError as error:
+        except (QueueFullError, OverBudgetError) as error:
             raise V2Error(Problem.EXHAUSTED, str(error)) from None
         except Exception as error:
             logger.exception("ModelInfer failed inside the framework")

@@ -24,6 +24,7 @@ from grpc_model.src.runtime import (
     ModelUnavailableError,
     QueueFullError,
 )
+from grpc_model.src.security.limits import OverBudgetError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ async def _run_item(
         [result] = await inference.run([item], request_bytes=sum(map(len, item.values())), **flags)
     except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
         raise HTTPException(503, str(error)) from None
-    except QueueFullError as error:
+    except (QueueFullError, OverBudgetError) as error:
         raise HTTPException(429, str(error)) from None
     return result
 
@@ -159,6 +160,9 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _answer("The body is over max_receive_message_bytes", {"detail": "the request body is over ..."}),
     415: _answer("The body is not a form", {"detail": "the body is application/json: send multipart/form-data, ..."}),
     422: _answer("The item failed its checks or in the model", {"success": False, "error": "input.txt: missing"}),
-    429: _answer("Too many items are queued (max_queued_items)", {"detail": "..."}),
+    429: _answer(
+        "Too many items are queued (max_queued_items) or bytes in flight (max_inflight_request_bytes)",
+        {"detail": "..."},
+    ),
     503: _answer("The model did not load, or cannot take work now", {"detail": "..."}),
 }
