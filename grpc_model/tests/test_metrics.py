@@ -13,6 +13,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from grpc_model.src.observability.logs import REQUEST_ID_METADATA
 from grpc_model.src.observability.metrics import Metrics
 from grpc_model.src.server import ListenError
 from grpc_model.src.settings import PROJECT_ROOT
@@ -167,3 +170,26 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
     assert {"grpc_model_calls_total", "grpc_model_queued_items", "grpc_model_batch_seconds_bucket"} <= named
     for panel in dashboard["panels"]:
         assert panel.get("datasource", {}).get("uid") == "${datasource}", panel["title"]
+
+
+def test_v2_calls_are_counted_and_get_a_request_id(greeter_server: ServerThread) -> None:
+    """V2 calls go through the same observation as ModzyModel's: counted by method and code, their items too."""
+    stub = GRPCInferenceServiceStub(greeter_server.client.channel)
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name="input.txt", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"Ada"])
+    )
+    _, call = stub.ModelInfer.with_call(
+        v2.ModelInferRequest(model_name="hello-world", inputs=[tensor]),
+        metadata=((REQUEST_ID_METADATA, "v2-call-7"),),
+        timeout=60,
+    )
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.ModelInfer(v2.ModelInferRequest(model_name="no-such-model", inputs=[tensor]), timeout=60)
+
+    assert (REQUEST_ID_METADATA, "v2-call-7") in call.trailing_metadata()
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    found = metrics_of(greeter_server)
+    assert value(found, "grpc_model_calls_total", method="ModelInfer", code="OK") == 1
+    assert value(found, "grpc_model_calls_total", method="ModelInfer", code="NOT_FOUND") == 1
+    assert value(found, "grpc_model_call_seconds_count", method="ModelInfer") == 2
+    assert value(found, "grpc_model_items_total", outcome="ok") == 1
