@@ -27,7 +27,7 @@ from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer
 from grpc_model.src.runtime import ModelLoadError
-from grpc_model.src.security.auth import TokenAuthInterceptor, load_tokens
+from grpc_model.src.security.auth import TokenAuthInterceptor, TokenCheck, load_tokens
 from grpc_model.src.security.limits import inflight_budget, request_size_limit
 from grpc_model.src.security.tls import server_credentials
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
@@ -97,6 +97,7 @@ async def start_server(settings: Settings) -> RunningServer:
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     credentials = server_credentials(settings)  # file problems stop start-up before the model loads
     tokens = load_tokens(settings)
+    check = TokenCheck(tokens) if tokens else None
     largest_request = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
     budget = inflight_budget(settings.max_inflight_request_bytes, largest_request)
     if tokens and credentials is None:
@@ -125,7 +126,7 @@ async def start_server(settings: Settings) -> RunningServer:
             await inference.ensure_loaded()
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
-    interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(tokens)] if tokens else [])]
+    interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(check)] if check else [])]
     server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings, largest_request))
     add_to_server(service, server)
     v2 = V2Protocol(inference, bundle.spec)
@@ -146,7 +147,7 @@ async def start_server(settings: Settings) -> RunningServer:
             raise ListenError(why_not_listening(settings.host, settings.port)) from None
         if health_server is not None:
             bind_health_only(health_server, health_servicer, settings)
-        http = _http_server(settings, bundle, inference, v2, largest_request) if with_http else None
+        http = _http_server(settings, bundle, inference, v2, largest_request, check) if with_http else None
         # Once gRPC has its port, so that a bad host is reported as such; after the workers forked: it is a thread.
         metrics_server = serve_metrics(metrics, runtime, settings)
     except ListenError:
@@ -158,7 +159,12 @@ async def start_server(settings: Settings) -> RunningServer:
         await health_server.start()
     if http is not None:
         await http.start()
-        logger.info("HTTP (the page, REST and OpenAPI at /docs) on %s:%d", settings.host, http.port)
+        logger.info(
+            "HTTP%s (the page, REST and OpenAPI at /docs) on %s:%d",
+            "S" if settings.tls_cert else "",
+            settings.host,
+            http.port,
+        )
     runtime.may_fork = False
     logger.info(
         "serving %s %s (%s:%s) on %s:%d%s; requests up to %d bytes, %d bytes in flight",
@@ -179,9 +185,17 @@ async def start_server(settings: Settings) -> RunningServer:
 
 
 def _http_server(
-    settings: Settings, bundle: AssetBundle, inference: Inference, v2: V2Protocol, max_request_bytes: int
+    settings: Settings,
+    bundle: AssetBundle,
+    inference: Inference,
+    v2: V2Protocol,
+    max_request_bytes: int,
+    check: TokenCheck | None,
 ) -> "HttpServer":
-    """The HTTP server with every front end's router, its port bound; raises ListenError."""
+    """The HTTP server with every front end's router, its port bound; raises ListenError.
+
+    It has the gRPC port's protection: the same bearer tokens, and HTTPS from the same certificate files.
+    """
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
     from grpc_model.src.v2.rest import v2_router
     from grpc_model.src.web.app import create_app
@@ -189,7 +203,7 @@ def _http_server(
     from grpc_model.src.web.model_routes import model_router
 
     routers = [model_router(inference, bundle.spec), v2_router(v2)]
-    app = create_app(bundle.spec, routers, max_request_bytes)
+    app = create_app(bundle.spec, routers, max_request_bytes, None if check is None else check.refusal)
     try:
         sock = bind(settings.host, settings.http_port)
     except OSError as error:
@@ -197,7 +211,8 @@ def _http_server(
             f"http_port: cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error} "
             f"(set with {flag('http_port')} or {env_var('http_port')}; {flag('http')} off turns HTTP off)"
         ) from None
-    return HttpServer(app, sock, settings.shutdown_grace_seconds + ANSWER_SECONDS)
+    tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
+    return HttpServer(app, sock, settings.shutdown_grace_seconds + ANSWER_SECONDS, tls)
 
 
 async def serve(settings: Settings) -> None:

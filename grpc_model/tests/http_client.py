@@ -1,6 +1,7 @@
 """Requests to a test server's HTTP port (the page, the multipart endpoint, V2 REST), as any HTTP client sends them."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -13,12 +14,18 @@ HTTP = {"http": "on", "http_port": 0}
 
 
 def request(
-    address: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+    address: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers (names in lower case) and body of one request; an error status is returned, not raised."""
+    """Status, headers (names in lower case) and body of one request; an error status is returned, not raised.
+
+    `context` trusts the CA of an HTTPS server."""
     sent = urllib.request.Request(address, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(sent, timeout=PATIENCE_SECONDS) as response:
+        with urllib.request.urlopen(sent, timeout=PATIENCE_SECONDS, context=context) as response:
             return response.status, _lower(response.headers), response.read()
     except urllib.error.HTTPError as error:
         with error:
@@ -35,6 +42,7 @@ def post_form(
     files: dict[str, bytes],
     fields: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """A multipart/form-data POST as a browser or `curl -F` sends it; the status and the JSON answer."""
     boundary = uuid.uuid4().hex
@@ -51,7 +59,7 @@ def post_form(
     ]
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    status, _, answer = request(address, "POST", body, {**content_type, **(headers or {})})
+    status, _, answer = request(address, "POST", body, {**content_type, **(headers or {})}, context)
     return status, json.loads(answer)
 
 

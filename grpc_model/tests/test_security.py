@@ -2,8 +2,11 @@
 (a client on another HTTP/2 stack), with certificates the tests make themselves."""
 
 import asyncio
+import json
 import logging
 import socket
+import ssl
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from typer.testing import CliRunner
 
 from grpc_model.src import model_client, model_server
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.cli import app
 from grpc_model.src.client import ModelClient
 from grpc_model.src.security.auth import AuthSetupError
@@ -303,3 +308,45 @@ def test_cli_commands_speak_tls_and_tokens(
     assert no_key.exit_code == 2
     assert "--tls-cert and --tls-key go together" in no_key.output
     assert reference == 0  # every bundled test case passes over mutual TLS with a token
+
+
+def test_tokens_cover_v2_on_the_grpc_port(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    server = serve_greeter(**tls_settings(pki), auth_token=TOKEN)
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name="input.txt", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"Ada"])
+    )
+    request = v2.ModelInferRequest(model_name="hello-world", inputs=[tensor])
+
+    with client(server, tls_ca=str(pki.server_ca)) as anonymous:
+        refused = refusal(lambda: GRPCInferenceServiceStub(anonymous.channel).ModelInfer(request, timeout=30))
+    with client(server, tls_ca=str(pki.server_ca), token=TOKEN) as right:
+        answer = GRPCInferenceServiceStub(right.channel).ModelInfer(request, timeout=30)
+
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert [output.name for output in answer.outputs] == ["results.json"]
+
+
+def test_the_http_port_has_the_grpc_ports_tls_and_tokens(serve_greeter: ServerFactory, pki: TestPKI) -> None:
+    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    from grpc_model.tests.http_client import HTTP, post_form, request
+
+    server = serve_greeter(**tls_settings(pki), auth_token=TOKEN, **HTTP)
+    assert server.running.http is not None
+    base = f"127.0.0.1:{server.running.http.port}"
+    trusted = ssl.create_default_context(cafile=str(pki.server_ca))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+
+    with pytest.raises((ConnectionError, urllib.error.URLError)):  # plaintext gets no answer from HTTPS
+        request(f"http://{base}/v2/health/live")
+    assert request(f"https://{base}/v2/health/live", context=trusted)[0] == 200  # health stays open, for probes
+    for path in ("/api/model", "/v2/models/hello-world", "/"):
+        status, headers, body = request(f"https://{base}{path}", context=trusted)
+        assert (status, headers["www-authenticate"]) == (401, "Bearer"), path
+        assert "needs a bearer token" in json.loads(body)["detail"]
+    run = f"https://{base}/api/model/run"
+    wrong = post_form(run, {"input.txt": b"Ada"}, None, {"Authorization": "Bearer x"}, context=trusted)
+    right = post_form(run, {"input.txt": b"Ada"}, None, bearer, context=trusted)
+
+    assert wrong == (401, {"detail": "the bearer token is not valid"})
+    assert right[0] == 200
+    assert right[1]["success"] is True

@@ -1,7 +1,9 @@
-"""Optional bearer-token auth: `authorization: Bearer <token>` call metadata, checked before any method runs.
+"""Optional bearer-token auth: `authorization: Bearer <token>` call metadata (or HTTP header), checked before any
+method (or HTTP route) runs.
 
 Tokens are compared in constant time, against every accepted token (no early exit), and are never
-logged or echoed. The health service stays open, so probes that cannot send metadata still work.
+logged or echoed. The health service (and HTTP's /v2/health/) stays open, so probes that cannot send
+metadata still work.
 """
 
 import hmac
@@ -46,26 +48,14 @@ def load_tokens(settings: Settings) -> list[str]:
     return tokens
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenCheck:
+    """The accepted tokens, and why a call's `authorization` values (gRPC metadata or HTTP headers) are refused."""
+
     def __init__(self, tokens: Sequence[str]) -> None:
         self._tokens = [token.encode() for token in tokens]
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> "grpc.RpcMethodHandler[Any, Any] | None":
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_SERVICES):
-            return handler
-        refusal = self._refusal(handler_call_details.invocation_metadata or ())
-        if refusal is None:
-            return handler
-        logger.warning("%s refused: %s", method, refusal)
-        return _refusing(handler, refusal)
-
-    def _refusal(self, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    def refusal(self, values: Sequence[str | bytes]) -> str | None:
         """Why the call may not go on, or None; never says anything about the token sent."""
-        values = [value for key, value in metadata if key == AUTHORIZATION]
         if not values:
             return f"this server needs a bearer token: send '{AUTHORIZATION}: Bearer <token>' call metadata"
         value = values[0].encode() if isinstance(values[0], str) else values[0]
@@ -76,6 +66,25 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         for token in self._tokens:  # every token, so the time taken tells nothing about which one is close
             matched |= hmac.compare_digest(sent, token)
         return None if matched else "the bearer token is not valid"
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, check: TokenCheck) -> None:
+        self._check = check
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> "grpc.RpcMethodHandler[Any, Any] | None":
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        metadata = handler_call_details.invocation_metadata or ()
+        refusal = self._check.refusal([value for key, value in metadata if key == AUTHORIZATION])
+        if refusal is None:
+            return handler
+        logger.warning("%s refused: %s", method, refusal)
+        return _refusing(handler, refusal)
 
 
 def _refusing(handler: "grpc.RpcMethodHandler[Any, Any]", message: str) -> "grpc.RpcMethodHandler[Any, Any]":

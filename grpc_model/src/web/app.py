@@ -4,12 +4,12 @@ The wiring passes each front end's router (the multipart endpoint here, V2 REST.
 protocol plugs in with one more router and this module never imports a front end.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,9 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from grpc_model.src.metadata import ModelSpec
 
 STATIC = Path(__file__).parent / "static"
+OPEN_PATHS = ("/v2/health/",)
+"""Paths served without a token, as gRPC's health service is: for probes that cannot send one."""
+Refusal = Callable[[Sequence[bytes]], str | None]
+"""Why a request's `authorization` header values are refused, or None (security.auth.TokenCheck.refusal)."""
 
 
-def create_app(spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes: int) -> FastAPI:
+def create_app(
+    spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes: int, refusal: Refusal | None = None
+) -> FastAPI:
     app = FastAPIOffline(  # the /docs page's Swagger UI comes from the package, not a CDN
         title=f"{spec.name} {spec.version}",
         version=version("grpc-model"),
@@ -27,6 +33,8 @@ def create_app(spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes:
         "described in docs/http.md.",
     )
     app.add_middleware(BodyLimit, limit=max_request_bytes)
+    if refusal is not None:  # added last, so it runs first: no body is read for a request without a token
+        app.add_middleware(BearerToken, refusal=refusal)
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
 
     @app.get("/", include_in_schema=False)
@@ -36,6 +44,26 @@ def create_app(spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes:
     for router in routers:
         app.include_router(router)
     return app
+
+
+class BearerToken:
+    """Answers 401 to a request without a valid `Authorization: Bearer` header, as the gRPC port answers
+    UNAUTHENTICATED: same tokens, same check, health open."""
+
+    def __init__(self, app: ASGIApp, refusal: Refusal) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope["path"]).startswith(OPEN_PATHS):
+            await self.app(scope, receive, send)
+            return
+        why = self.refusal([value for name, value in scope["headers"] if name == b"authorization"])
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        answer = JSONResponse({"detail": why}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await answer(scope, receive, send)
 
 
 class BodyLimit:

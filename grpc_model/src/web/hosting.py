@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -40,9 +41,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    """uvicorn serving `app` on an already bound socket, as a task on the running event loop."""
+    """uvicorn serving `app` on an already bound socket, as a task on the running event loop.
 
-    def __init__(self, app: FastAPI, sock: socket.socket, grace_seconds: float) -> None:
+    With `tls` (certificate, key, and the CA of client certificates or ""), it speaks HTTPS as the gRPC
+    port speaks TLS, from the same files, requiring a client certificate when the gRPC port does.
+    """
+
+    def __init__(
+        self, app: FastAPI, sock: socket.socket, grace_seconds: float, tls: tuple[str, str, str] | None = None
+    ) -> None:
         self.port: int = sock.getsockname()[1]
         self.socket = sock
         config = uvicorn.Config(
@@ -51,6 +58,10 @@ class HttpServer:
             log_config=None,  # the server's logging configuration applies
             access_log=False,
             timeout_graceful_shutdown=math.ceil(grace_seconds),
+            ssl_certfile=None if tls is None else tls[0],
+            ssl_keyfile=None if tls is None else tls[1],
+            ssl_ca_certs=tls[2] if tls and tls[2] else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls[2] else ssl.CERT_NONE,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
