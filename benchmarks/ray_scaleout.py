@@ -15,6 +15,7 @@ Ray binds every interface, so the whole run happens in a private network and PID
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -23,12 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
 
+from benchmarks import load as load_driver
 from benchmarks.bundle import write_bundle
 from benchmarks.processes import LOGS, Server, cpu_seconds, process_tree
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
@@ -60,35 +62,27 @@ class Point:
 async def drive(target: str, point: Point, seconds: float, cpu_pids: Callable[[], list[int]]) -> Point:
     """`point.callers` callers sending calls of `point.items_per_call` items for `seconds`, after a warm-up."""
     request = pb.RunRequest(inputs=[pb.InputItem(input={"input.bin": b"x" * 64})] * point.items_per_call)
+    cpu_used = 0.0
+
+    @contextlib.asynccontextmanager
+    async def counting_cpu() -> AsyncIterator[None]:
+        nonlocal cpu_used
+        before = cpu_seconds(cpu_pids())
+        yield
+        cpu_used = cpu_seconds(cpu_pids()) - before
+
     async with grpc.aio.insecure_channel(target) as channel:
         stub = ModzyModelStub(channel)
-        latencies: list[float] = []
-        stop_at = 0.0
 
-        async def caller(record: bool) -> None:
-            while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                try:
-                    response = await stub.Run(request, timeout=120)
-                    ok = all(output.success for output in response.outputs)
-                except grpc.RpcError:
-                    ok = False
-                if record:
-                    latencies.append(time.perf_counter() - started)
-                    point.errors += not ok
+        async def call() -> bool:
+            response = await stub.Run(request, timeout=120)
+            return all(output.success for output in response.outputs)
 
-        stop_at = time.monotonic() + min(2.0, seconds / 4)
-        await asyncio.gather(*(caller(False) for _ in range(point.callers)))
-        cpu_before, started = cpu_seconds(cpu_pids()), time.monotonic()
-        stop_at = started + seconds
-        await asyncio.gather(*(caller(True) for _ in range(point.callers)))
-        elapsed = time.monotonic() - started
-        cpu_used = cpu_seconds(cpu_pids()) - cpu_before
-    latencies.sort()
-    point.calls = len(latencies)
-    point.items_per_s = round(point.calls * point.items_per_call / elapsed, 1)
-    point.p50_ms = round(latencies[len(latencies) // 2] * 1000, 2)
-    point.p99_ms = round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000, 2)
+        load = await load_driver.drive(call, point.callers, seconds, warmup_seconds=2.0, window=counting_cpu)
+    point.calls, point.errors = load.calls, load.errors
+    point.items_per_s = round(point.calls * point.items_per_call / load.seconds, 1)
+    point.p50_ms = round(load.latencies[point.calls // 2] * 1000, 2)
+    point.p99_ms = load.quantile_ms(0.99)
     point.cpu_ms_per_call = round(cpu_used / point.calls * 1000, 2)
     print(point, file=sys.stderr, flush=True)
     return point

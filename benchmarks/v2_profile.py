@@ -15,14 +15,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from benchmarks.bundle import write_bundle
+from benchmarks.load import Call, drive
 from benchmarks.mlserver import MLServer
 from benchmarks.processes import Server
 from grpc_model.src.auto_generated.model2_template import model_pb2 as modzy
@@ -37,7 +36,6 @@ PROFILES = {  # name -> (model class in benchmarks/models.py, server flags)
     "echo": ("Echo", ("--batch-wait-ms", "0")),
     "device": ("SleepBatch", ("--model-threads", "2")),
 }
-Call = Callable[[], Awaitable[bool]]
 
 
 @dataclass
@@ -70,37 +68,13 @@ def callers(channel: grpc.aio.Channel, model: str) -> dict[str, Call]:
     return {"ModzyModel Run": run, "V2 ModelInfer": infer}
 
 
-async def drive(call: Call, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
-    """Items/s, latencies and errors of `concurrency` callers calling for `seconds` after a short warm-up."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = 0.0
-
-    async def caller(record: bool) -> None:
-        nonlocal errors
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            try:
-                ok = await call()
-            except grpc.RpcError:
-                ok = False
-            if record:
-                latencies.append(time.perf_counter() - started)
-                errors += not ok
-
-    stop_at = time.monotonic() + min(0.5, seconds / 4)
-    await asyncio.gather(*(caller(False) for _ in range(concurrency)))
-    started = time.monotonic()
-    stop_at = started + seconds
-    await asyncio.gather(*(caller(True) for _ in range(concurrency)))
-    return len(latencies) / (time.monotonic() - started), latencies, errors
-
-
 async def measure(profile: str, protocol: str, call: Call, concurrency: int, seconds: float) -> Point:
-    items_per_s, latencies, errors = await drive(call, concurrency, seconds)
+    load = await drive(call, concurrency, seconds)
+    latencies = load.latencies
     p50, p90 = statistics.median(latencies), statistics.quantiles(latencies, n=10)[8]
+    items_per_s = load.calls / load.seconds
     return Point(
-        profile, protocol, concurrency, round(items_per_s, 1), round(p50 * 1000, 2), round(p90 * 1000, 2), errors
+        profile, protocol, concurrency, round(items_per_s, 1), round(p50 * 1000, 2), round(p90 * 1000, 2), load.errors
     )
 
 

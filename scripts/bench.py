@@ -13,16 +13,16 @@ Loopback only; every run is bounded by --duration.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
 from benchmarks import cost, examples, scale_out, scoring  # noqa: E402
+from benchmarks import load as load_driver  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import burn_cpu  # noqa: E402
 from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
+from benchmarks.report import CONFIGS, LARGE_BYTES, Point, Results, machine, markdown, plot  # noqa: E402
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb  # noqa: E402
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub  # noqa: E402
 from grpc_model.src.client import ModelClient  # noqa: E402
 
 MESSAGE_LIMIT = 300 * 1024 * 1024
 SMALL = b"x" * 64
-LARGE = os.urandom(1024) * (50 * 1024)  # 50 MiB
+LARGE = os.urandom(1024) * (LARGE_BYTES // 1024)
 
 
 @dataclass(frozen=True)
@@ -62,32 +64,6 @@ PROFILES = [
     Profile("large", "Echo", LARGE, (1, 8), ()),
 ]
 TEMPLATE_FLAGS = ("--no-adaptive-batching", "--model-threads", "1", "--workers", "0")
-CONFIGS = ("engine", "template", "bare")
-
-
-@dataclass
-class Point:
-    profile: str
-    config: str
-    concurrency: int
-    requests: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    requests_per_s: float = 0.0
-    items_per_s: float = 0.0
-    p50_ms: float = 0.0
-    p90_ms: float = 0.0
-    p99_ms: float = 0.0
-    cpu_us_per_request: float = 0.0
-    peak_rss_mb: float = 0.0
-    peak_pss_mb: float = 0.0
-
-
-@dataclass
-class Results:
-    machine: dict[str, str]
-    points: list[Point] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def start_server(profile: Profile, config: str, bundle: Path, env: dict[str, str]) -> Server:
@@ -116,59 +92,45 @@ async def drive(
     name: str = "input.bin",
     batch: int = 1,
 ) -> None:
+    """Fills `point` from `concurrency` callers sending calls of `batch` items; CPU and memory of `pids[0]`'s tree."""
     request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})] * batch)
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = ModzyModelStub(channel)
-        status = await stub.Status(pb.StatusRequest(), timeout=120)
-        assert status.status_code == 200, status.message
-        latencies: list[float] = []
-        errors = 0
-        stop_at = 0.0
+    usage = {"cpu": 0.0, "rss": 0.0, "pss": 0.0}
 
-        async def caller(record: bool) -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                try:
-                    response = await stub.Run(request, timeout=120)
-                    ok = len(response.outputs) == batch and all(output.success for output in response.outputs)
-                except grpc.RpcError:
-                    ok = False
-                if record:
-                    latencies.append(time.perf_counter() - started)
-                    errors += not ok
-
-        stop_at = time.monotonic() + min(0.5, seconds / 4)  # warm-up: connections, threads, caches
-        await asyncio.gather(*(caller(False) for _ in range(concurrency)))
-
-        peak = [0.0, 0.0]
-
+    @contextlib.asynccontextmanager
+    async def measured() -> AsyncIterator[None]:
         async def sample_memory() -> None:
             while True:
                 rss, pss = memory_mb(process_tree(pids[0]))
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                usage["rss"], usage["pss"] = max(usage["rss"], rss), max(usage["pss"], pss)
                 await asyncio.sleep(0.1)
 
         reset_peak_rss(process_tree(pids[0]))
         sampler = asyncio.create_task(sample_memory())
-        cpu_before, started = cpu_seconds(process_tree(pids[0])), time.monotonic()
-        stop_at = started + seconds
-        await asyncio.gather(*(caller(True) for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
-        cpu_used = cpu_seconds(process_tree(pids[0])) - cpu_before
-        peak[0] = max(peak[0], peak_rss_mb(process_tree(pids[0])))
+        cpu_before = cpu_seconds(process_tree(pids[0]))
+        yield
+        usage["cpu"] = cpu_seconds(process_tree(pids[0])) - cpu_before
+        usage["rss"] = max(usage["rss"], peak_rss_mb(process_tree(pids[0])))
         sampler.cancel()
 
-    latencies.sort()
-    count = len(latencies)
-    point.requests, point.errors, point.seconds = count, errors, round(elapsed, 2)
-    point.requests_per_s = round(count / elapsed, 1)
-    point.items_per_s = round(count * batch / elapsed, 1)
-    for name, quantile in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
-        setattr(point, name, round(latencies[min(count - 1, int(quantile * count))] * 1000, 2))
-    point.cpu_us_per_request = round(cpu_used / count * 1e6, 1)
-    point.peak_rss_mb, point.peak_pss_mb = round(peak[0], 1), round(peak[1], 1)
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = ModzyModelStub(channel)
+        status = await stub.Status(pb.StatusRequest(), timeout=120)
+        assert status.status_code == 200, status.message
+
+        async def call() -> bool:
+            response = await stub.Run(request, timeout=120)
+            return len(response.outputs) == batch and all(output.success for output in response.outputs)
+
+        load = await load_driver.drive(call, concurrency, seconds, window=measured)
+
+    count = load.calls
+    point.requests, point.errors, point.seconds = count, load.errors, round(load.seconds, 2)
+    point.requests_per_s = round(count / load.seconds, 1)
+    point.items_per_s = round(count * batch / load.seconds, 1)
+    point.p50_ms, point.p90_ms, point.p99_ms = (load.quantile_ms(q) for q in (0.50, 0.90, 0.99))
+    point.cpu_us_per_request = round(usage["cpu"] / count * 1e6, 1)
+    point.peak_rss_mb, point.peak_pss_mb = round(usage["rss"], 1), round(usage["pss"], 1)
 
 
 # ---- single measurements ------------------------------------------------------------------
@@ -296,127 +258,6 @@ async def scorer_speed(bundle: Path, env: dict[str, str], seconds: float, count:
             "ratio": scored["items_per_s"] / best}  # fmt: skip
 
 
-# ---- report -----------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    memory = Path("/proc/meminfo").read_text().split()[1]
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory": f"{int(memory) // 1024 // 1024} GiB",
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "os": platform.platform(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-
-
-def find(results: Results, profile: str, config: str, concurrency: int) -> Point | None:
-    return next(
-        (p for p in results.points if (p.profile, p.config, p.concurrency) == (profile, config, concurrency)), None
-    )
-
-
-def ratio(results: Results, profile: str, concurrency: int, metric: str, over: str, under: str) -> float | None:
-    top, bottom = find(results, profile, over, concurrency), find(results, profile, under, concurrency)
-    if top is None or bottom is None or not getattr(bottom, metric):
-        return None
-    return float(getattr(top, metric)) / float(getattr(bottom, metric))
-
-
-def targets(results: Results) -> list[tuple[str, str, float | None, Callable[[float], bool]]]:
-    """(target, measured as, value, check) for each target of the engine issue."""
-    large_payload_mb = len(LARGE) / 1e6
-    large = find(results, "large", "engine", 1)
-    cold = results.extras.get("cold_start_s")
-    return [
-        ("echo c=32: server CPU/request <= 1.2x bare", "engine/bare", ratio(results, "echo", 32, "cpu_us_per_request", "engine", "bare"), lambda v: v <= 1.2),
-        ("echo c=32: requests/s >= 0.9x bare", "engine/bare", ratio(results, "echo", 32, "requests_per_s", "engine", "bare"), lambda v: v >= 0.9),
-        ("echo c=1: p99 <= 1.3x bare", "engine/bare", ratio(results, "echo", 1, "p99_ms", "engine", "bare"), lambda v: v <= 1.3),
-        ("sleep-item c=32: requests/s >= 25x template", "engine/template", ratio(results, "sleep-item", 32, "requests_per_s", "engine", "template"), lambda v: v >= 25),
-        ("sleep-batch c=64: items/s >= 25x template", "engine/template", ratio(results, "sleep-batch", 64, "items_per_s", "engine", "template"), lambda v: v >= 25),
-        ("sleep-batch c=64: p99 <= 3x 20 ms", "p99 ms / 20", (find(results, "sleep-batch", "engine", 64) or Point("", "", 0)).p99_ms / 20 or None, lambda v: v <= 3),
-        ("cpu c=8, 2 workers: >= 1.6x template", "engine/template", ratio(results, "cpu", 8, "requests_per_s", "engine", "template"), lambda v: v >= 1.6),
-        ("large c=1: latency <= 1.5x bare", "engine/bare p50", ratio(results, "large", 1, "p50_ms", "engine", "bare"), lambda v: v <= 1.5),
-        ("large c=1: peak RSS < 4x payload", "RSS / payload", large.peak_rss_mb * 1.048576 / large_payload_mb if large else None, lambda v: v < 4),
-        ("cold start to SERVING < 1 s", "seconds (median of 3)", cold, lambda v: v < 1),
-    ]  # fmt: skip
-
-
-def markdown(results: Results) -> str:
-    lines = ["| profile | config | conc. | req/s | items/s | p50 ms | p90 ms | p99 ms | server CPU µs/req | peak RSS MB | peak PSS MB | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for p in results.points:
-        lines.append(
-            f"| {p.profile} | {p.config} | {p.concurrency} | {p.requests_per_s} | {p.items_per_s} | {p.p50_ms} | "
-            f"{p.p90_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} | {p.peak_pss_mb} | {p.errors} |"
-        )
-    lines += ["", "| target | measured as | value | met |", "|---|---|---:|---|"]
-    for name, measured_as, value, check in targets(results):
-        shown = "n/a" if value is None else f"{value:.2f}"
-        met = "n/a" if value is None else ("yes" if check(value) else "**no**")
-        lines.append(f"| {name} | {measured_as} | {shown} | {met} |")
-    if "one_call_of_256_items_ms" in results.extras:
-        lines += [
-            "",
-            "| one call of 256 items, median of 40 interleaved | engine ms | template ms |",
-            "|---|---:|---:|",
-        ]
-        for name, pair in results.extras["one_call_of_256_items_ms"].items():
-            lines.append(f"| {name} | {pair['engine']} | {pair['template']} |")
-    if "digits" in results.extras:
-        lines += ["", "| digits example, 64 concurrent one-image calls | items/s | p50 ms | p99 ms | server CPU µs/item | peak RSS MB |",
-                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for p in (Point(**point) for point in results.extras["digits"]):
-            lines.append(
-                f"| {p.config} | {p.items_per_s} | {p.p50_ms} | {p.p99_ms} | {p.cpu_us_per_request} | {p.peak_rss_mb} |"
-            )
-    if "score" in results.extras:
-        score = results.extras["score"]
-        lines += ["", "| grpc-model score, 5,000 items, sleep-batch | items/s |", "|---|---:|",
-                  f"| closed-loop load generator, 64 calls of 1 item | {score['single_items_per_s']:.1f} |",
-                  f"| closed-loop load generator, 4 calls of 32 items | {score['batched_items_per_s']:.1f} |",
-                  f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
-                  f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
-                  f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
-    if "cost" in results.extras:
-        lines += cost.markdown(results.extras["cost"])
-    if "scale_out" in results.extras:
-        lines += ["", scale_out.markdown(results.extras["scale_out"]).rstrip("\n")]
-    if "worker_memory" in results.extras:
-        lines += ["", "| 256 MB weights | total RSS MB | total PSS MB |", "|---|---:|---:|"]
-        for name, memory in results.extras["worker_memory"].items():
-            lines.append(f"| {name} | {memory['rss_mb']} | {memory['pss_mb']} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(results: Results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    profiles = list(dict.fromkeys(p.profile for p in results.points))
-    figure, axes = plt.subplots(1, len(profiles), figsize=(4 * len(profiles), 3.6), squeeze=False)
-    for axis, profile in zip(axes[0], profiles, strict=True):
-        for config in CONFIGS:
-            points = [p for p in results.points if p.profile == profile and p.config == config]
-            if points:
-                axis.plot([p.concurrency for p in points], [p.items_per_s for p in points], marker="o", label=config)
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_title(profile)
-        axis.set_xlabel("concurrent calls")
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("items/s")
-    axes[0][0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
@@ -460,7 +301,8 @@ async def main() -> int:
                         )
                         results.points.append(point)
                         print(f"{profile.name:12} {config:9} c={concurrency:<4} {point.requests_per_s:>9} req/s "
-                              f"p50 {point.p50_ms:>8} ms p99 {point.p99_ms:>8} ms  cpu {point.cpu_us_per_request:>8} us/req  "
+                              f"p50 {point.p50_ms:>8} ms p99 {point.p99_ms:>8} ms  "
+                              f"cpu {point.cpu_us_per_request:>8} us/req  "
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
