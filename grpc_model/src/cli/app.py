@@ -5,24 +5,23 @@ client, the server's entry point), so the same steps stay scriptable from Python
 need gRPC import it when they run, so `version` and `validate` start in a fraction of a second.
 """
 
-import asyncio
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from grpc_model.src.cli import scaffold
+from grpc_model.src.cli import calling, scaffold
 from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
+from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env, shown
 from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
-from grpc_model.src.settings import PROJECT_ROOT, Settings, describe_settings_error
+from grpc_model.src.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from grpc_model.src.cli import testing
-    from grpc_model.src.security.channel import ClientSecurity
+
+KUBERNETES_DIR = PROJECT_ROOT / "deploy" / "kubernetes"
 
 app = typer.Typer(
     name="grpc-model",
@@ -31,25 +30,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",
 )
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
-
-KUBERNETES_DIR = PROJECT_ROOT / "deploy" / "kubernetes"
-USAGE = 2  # exit code for a command that cannot run as asked, as argparse and click use
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _settings() -> Settings:
-    """The server's settings from the environment, so every command sees the model the server would serve."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise _fail(f"invalid settings in the environment:\n{describe_settings_error(error)}", USAGE) from None
-
 
 VersionArgument = Annotated[str, typer.Argument(help="A version of three dot-separated integers, e.g. 0.2.0.")]
 
@@ -77,21 +57,21 @@ def init(
         input_files = [scaffold.FileSpec.parse(text) for text in inputs or ["input.txt=text/plain"]]
         output_files = [scaffold.FileSpec.parse(text) for text in outputs or ["results.json=application/json"]]
         written = scaffold.init_model(
-            PROJECT_ROOT, _settings().asset_bundle_dir, name, version, input_files, output_files, author, force
+            PROJECT_ROOT, settings_from_env().asset_bundle_dir, name, version, input_files, output_files, author, force
         )
     except scaffold.ScaffoldError as error:
-        raise _fail(str(error), USAGE) from None
+        raise fail(str(error), USAGE) from None
     for path in written:
-        console.print(f"  wrote {escape(_shown(path))}")
-    bundles = _settings().asset_bundle_dir
+        console.print(f"  wrote {escape(shown(path))}")
+    bundles = settings_from_env().asset_bundle_dir
     for older in [v for v in available_versions(bundles) if v != version]:
         console.print(
-            f"  note: {escape(_shown(bundles / older))}/ is an older version, not served; "
+            f"  note: {escape(shown(bundles / older))}/ is an older version, not served; "
             "delete it if it is not this model's"
         )
     console.print(
         "Next: fill in the wrapper and model.yaml, add test cases under "
-        f"{escape(_shown(written[-1].parent))}/, then `grpc-model test`."
+        f"{escape(shown(written[-1].parent))}/, then `grpc-model test`."
     )
 
 
@@ -107,10 +87,10 @@ def new_version(
     Example: `grpc-model new-version 0.2.0`
     """
     try:
-        made = scaffold.new_version(_settings().asset_bundle_dir, version, keep_test_cases)
+        made = scaffold.new_version(settings_from_env().asset_bundle_dir, version, keep_test_cases)
     except scaffold.ScaffoldError as error:
-        raise _fail(str(error), USAGE) from None
-    console.print(f"version {made.old} -> {made.new}: created {escape(_shown(made.path))}/ (served from now on)")
+        raise fail(str(error), USAGE) from None
+    console.print(f"version {made.old} -> {made.new}: created {escape(shown(made.path))}/ (served from now on)")
     if made.copied_cases:
         console.print(f"  copied {len(made.copied_cases)} test case(s): {escape(', '.join(made.copied_cases))}")
         console.print("  They expect the old model's answers: if the model changed, update their expected outputs.")
@@ -119,7 +99,7 @@ def new_version(
             "  copied no test cases: add cases with this model's expected outputs "
             "(or start again with --keep-test-cases if its answers did not change)."
         )
-    console.print(f"Next: edit releaseNotes and what changed in {escape(_shown(made.path))}/model.yaml.")
+    console.print(f"Next: edit releaseNotes and what changed in {escape(shown(made.path))}/model.yaml.")
 
 
 @app.command()
@@ -130,7 +110,7 @@ def validate(
 
     Example: `grpc-model validate 0.2.0`
     """
-    settings = _settings()
+    settings = settings_from_env()
     report = check_bundle(settings.asset_bundle_dir, version or settings.model_version)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -138,7 +118,7 @@ def validate(
         console.print(f"[red]invalid:[/red] {escape(problem)}")
     if report.problems or report.bundle is None:
         raise typer.Exit(1)
-    console.print(f"[green]valid:[/green] {escape(_shown(report.bundle.path))} ({report.cases} test case(s))")
+    console.print(f"[green]valid:[/green] {escape(shown(report.bundle.path))} ({report.cases} test case(s))")
 
 
 @app.command()
@@ -147,11 +127,11 @@ def version() -> None:
 
     Example: `docker build -t my-model:$(grpc-model version) .`
     """
-    settings = _settings()
+    settings = settings_from_env()
     try:
         print(load_bundle(settings.asset_bundle_dir, settings.model_version).version)
     except BundleError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 @app.command("k8s")
@@ -175,23 +155,23 @@ def kubernetes(
     from grpc_model.src.cli import kubernetes_layout as layout
     from grpc_model.src.cli.kubernetes import Target, default_image
 
-    settings = _settings()
+    settings = settings_from_env()
     try:
         bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     except BundleError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     files = layout.render(Target(bundle, settings, image or default_image(bundle), replicas))
     if check:
         stale = layout.stale_files(out, files)
         for name in stale:
-            errors.print(f"[red]stale:[/red] {escape(_shown(out / name))}")
+            errors.print(f"[red]stale:[/red] {escape(shown(out / name))}")
         if stale:
-            raise _fail(f"{_shown(out)} is not what model.yaml gives: run `grpc-model k8s` and commit the result")
-        console.print(f"[green]up to date:[/green] {escape(_shown(out))} ({len(files)} files)")
+            raise fail(f"{shown(out)} is not what model.yaml gives: run `grpc-model k8s` and commit the result")
+        console.print(f"[green]up to date:[/green] {escape(shown(out))} ({len(files)} files)")
         return
     for path in layout.write(out, files):
-        console.print(f"  wrote {escape(_shown(path))}")
-    console.print(f"Next: `kubectl apply -k {escape(_shown(out))}/overlays/hpa` (docs/deploy.md)")
+        console.print(f"  wrote {escape(shown(path))}")
+    console.print(f"Next: `kubectl apply -k {escape(shown(out))}/overlays/hpa` (docs/deploy.md)")
 
 
 @app.command("test")
@@ -220,11 +200,11 @@ def run_tests(
     Example: `grpc-model test --server localhost:45000 --junit results.xml`
     """
     if server and image:
-        raise _fail("choose --server or --image, not both", USAGE)
+        raise fail("choose --server or --image, not both", USAGE)
     from grpc_model.src.cli import testing  # gRPC and the runtime, only when testing
     from grpc_model.src.client import server_list
 
-    settings = _settings()
+    settings = settings_from_env()
     report = check_bundle(settings.asset_bundle_dir, settings.model_version)
     with tempfile.TemporaryDirectory() as scratch:
         unit_junit = Path(scratch) / "unit.xml" if junit else None
@@ -242,7 +222,8 @@ def run_tests(
             elif server:
                 servers = server_list(server)
                 console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
-                security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
+                options = SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token)
+                security = calling.client_security(options)
                 outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout, security)
                 suites.append(testing.Suite(",".join(servers), outcomes))
             else:
@@ -299,144 +280,14 @@ def ray_serve(ctx: typer.Context) -> None:
     try:
         from grpc_model.src.ray_serve import command  # Ray, only when serving on it
     except ImportError as error:
-        raise _fail(f"Ray Serve is not installed ({error}): scripts/dev.sh install --with ray", USAGE) from None
+        raise fail(f"Ray Serve is not installed ({error}): scripts/dev.sh install --with ray", USAGE) from None
 
     raise typer.Exit(command.main(ctx.args))
 
 
-TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The server.")]
-
-
-@app.command()
-def status(
-    target: TargetArgument = "localhost:45000",
-    timeout: Annotated[float, typer.Option(help="Seconds per call.")] = 30.0,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-    token: Token = None,
-) -> None:
-    """Show a server's Status answer and health; exit 0 only if Status is 200 and health SERVING.
-
-    Example: `grpc-model status localhost:45000`
-    """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
-
-    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    raise typer.Exit(remote.show_status(console, target, timeout, security))
-
-
-@app.command()
-def call(
-    target: TargetArgument = "localhost:45000",
-    inputs: Annotated[
-        list[str] | None, typer.Option("--input", help="An input file of the item, NAME=PATH; repeat for more.")
-    ] = None,
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Write the output files here instead of printing them.")
-    ] = None,
-    detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on the call.")] = False,
-    explain: Annotated[bool, typer.Option(help="Set explain on the call.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds for the call.")] = 60.0,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-    token: Token = None,
-) -> None:
-    """Send one item to a server and print (or write) its outputs; exit 0 only if the item succeeded.
-
-    Example: `grpc-model call localhost:45000 --input input.txt=hello.txt`
-    """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
-
-    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    raise typer.Exit(
-        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security)
-    )
-
-
-@app.command()
-def score(
-    inputs: Annotated[
-        Path, typer.Argument(help="A folder (a file or a subfolder per item), a .jsonl or a .csv file of items.")
-    ],
-    out: Annotated[Path, typer.Option(help="The results, .jsonl or .csv; run again with the same file to resume.")],
-    server: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="HOST:PORT",
-            help="A server (default localhost:45000); repeat it (or a,b) for several, round robin, "
-            "or give one dns:///NAME:PORT target.",
-        ),
-    ] = None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the served model in this process instead of calling a server.")
-    ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per Run call.")] = 8,
-    concurrency: Annotated[int, typer.Option(min=1, help="Run calls in flight at once.")] = 8,
-    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per call (its deadline).")] = 60.0,
-    detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on every call.")] = False,
-    explain: Annotated[bool, typer.Option(help="Set explain on every call.")] = False,
-    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some items failed.")] = False,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-    token: Token = None,
-) -> None:
-    """Score many items through running servers (or --in-process) into a JSONL or CSV file, resumably.
-
-    Exit code 0 when every item succeeded, 1 if any failed (unless --allow-failures), 2 for bad
-    arguments or inputs, 130 after Ctrl-C (everything answered so far is written).
-
-    Example: `grpc-model score images/ --server localhost:45000 --out results.csv`
-    """
-    import grpc
-
-    from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
-    from grpc_model.src.cli.score_io import ScoreInputError
-    from grpc_model.src.client import TargetError, server_list
-
-    security = _security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain, security)
-    settings = _settings()
-    local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
-    targets = server_list(server or ["localhost:45000"])
-    try:
-        tally = asyncio.run(scoring.run_score(console, errors, inputs, out, targets, local, options))
-    except (ScoreInputError, TargetError) as error:
-        raise _fail(str(error), USAGE) from None
-    except grpc.aio.AioRpcError as error:
-        raise _fail(f"{','.join(targets)}: {error.code().name}: {error.details()}") from None
-    if tally.interrupted:
-        raise typer.Exit(130)
-    if tally.failed and not allow_failures:
-        raise typer.Exit(1)
-
-
-def _security(options: SecurityOptions) -> "ClientSecurity":
-    """The client's transport security from the options; checked now, so a wrong file is a usage error."""
-    from grpc_model.src.security.channel import ClientSecurityError
-
-    security = options.resolve()
-    try:
-        security.channel_credentials()
-    except ClientSecurityError as error:
-        raise _fail(str(error), USAGE) from None
-    return security
-
-
-def _shown(path: Path) -> str:
-    """A path as the author would type it: relative to the project when it is inside."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return str(path)
+app.command()(calling.status)
+app.command()(calling.call)
+app.command()(calling.score)
 
 
 def main() -> None:

@@ -1,0 +1,36 @@
+"""What every `grpc-model` command shares: the consoles, the usage exit code, errors, the settings, paths."""
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from grpc_model.src.settings import Settings, describe_settings_error
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+USAGE = 2  # exit code for a command that cannot run as asked, as argparse and click use
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def settings_from_env() -> Settings:
+    """The server's settings from the environment, so every command sees the model the server would serve."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise fail(f"invalid settings in the environment:\n{describe_settings_error(error)}", USAGE) from None
+
+
+def shown(path: Path) -> str:
+    """A path as the author would type it: relative to the project when it is inside."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
