@@ -23,7 +23,7 @@ from grpc_model.tests.conftest import (
     eventually,
     write_test_bundle,
 )
-from grpc_model.tests.wrappers import GatedBatches, HeldLoad
+from grpc_model.tests.wrappers import GatedBatch, HeldLoad
 
 MODEL = "hello-world"  # the greeter's model.yaml name, "Hello World", as a V2 name
 GREETING = b'{"data": {"result": {"greeting": "Hello. Nice to meet you, %s"}, "explanation": null, "drift": null}}'
@@ -292,14 +292,14 @@ def test_malformed_protobuf_gets_invalid_argument(greeter_server: ServerThread) 
 
 def test_a_v2_call_and_a_modzy_call_share_one_batch_call(serve_wrapper: ServerFactory) -> None:
     """The model is held on one item while a V2 call and a Modzy call queue; released, both go in one batch."""
-    GatedBatches.reset()
-    server = serve_wrapper("GatedBatches")
+    GatedBatch.reset()
+    server = serve_wrapper("GatedBatch")
     server.client.status()
     batcher = server.running.service.runtime._batcher
     assert batcher is not None
     try:
         held = server.client.stub.Run.future(model_pb2.RunRequest(inputs=[model_pb2.InputItem(input={"a": b"hold"})]))
-        assert GatedBatches.holding.wait(timeout=PATIENCE_SECONDS)
+        assert GatedBatch.holding.wait(timeout=PATIENCE_SECONDS)
         v2_call = stub(server).ModelInfer.future(
             pb.ModelInferRequest(model_name=MODEL, inputs=[texts("a", b"from-v2")]), timeout=PATIENCE_SECONDS
         )
@@ -309,12 +309,12 @@ def test_a_v2_call_and_a_modzy_call_share_one_batch_call(serve_wrapper: ServerFa
         )
         eventually(lambda: batcher.queued == 2, "the Modzy item to queue behind it")
     finally:
-        GatedBatches.release.set()
+        GatedBatch.release.set()
 
     assert elements(v2_call.result(timeout=PATIENCE_SECONDS), "a") == [b"from-v2"]
     assert modzy_call.result(timeout=PATIENCE_SECONDS).outputs[0].output["a"] == b"from-modzy"
     assert held.result(timeout=PATIENCE_SECONDS).outputs[0].success
-    assert batches_with(GatedBatches.batches, b"from-v2") == [[b"from-v2", b"from-modzy"]]
+    assert batches_with(GatedBatch.batches, b"from-v2") == [[b"from-v2", b"from-modzy"]]
 
 
 def batches_with(batches: Sequence[list[bytes]], item: bytes) -> list[list[bytes]]:

@@ -374,20 +374,3 @@ class CrashesSlowToReplace(Crashes):
         if GATE_DIR in os.environ and gate_file("hold").exists():
             gate_file(f"loading-{os.getpid()}").touch()
             wait_until(lambda: not gate_file("hold").exists(), "the test to remove the hold file")
-
-
-class GatedBatches(Gated):
-    """Gated with a batch method that records each batch's items (`batches`): which items shared a batch call."""
-
-    batches: ClassVar[list[list[bytes]]] = []
-
-    @classmethod
-    def reset(cls) -> None:
-        super().reset()
-        cls.batches.clear()
-
-    def handle_input_batch(
-        self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool
-    ) -> list[ModelOutput]:
-        type(self).batches.append([item["a"] for item in model_inputs])
-        return [self.handle_single_input(item, detect_drift, explain) for item in model_inputs]
