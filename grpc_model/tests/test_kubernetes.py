@@ -180,7 +180,9 @@ def test_the_parts_agree_with_each_other(manifests: Path) -> None:
     assert container["envFrom"] == [{"configMapRef": {"name": settings_map["metadata"]["name"]}}]
     settings = Settings(**{name.removeprefix(ENV_PREFIX).lower(): value for name, value in env.items()})
     assert ports["grpc"] == settings.port
-    assert ports["metrics"] == 9090
+    assert ports["metrics"] == settings.metrics_port == 9090
+    assert "http" not in ports
+    assert settings.http == "off"  # an image with the `http` group opens no port the manifests do not declare
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": ports["grpc"]}  # the health service's whole-server status
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -284,3 +286,27 @@ def test_k8s_writes_the_files_and_check_names_a_stale_one(tmp_path: Path) -> Non
     assert "stale:" in stale.output
     assert "pdb.yaml" in stale.output
     assert "run `grpc-model k8s`" in stale.output
+
+
+def test_ports_follow_the_settings_and_probes_use_the_plaintext_health_port() -> None:
+    """A TLS server's probes go to health_port (kubelet's gRPC probes speak no TLS); HTTP is declared when on."""
+    greeter = load_bundle(PROJECT_ROOT / "asset_bundle")
+    settings = Settings(health_port=8086, metrics_port=9100, http="on", tls_cert="/tls/cert.pem", tls_key="/tls/k.pem")
+    files = render(Target(greeter, settings, "example.org/m:1"))
+    (container,) = yaml.safe_load(files["base/deployment.yaml"])["spec"]["template"]["spec"]["containers"]
+    lines = [line.split("=", 1) for line in files["base/settings.env"].splitlines() if not line.startswith("#")]
+    env: dict[str, Any] = {name.removeprefix(ENV_PREFIX).lower(): value for name, value in lines}
+    service_ports = {p["name"]: p["port"] for p in yaml.safe_load(files["base/service.yaml"])["spec"]["ports"]}
+
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"grpc": 45000, "metrics": 9100, "health": 8086, "http": 8080}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": 8086}
+    served = Settings(**env)
+    assert (served.metrics_port, served.health_port, served.http, served.http_port) == (9100, 8086, "on", 8080)
+    assert service_ports == {"grpc": 45000, "metrics": 9100, "http": 8080}
+
+    quiet = render(Target(greeter, Settings(metrics=False), "example.org/m:1"))
+    (container,) = yaml.safe_load(quiet["base/deployment.yaml"])["spec"]["template"]["spec"]["containers"]
+    assert [port["name"] for port in container["ports"]] == ["grpc"]
+    assert "GRPC_MODEL_METRICS=false" in quiet["base/settings.env"]

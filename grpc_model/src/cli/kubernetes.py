@@ -16,7 +16,8 @@ from grpc_model.src.metadata.units import parse_size
 from grpc_model.src.settings import Settings, env_var
 
 USER_ID = 10001  # the image's user (Dockerfile)
-METRICS_PORT = 9090  # the metrics endpoint's port (operations: prometheus-client on /metrics)
+METRICS_PORT = 9090  # the metrics endpoint's port when metrics_port is 0 (a pod's ports are fixed)
+HTTP_PORT = 8080  # the HTTP port when http_port is 0
 PRE_STOP_SECONDS = 5  # for the endpoint's removal to reach kube-proxy and clients before SIGTERM
 EXIT_MARGIN_SECONDS = 10  # after the drain: answers leave, workers stop, the process exits
 STARTUP_SECONDS = 120  # the least time the startup probe allows for loading; more when timeout.status is longer
@@ -101,29 +102,49 @@ def resources(target: Target) -> Manifest:
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
 
 
+def container_ports(target: Target) -> dict[str, int]:
+    """The ports the server listens on, by name: gRPC; metrics unless off; the plaintext health port when
+    `health_port` is set (the probes' port: kubelet's gRPC probes speak no TLS); HTTP only when `http` is `on`."""
+    settings = target.settings
+    ports = {"grpc": settings.port}
+    if settings.metrics:
+        ports["metrics"] = settings.metrics_port or METRICS_PORT
+    if settings.health_port:
+        ports["health"] = settings.health_port
+    if settings.http == "on":
+        ports["http"] = settings.http_port or HTTP_PORT
+    return ports
+
+
 def settings_env(target: Target) -> dict[str, str]:
     """The server's settings in the cluster: loaded before it is ready, no remote Shutdown, a drain that
-    covers a whole call, connections renewed so that clients see replicas come and go."""
-    return {
+    covers a whole call, connections renewed so that clients see replicas come and go, and exactly the
+    ports that the manifests declare (HTTP off unless `on`, even in an image with the `http` group)."""
+    ports = container_ports(target)
+    env = {
         env_var("port"): str(target.settings.port),
         env_var("load_model_at_startup"): "true",
         env_var("shutdown"): "disabled",
         env_var("shutdown_grace_seconds"): str(target.drain_seconds),
         env_var("max_connection_age_seconds"): str(CONNECTION_AGE_SECONDS),
         env_var("log_level"): target.settings.log_level,
+        env_var("http"): "on" if "http" in ports else "off",
     }
+    names = {"metrics": "metrics_port", "health": "health_port", "http": "http_port"}
+    env.update({env_var(names[name]): str(port) for name, port in ports.items() if name in names})
+    if "metrics" not in ports:
+        env[env_var("metrics")] = "false"
+    return env
 
 
 def container(target: Target) -> Manifest:
-    port = target.settings.port
+    ports = container_ports(target)
+    port = ports.get("health", ports["grpc"])  # the probes'
     startup_seconds = max(STARTUP_SECONDS, 2 * (target.bundle.spec.timeout.status_seconds or 0.0))
     return {
         "name": "model",
         "image": target.image,
-        "ports": [
-            {"name": "grpc", "containerPort": port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-        ],
+        "ports": [{"name": name, "containerPort": number, "protocol": "TCP"} for name, number in ports.items()],
         "envFrom": [{"configMapRef": {"name": f"{target.name}-settings"}}],
         "resources": resources(target),
         # The standard gRPC health service, whole-server ("") status: SERVING once the model is loaded and
@@ -184,7 +205,12 @@ def service(target: Target, headless: bool) -> Manifest:
     if headless:  # one DNS record per ready pod: clients balance calls round robin over them
         spec["clusterIP"] = "None"
     else:
-        ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"})
+        served = container_ports(target)
+        ports += [
+            {"name": name, "port": served[name], "targetPort": name, "appProtocol": "http"}
+            for name in ("metrics", "http")
+            if name in served
+        ]
     name = f"{target.name}-headless" if headless else target.name
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": target.labels}, "spec": spec}
 
