@@ -151,7 +151,7 @@ async def start_server(settings: Settings) -> RunningServer:
         # Once gRPC has its port, so that a bad host is reported as such; after the workers forked: it is a thread.
         metrics_server = serve_metrics(metrics, runtime, settings)
     except ListenError:
-        await server.stop(None)  # releases the ports already bound
+        await server.stop(None)  # a server never started keeps its ports until collected: the process exits
         await runtime.close()  # worker processes started with the model must not outlive the failed start
         raise
     await server.start()

@@ -16,7 +16,7 @@ from grpc_model.src import web
 from grpc_model.src.server import ListenError, start_server
 from grpc_model.src.settings import Settings
 from grpc_model.tests.conftest import ServerFactory, ServerThread, eventually
-from grpc_model.tests.http_client import HTTP, get, post_form
+from grpc_model.tests.http_client import HTTP, get, post_form, request
 from grpc_model.tests.wrappers import Gated
 
 pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
@@ -190,3 +190,11 @@ def test_the_v2_rest_routes_are_served_beside_the_page(greeter_http: ServerThrea
 
     assert (status, json.loads(body)) == (200, {"name": "hello-world", "ready": True})
     assert get(url(greeter_http, "/"))[0] == 200
+
+
+def test_every_request_gets_its_id_back(greeter_http: ServerThread) -> None:
+    sent = request(url(greeter_http, "/api/model"), headers={"x-request-id": "web-call-9"})
+    generated = request(url(greeter_http, "/v2/health/live"))
+
+    assert sent[1]["x-request-id"] == "web-call-9"
+    assert len(generated[1]["x-request-id"]) > 8

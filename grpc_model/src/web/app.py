@@ -15,8 +15,10 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.observability import logs
 
 STATIC = Path(__file__).parent / "static"
+REQUEST_ID_HEADER = logs.REQUEST_ID_METADATA.encode()
 OPEN_PATHS = ("/v2/health/",)
 """Paths served without a token, as gRPC's health service is: for probes that cannot send one."""
 Refusal = Callable[[Sequence[bytes]], str | None]
@@ -33,8 +35,9 @@ def create_app(
         "described in docs/http.md.",
     )
     app.add_middleware(BodyLimit, limit=max_request_bytes)
-    if refusal is not None:  # added last, so it runs first: no body is read for a request without a token
+    if refusal is not None:  # added after the limit, so it runs first: no body is read for a request without a token
         app.add_middleware(BearerToken, refusal=refusal)
+    app.add_middleware(RequestId)
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
 
     @app.get("/", include_in_schema=False)
@@ -44,6 +47,29 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+class RequestId:
+    """Gives each request its id, as gRPC calls get theirs: from the `x-request-id` header or a new one, on every
+    line logged about it, and sent back in the same header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(REQUEST_ID_HEADER)
+        request_id = logs.accepted_request_id(sent.decode("latin-1") if sent else None)
+        logs.request_id.set(request_id)  # this request's own task: the id stays with it
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, with_id)
 
 
 class BearerToken:
