@@ -10,6 +10,8 @@ import grpc
 import pytest
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.client import ModelClient
 from grpc_model.src.observability import logs
 from grpc_model.tests.conftest import TESTS, ServerFactory, ServerProcess, eventually, start
@@ -99,3 +101,29 @@ def test_text_lines_show_the_request_id_and_keep_tracebacks() -> None:
     text = formatter.format(record)
     assert re.match(r"\S+ \S+ ERROR grpc_model\.x \[a,b\]: failed here\nTraceback", text)
     assert text.endswith("ValueError: boom")
+
+
+def test_no_front_end_writes_an_access_line_at_info(
+    serve_greeter: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-call line costs 10-15% of a small call: at DEBUG only, for V2 and HTTP as for Run."""
+    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    from grpc_model.tests.http_client import HTTP, HttpClient, post_form
+
+    server = serve_greeter(**HTTP)
+    caplog.set_level(logging.INFO)
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name="input.txt", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"Ada"])
+    )
+    GRPCInferenceServiceStub(server.client.channel).ModelInfer(
+        v2.ModelInferRequest(model_name="hello-world", inputs=[tensor]), timeout=60
+    )
+    assert post_form(f"http://{HttpClient(server).url}/api/model/run", {"input.txt": b"Bo"})[0] == 200
+    server.client.run([{"input.txt": b"Cy"}])
+
+    per_call = [
+        record.getMessage()
+        for record in caplog.records
+        if " in " in record.getMessage() and "ms" in record.getMessage()
+    ]
+    assert per_call == []

@@ -95,8 +95,8 @@ class V2Protocol:
             logger.exception("ModelInfer failed inside the framework")
             raise V2Error(Problem.INTERNAL, f"internal error: {type(error).__name__}: {error}") from None
         response = self.model.response(request, results)
-        failed = sum(not result.success for result in results)
-        logger.info(
-            "ModelInfer: %d items (%d failed) in %.1f ms", len(items), failed, (time.perf_counter() - started) * 1000
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # the access line: DEBUG, as Run's (docs/operations.md, Logs)
+            failed = sum(not result.success for result in results)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            logger.debug("ModelInfer: %d items (%d failed) in %.1f ms", len(items), failed, elapsed_ms)
         return response

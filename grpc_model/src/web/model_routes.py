@@ -51,11 +51,9 @@ def model_router(inference: Inference, spec: ModelSpec) -> APIRouter:
         item, flags = await _read_form(request)
         started = time.perf_counter()
         result = await _run_item(inference, spec, item, flags)
-        logger.info(
-            "HTTP run: 1 item (%s) in %.1f ms",
-            "succeeded" if result.success else "failed",
-            (time.perf_counter() - started) * 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # the access line: DEBUG, as Run's (docs/operations.md, Logs)
+            outcome = "succeeded" if result.success else "failed"
+            logger.debug("HTTP run: 1 item (%s) in %.1f ms", outcome, (time.perf_counter() - started) * 1000)
         if not result.success:
             return JSONResponse({"success": False, "error": _error_text(result)}, status_code=422)
         outputs = {name: _output_file(name, data, spec) for name, data in result.output.items()}
