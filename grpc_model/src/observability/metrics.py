@@ -170,7 +170,7 @@ class Metrics(Recorder):
         info.add_metric([self.model_name, self.model_version], {})
         yield info
         calls = CounterMetricFamily(
-            "grpc_model_calls", "ModzyModel calls, by method and gRPC status code.", labels=("method", "code")
+            "grpc_model_calls", "gRPC calls (ModzyModel and V2), by method and status code.", labels=("method", "code")
         )
         for (method, code), count in list(self._calls.items()):
             calls.add_metric([method, code], count)
@@ -181,7 +181,7 @@ class Metrics(Recorder):
         for method, histogram in list(self._call_seconds.items()):
             latency.add_metric([method], histogram.buckets(), histogram.total)
         yield latency
-        items = CounterMetricFamily("grpc_model_items", "Items of Run calls, by outcome.", labels=("outcome",))
+        items = CounterMetricFamily("grpc_model_items", "Items of every front end, by outcome.", labels=("outcome",))
         for outcome, count in list(self._items.items()):
             items.add_metric([outcome], count)
         yield items
