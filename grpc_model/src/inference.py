@@ -11,9 +11,12 @@ from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime
-from grpc_model.src.security.limits import InflightBudget
+from grpc_model.src.security.limits import InflightBudget, OverBudgetError
 from grpc_model.src.settings import Settings
 from grpc_model.src.validation import CheckedItem, InputValidator
+
+__all__ = ["CHECK_INLINE_BYTES", "Inference", "OverBudgetError", "build_inference"]
+"""OverBudgetError is the data plane's too: `Inference.run` raises it, and every front end answers it as busy."""
 
 CHECK_INLINE_BYTES = 64 * 1024
 """Requests up to this size are checked on the event loop (about a millisecond); larger ones on a

@@ -5,10 +5,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from grpc_model.src.inference import Inference
+from grpc_model.src.inference import Inference, OverBudgetError
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelUnavailableError, QueueFullError
-from grpc_model.src.security.limits import OverBudgetError
 from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from grpc_model.src.inference import Inference
+from grpc_model.src.inference import Inference, OverBudgetError
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import (
     ItemResult,
@@ -24,7 +24,6 @@ from grpc_model.src.runtime import (
     ModelUnavailableError,
     QueueFullError,
 )
-from grpc_model.src.security.limits import OverBudgetError
 
 logger = logging.getLogger(__name__)
 
