@@ -47,6 +47,9 @@ def main(result_path: Path) -> None:
             wait_for(lambda: server.poll() is not None or b"serving " in log.read_bytes(), "the app", READY_SECONDS)
             if server.poll() is None:
                 result.update(drive(cases, env))
+        except TimeoutError:
+            print(f"Ray Serve's controller said:\n{cluster.serve_warnings()}", file=sys.stderr)
+            raise
         finally:
             server.send_signal(signal.SIGTERM)
             try:
