@@ -19,6 +19,15 @@ from types import TracebackType
 HEAD_PORT = 6379
 START_SECONDS = 300  # `ray start` on a loaded 2-core machine: 10-60 s, so a bound far above
 START_ATTEMPTS = 3
+# Ray Serve's controller gives a new proxy 5 s to report ready (5 s more per restart) and a running one
+# 10 s to answer a health check; three misses and it kills the proxy and starts another. A proxy's start
+# (a fresh Python importing Ray Serve, two servers) takes longer than that on a loaded 2-core machine, so
+# the proxies were restarted again and again and none stayed up to route a call. Ray reads these in the
+# controller, a worker of the raylets that `ray start` launches with this process's environment.
+SERVE_TIMEOUTS = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "120",
+}
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
 
 
@@ -63,6 +72,7 @@ class LocalRay:
         # For this process and all it starts: without it, a token that some earlier local `ray.init()` left in
         # ~/.ray makes the head require it and the second node fail to join. Only the namespace reaches the cluster.
         os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ.update(SERVE_TIMEOUTS)
         self.address = f"127.0.0.1:{HEAD_PORT}"
         self.ray = str(Path(sys.executable).parent / "ray")
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a limit
@@ -88,6 +98,16 @@ class LocalRay:
         done = subprocess.run([self.ray, *args], capture_output=True, text=True, timeout=START_SECONDS, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"ray {' '.join(args)} exited with {done.returncode}: {done.stdout}{done.stderr}")
+
+    def serve_warnings(self, count: int = 10) -> str:
+        """The last warnings and errors of Ray Serve's controller: why a proxy or replica did not come up."""
+        lines = [
+            line
+            for log in sorted(Path(self.temp_dir).glob("session_latest/logs/serve/controller_*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line
+        ]
+        return "\n".join(lines[-count:])
 
     def stop(self) -> None:
         """Stops every Ray process of the namespace (the only ones `ray stop` sees here)."""

@@ -28,6 +28,8 @@ from grpc_model.tests.ray_cluster import LocalRay, wait_for
 PORT = 45000  # the namespace is private: no other server can hold it
 SERVICE = pb.DESCRIPTOR.services_by_name["ModzyModel"].full_name
 MAX_QUEUED = 4  # per replica: a call of more items is refused as a whole
+# The command's log line once the app runs: logger name and message, which no traceback's source lines show.
+SERVING = b"grpc_model.ray_serve: serving "
 READY_SECONDS = 600  # two replicas' cold start on a loaded 2-core machine: 20-60 s
 
 
@@ -44,9 +46,12 @@ def main(result_path: Path) -> None:
             command, cwd=PROJECT_ROOT, env={**env, "RAY_ADDRESS": cluster.address}, stdout=output, stderr=output
         )
         try:
-            wait_for(lambda: server.poll() is not None or b"serving " in log.read_bytes(), "the app", READY_SECONDS)
+            wait_for(lambda: server.poll() is not None or SERVING in log.read_bytes(), "the app", READY_SECONDS)
             if server.poll() is None:
                 result.update(drive(cases, env))
+        except TimeoutError:
+            print(f"Ray Serve's controller said:\n{cluster.serve_warnings()}", file=sys.stderr)
+            raise
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -45,8 +45,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "grpc-model ray-serve") 
     for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(signum, lambda *_: stop.set())
     try:
-        serve.start(grpc_options=gRPCOptions(port=settings.port, grpc_servicer_functions=[SERVICER_FUNCTION]))
-        serve.run(build_app(settings), name=APPLICATION)  # returns once every replica has loaded the model
+        start_serve(gRPCOptions(port=settings.port, grpc_servicer_functions=[SERVICER_FUNCTION]))
+        try:
+            serve.run(build_app(settings), name=APPLICATION)  # returns once every replica has loaded the model
+        except TimeoutError as error:  # the replicas are up; Ray's controller goes on starting its proxies
+            logger.warning("%s: Ray's proxies answer once they are up", error)
         logger.info(
             "serving %s %s on Ray Serve's gRPC proxy, port %d (application %r)",
             bundle.spec.name,
@@ -60,3 +63,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "grpc-model ray-serve") 
     finally:
         ray.shutdown()
     return 0
+
+
+def start_serve(grpc_options: gRPCOptions) -> None:
+    """Starts Ray Serve, or joins the one running, and lets Ray's proxies take their time.
+
+    `serve.start` and `serve.run` wait a fixed 60 s for the proxies (Ray's HTTP_PROXY_TIMEOUT, no
+    setting) and then raise TimeoutError, although the controller goes on starting them; on a loaded
+    machine a proxy takes longer. Joining the controller just started serves the same.
+    """
+    try:
+        serve.start(grpc_options=grpc_options)
+    except TimeoutError as error:
+        logger.warning("%s: Ray goes on starting them", error)
+        serve.start(grpc_options=grpc_options)  # the controller exists now: this joins it, without waiting
