@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "grpc-model ray-serve") 
         try:
             serve.run(build_app(settings), name=APPLICATION)  # returns once every replica has loaded the model
         except TimeoutError as error:  # the replicas are up; Ray's controller goes on starting its proxies
-            logger.warning("%s: Ray's proxies answer once they are up", error)
+            logger.warning("%s (Ray's proxies answer once they are up)", error)
         logger.info(
             "serving %s %s on Ray Serve's gRPC proxy, port %d (application %r)",
             bundle.spec.name,
@@ -75,5 +75,5 @@ def start_serve(grpc_options: gRPCOptions) -> None:
     try:
         serve.start(grpc_options=grpc_options)
     except TimeoutError as error:
-        logger.warning("%s: Ray goes on starting them", error)
+        logger.warning("%s (Ray goes on starting them)", error)
         serve.start(grpc_options=grpc_options)  # the controller exists now: this joins it, without waiting
