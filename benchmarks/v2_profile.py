@@ -28,8 +28,7 @@ from grpc_model.src.auto_generated.model2_template import model_pb2 as modzy
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-from grpc_model.src.metadata import load_bundle
-from grpc_model.src.v2.tensors import slug
+from grpc_model.src.metadata import load_bundle, slug
 
 PAYLOAD = b"x" * 64
 PROFILES = {  # name -> (model class in benchmarks/models.py, server flags)

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_model.src.auto_generated.model2_template import model_pb2
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-from grpc_model.src.v2.tensors import slug
+from grpc_model.src.metadata import slug
 from grpc_model.tests.conftest import (
     PATIENCE_SECONDS,
     TEST_VERSION,

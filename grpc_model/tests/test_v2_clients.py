@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from grpc_model.src.metadata import load_bundle, load_test_cases
+from grpc_model.src.metadata import load_bundle, load_test_cases, slug
 from grpc_model.src.settings import Settings
-from grpc_model.src.v2.tensors import slug
 from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread, loopback_settings
 from grpc_model.tests.http_client import HTTP, HttpClient
 from grpc_model.tests.v2_cases import case_problems, tritonclient_calls

@@ -10,8 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from grpc_model.src.cli.scaffold import slug
-from grpc_model.src.metadata import AssetBundle
+from grpc_model.src.metadata import AssetBundle, slug
 from grpc_model.src.metadata.units import parse_size
 from grpc_model.src.settings import Settings, env_var
 

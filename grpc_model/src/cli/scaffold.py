@@ -20,7 +20,7 @@ from grpc_model.src.metadata.bundle import (
     newest_version,
     version_key,
 )
-from grpc_model.src.metadata.schema import SEMANTIC_VERSION
+from grpc_model.src.metadata.schema import SEMANTIC_VERSION, slug
 from grpc_model.src.metadata.test_cases import case_dirs
 
 TEST_CASES_NOTE = "README.md"
@@ -158,7 +158,3 @@ def _class_name(name: str) -> str:
 
 def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
-def slug(name: str) -> str:
-    return "-".join(re.findall(r"[a-z0-9]+", name.lower())) or "model"

@@ -2,7 +2,7 @@
 
 from grpc_model.src.metadata.bundle import AssetBundle, BundleError, available_versions, load_bundle, newest_version
 from grpc_model.src.metadata.checks import BundleReport, check_bundle
-from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec
+from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec, slug
 from grpc_model.src.metadata.test_cases import (
     TestCase,
     Tolerance,
@@ -26,4 +26,5 @@ __all__ = [
     "load_test_cases",
     "newest_version",
     "output_differences",
+    "slug",
 ]

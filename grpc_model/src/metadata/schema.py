@@ -4,6 +4,7 @@ Field names follow the YAML (camelCase) so that validation errors and the genera
 JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_size`.
 """
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -203,3 +204,8 @@ class DockerMetadata(_Section):
 
     dockerMetadata: list[DockerImage] = []
     id: str = ""
+
+
+def slug(name: str) -> str:
+    """A model.yaml name as one lower-case URL, image or Kubernetes name segment: "Hello World" -> "hello-world"."""
+    return "-".join(re.findall(r"[a-z0-9]+", name.lower())) or "model"

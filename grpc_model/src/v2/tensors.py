@@ -5,13 +5,12 @@ file. Transport-free: the gRPC service and the REST routes turn their wire form 
 and `InferResponse` back, so that both map tensors alike.
 """
 
-import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.metadata import ModelSpec, slug
 from grpc_model.src.runtime import ItemResult
 
 BYTES = "BYTES"
@@ -69,11 +68,6 @@ class InferResponse:
     model_version: str
     id: str
     outputs: list[Tensor]
-
-
-def slug(name: str) -> str:
-    """A model.yaml name as a V2 model name (one URL path segment): "Hello World" -> "hello-world"."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
 
 
 @dataclass(frozen=True)
