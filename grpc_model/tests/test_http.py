@@ -2,7 +2,9 @@
 
 import asyncio
 import base64
+import http.client
 import json
+import os
 import socket
 import threading
 import urllib.error
@@ -198,3 +200,38 @@ def test_every_request_gets_its_id_back(greeter_http: ServerThread) -> None:
 
     assert sent[1]["x-request-id"] == "web-call-9"
     assert len(generated[1]["x-request-id"]) > 8
+
+
+def _server_side_socket(local_port: int, peer_port: int) -> socket.socket:
+    """The server's end of a loopback connection, found among this process's descriptors (the server is in-process)."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            candidate = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        try:
+            if candidate.getsockname()[1] == local_port and candidate.getpeername()[1] == peer_port:
+                return candidate
+        except (OSError, IndexError, TypeError):
+            pass
+        candidate.close()
+    raise AssertionError(f"no server socket on port {local_port} connected to port {peer_port}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the server's socket through Linux's /proc")
+def test_kept_alive_connections_send_answers_without_waiting_for_an_ack(greeter_http: ServerThread) -> None:
+    """Without TCP_NODELAY on the accepted socket, each answer on a reused connection waited ~40 ms (Nagle's algorithm
+    against the client's delayed ACK): every REST client paid it. Checked on the connection itself, not by timing."""
+    assert greeter_http.running.http is not None
+    port = greeter_http.running.http.port
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(2):  # the second request reuses the connection
+            connection.request("GET", "/v2/health/live")
+            assert connection.getresponse().read() is not None
+        assert connection.sock is not None
+        server_end = _server_side_socket(port, connection.sock.getsockname()[1])
+        with server_end:
+            assert server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        connection.close()

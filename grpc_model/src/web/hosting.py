@@ -37,7 +37,12 @@ def bind(host: str, port: int) -> socket.socket:
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     family, _, _, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     dual_stack = family == socket.AF_INET6 and name == "::" and socket.has_dualstack_ipv6()
-    return socket.create_server(address[:2], family=family, dualstack_ipv6=dual_stack)
+    sock = socket.create_server(address[:2], family=family, dualstack_ipv6=dual_stack)
+    # Accepted connections inherit TCP_NODELAY. asyncio sets it only on sockets whose protocol number is TCP, and
+    # create_server's is 0: without this, Nagle's algorithm meets the client's delayed ACK and every answer on a
+    # kept-alive connection waits about 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 class HttpServer:
