@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -211,3 +212,23 @@ def test_paths_in_csv_and_jsonl_stay_in_their_folder_unless_allowed(
     code, output = score(str(inputs), "--server", target(server), "--out", str(out), "--allow-paths-outside")
     assert code == 0, output
     assert {row["id"]: row["out"] for row in lines(out)} == {"first": "inside", "second": SECRET.decode()}
+
+
+@pytest.mark.parametrize("spelling", ["file-name", "jsonl-id", "jsonl-text"])
+def test_ids_and_text_that_are_not_unicode_are_refused_before_anything_is_sent(
+    serve_wrapper: ServerFactory, tmp_path: Path, spelling: str
+) -> None:
+    if spelling == "file-name":
+        inputs = folder(tmp_path / "in", {"plain": b"fine"})
+        with open(os.fsencode(inputs) + b"/latin-\xe9", "wb") as latin:  # a name in another encoding than UTF-8
+            latin.write(b"fine")
+    else:
+        record = {"id": "\ud800"} if spelling == "jsonl-id" else {"id": "x", "a": "lone \ud800"}
+        inputs = write_jsonl(tmp_path / "items.jsonl", [{"a": "fine"}, {"a": "fine", **record}])
+    server = serve_wrapper("Gated", model_class=GATED)
+    Gated.served_by.clear()
+    out = tmp_path / "results.jsonl"
+    code, output = score(str(inputs), "--server", target(server), "--out", str(out))
+    assert code == 2, output
+    assert "not valid UTF-8" in output
+    assert sum(Gated.served_by.values()) == 0

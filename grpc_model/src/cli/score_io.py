@@ -116,7 +116,7 @@ def _folder_items(folder: Path, input_names: Sequence[str], outside: bool) -> li
 
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if len(input_names) == 1 and not any(p.is_dir() for p in entries):
-        return [Item(p.name, {input_names[0]: kept(p.name, p)}) for p in entries if p.is_file()]
+        return _unique(folder, [Item(p.name, {input_names[0]: kept(p.name, p)}) for p in entries if p.is_file()])
     items = []
     for sub in (p for p in entries if p.is_dir()):
         files = {name: sub / name for name in input_names if (sub / name).is_file()}
@@ -126,7 +126,7 @@ def _folder_items(folder: Path, input_names: Sequence[str], outside: bool) -> li
             f"{folder}: expected one subfolder per item holding {', '.join(input_names)}"
             + (" (or, for this one-input model, one file per item)" if len(input_names) == 1 else "")
         )
-    return items
+    return _unique(folder, items)
 
 
 class _Values:
@@ -139,6 +139,8 @@ class _Values:
         """A path to a file (relative to the inputs file's folder) when one exists there, else inline text."""
         if not isinstance(value, str):
             raise ScoreInputError(f"{where}: {name} must be a path or text, got {type(value).__name__}")
+        if not _unicode(value):
+            raise ScoreInputError(f"{where}: {name}: {value!r} is not valid UTF-8 (it holds a lone surrogate)")
         candidate = self.base / value
         if not (value and len(value) < 4096 and "\n" not in value and candidate.is_file()):
             return value
@@ -190,9 +192,25 @@ def _csv_items(path: Path, input_names: Sequence[str], outside: bool) -> list[It
     return _unique(path, items)
 
 
+def _unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: a file name in another encoding, or a JSON string's lone
+    surrogate, cannot (and would end the run at its first result line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _unique(path: Path, items: list[Item]) -> list[Item]:
+    """Every id once (they are how a run resumes), and each one writable in the UTF-8 results."""
     seen: set[str] = set()
     for item in items:
+        if not _unicode(item.id):
+            raise ScoreInputError(
+                f"{path}: id {item.id!r} is not valid UTF-8 (a file name in another encoding, or a lone "
+                "surrogate): the results are UTF-8; rename it"
+            )
         if item.id in seen:
             raise ScoreInputError(f"{path}: id {item.id!r} appears twice; ids must be unique to resume")
         seen.add(item.id)
