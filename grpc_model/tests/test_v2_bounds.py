@@ -3,6 +3,7 @@ built for it, counted against the budget of bytes in flight, and refused with a 
 
 import json
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -179,6 +180,29 @@ def test_rest_binary_data_is_not_split_past_the_shape(serve_greeter: ServerFacto
     )
     assert status == 400
     assert "over the model's maxBatchSize of 8" in json.loads(body)["error"]
+
+
+def test_a_large_rest_body_is_parsed_off_the_event_loop(
+    serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grpc_model.src.v2 import rest as rest_module
+
+    threads: list[str] = []
+
+    def recording(*arguments: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return parse(*arguments)
+
+    parse = rest_module.infer_request
+    monkeypatch.setattr(rest_module, "infer_request", recording)
+    server = serve_greeter(**HTTP)
+    small = {"inputs": [{"name": "input.txt", "datatype": "BYTES", "shape": [1], "data": ["Ada"]}]}
+    large = {"inputs": [{"name": "input.txt", "datatype": "BYTES", "shape": [1], "data": [""] * 100_000}]}
+
+    assert rest(server, small)[0] == 200
+    assert rest(server, large)[0] == 400
+    assert threads[0] == server.thread.name  # a small body: on the loop, no thread hop
+    assert threads[1] != server.thread.name
 
 
 def test_a_tensor_is_read_only_after_its_shape_passed_and_no_further(greeter_bundle: Any) -> None:

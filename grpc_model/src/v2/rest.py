@@ -5,6 +5,8 @@ HTTP client sends by default), after the JSON header whose length the `Inference
 header gives, each element preceded by its 4-byte little-endian length.
 """
 
+import asyncio
+import functools
 import json
 from collections.abc import Mapping
 from itertools import islice
@@ -13,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from grpc_model.src.inference import CHECK_INLINE_BYTES
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
 from grpc_model.src.v2.quoting import quoted
 from grpc_model.src.v2.tensors import (
@@ -76,7 +79,9 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     async def infer(name: str, request: Request, version: str = "") -> Response:
         try:
             body = await request.body()
-            parsed, binary_outputs = infer_request(name, version, body, request.headers)
+            parse = functools.partial(infer_request, name, version, body, request.headers)
+            # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
+            parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
             return infer_response(await protocol.infer(parsed), binary_outputs)
         except V2Error as error:
             return _error(error)
