@@ -23,8 +23,10 @@ MAX_REASON_CHARS = 300  # gRPC carries the message in a trailer, which clients c
 LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in raw and binary tensor data
 COUNT_CEILING = 2**63
 """Element counts are computed up to here: past it (a shape of 50,000 dimensions) the exact number does not matter."""
-ANSWER_OVERHEAD_BYTES = 16
-"""Framing per element and per tensor in an answer (protobuf tags and lengths, raw lengths), generous."""
+ELEMENT_OVERHEAD_BYTES = 16
+TENSOR_OVERHEAD_BYTES = 64
+"""Framing in an answer per element (a tag and length, or a raw length) and per tensor or message (tags,
+lengths, datatype, shape), generous: the estimate is never below the wire size."""
 
 Parameter = bool | int | float | str
 
@@ -93,9 +95,10 @@ class InferResponse:
     @property
     def size(self) -> int:
         """At least the bytes the answer takes on the wire, counted before they are built (from references)."""
-        tensors = sum(ANSWER_OVERHEAD_BYTES + len(tensor.name.encode()) for tensor in self.outputs)
-        elements = sum(len(element) + ANSWER_OVERHEAD_BYTES for tensor in self.outputs for element in tensor.elements)
-        return len(self.id.encode()) + tensors + elements
+        texts = [self.model_name, self.model_version, self.id, *(tensor.name for tensor in self.outputs)]
+        framing = TENSOR_OVERHEAD_BYTES * (1 + len(self.outputs))
+        elements = sum(len(element) + ELEMENT_OVERHEAD_BYTES for tensor in self.outputs for element in tensor.elements)
+        return framing + sum(len(text.encode()) for text in texts) + elements
 
 
 @dataclass(frozen=True)
