@@ -49,6 +49,8 @@ class V2Error(Exception):
 
 @dataclass
 class Tensor:
+    """An answer's tensor; a request's is an InputTensor, read only once it passed the model's bounds."""
+
     name: str
     datatype: str
     shape: list[int]
