@@ -129,7 +129,7 @@ async def start_server(settings: Settings) -> RunningServer:
     interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(check)] if check else [])]
     server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings, largest_request))
     add_to_server(service, server)
-    v2 = V2Protocol(inference, bundle.spec)
+    v2 = V2Protocol(inference, bundle.spec, settings.max_send_message_bytes)
     v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

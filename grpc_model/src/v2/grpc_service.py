@@ -9,15 +9,15 @@ from grpc_model.src.grpc_methods import add_unary_service
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.v2.tensors import (
-    BYTES,
     InferRequest,
     InferResponse,
+    InputTensor,
     Parameter,
     Problem,
-    Tensor,
     V2Error,
     joined_bytes,
-    split_bytes,
+    listed,
+    packed,
 )
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -29,6 +29,9 @@ CODES = {
     Problem.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
+MAX_DETAILS_BYTES = 4096
+"""The longest error message sent, as gRPC puts it in the trailer: percent-encoded, 3 bytes for each byte
+outside printable ASCII. Clients refuse a trailer past 8 KiB with RESOURCE_EXHAUSTED, hiding the real code."""
 
 
 class GRPCInferenceService:
@@ -45,7 +48,7 @@ class GRPCInferenceService:
         try:
             ready = await self.protocol.model_ready(request.name, request.version)
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
@@ -56,7 +59,7 @@ class GRPCInferenceService:
         try:
             metadata = self.protocol.model_metadata(request.name, request.version)
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=metadata.name,
@@ -70,8 +73,29 @@ class GRPCInferenceService:
         try:
             response = await self.protocol.infer(infer_request(request))
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         return infer_response(response, raw=len(request.raw_input_contents) > 0)
+
+
+async def _abort(context: Context, error: V2Error) -> None:
+    await context.abort(CODES[error.problem], details(str(error)))
+
+
+def details(message: str) -> str:
+    """The message, cut where gRPC's percent-encoding of it would pass MAX_DETAILS_BYTES."""
+    size = 0
+    for index, character in enumerate(message):
+        size += _encoded_size(character)
+        if size > MAX_DETAILS_BYTES:
+            return f"{message[:index]}... (cut: {len(message):,} characters in all)"
+    return message
+
+
+def _encoded_size(character: str) -> int:
+    """Bytes of one character in a percent-encoded grpc-message: printable ASCII but % as is, others as %XX."""
+    if " " <= character <= "~" and character != "%":
+        return 1
+    return 3 * len(character.encode(errors="replace"))
 
 
 def infer_request(request: pb.ModelInferRequest) -> InferRequest:
@@ -83,13 +107,15 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         )
     if raw and any(tensor.HasField("contents") for tensor in request.inputs):
         raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
-    inputs = []
-    for index, tensor in enumerate(request.inputs):
-        if raw:
-            elements = split_bytes(tensor.name, raw[index]) if tensor.datatype == BYTES else []
-        else:
-            elements = list(tensor.contents.bytes_contents)
-        inputs.append(Tensor(tensor.name, tensor.datatype, list(tensor.shape), elements))
+    inputs = [
+        InputTensor(
+            tensor.name,
+            tensor.datatype,
+            list(tensor.shape),
+            packed(tensor.name, raw[index]) if raw else listed(tensor.contents.bytes_contents),
+        )
+        for index, tensor in enumerate(request.inputs)
+    ]
     return InferRequest(
         request.model_name,
         request.model_version,
@@ -97,6 +123,7 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         [output.name for output in request.outputs],
         {name: _value(parameter) for name, parameter in request.parameters.items()},
         request.id,
+        request.ByteSize(),
     )
 
 
