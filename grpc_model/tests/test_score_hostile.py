@@ -9,12 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import (
     ModzyModelServicer,
     add_ModzyModelServicer_to_server,
 )
+from grpc_model.src.cli import app
 from grpc_model.tests.conftest import ServerFactory
 from grpc_model.tests.test_score import GATED, Gated, folder, lines, score, target
 
@@ -232,3 +234,24 @@ def test_ids_and_text_that_are_not_unicode_are_refused_before_anything_is_sent(
     assert code == 2, output
     assert "not valid UTF-8" in output
     assert sum(Gated.served_by.values()) == 0
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/x.bin", "/tmp/x.bin"])
+def test_call_writes_no_output_a_server_names_outside_its_folder(
+    hostile: HostileFactory, tmp_path: Path, name: str
+) -> None:
+    """`grpc-model call --output-dir` wrote `..` or "" onto the folder itself (IsADirectoryError), and `a/x.bin` and
+    `b/x.bin` to one file: the server's name chose where its bytes landed."""
+    server = hostile(["a"], [name, "fine.bin"])
+    (tmp_path / "a.txt").write_bytes(b"hi")
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(
+        app, ["call", server.target, "--input", f"a={tmp_path / 'a.txt'}", "--output-dir", str(out)],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "not plain file names" in result.output
+    assert repr(name) in result.output
+    assert not out.exists()
