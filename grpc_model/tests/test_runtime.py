@@ -103,6 +103,14 @@ def test_load_error_carries_the_models_message() -> None:
     assert not runtime.is_loaded
 
 
+def test_run_after_a_failed_load_names_the_loads_error() -> None:
+    runtime = make_runtime(f"{TESTS}:FailingInit", 4)
+    with pytest.raises(ModelLoadError):
+        asyncio.run(runtime.load())
+    with pytest.raises(ModelNotLoadedError, match="the last load failed: RuntimeError: weights file"):
+        asyncio.run(runtime.run([{"a": b"1"}], False, False))
+
+
 def test_concurrent_loads_instantiate_once() -> None:
     runtime = make_runtime(f"{TESTS}:SlowInit", 4)
 

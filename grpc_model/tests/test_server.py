@@ -134,6 +134,17 @@ def test_failing_load_reports_500_and_the_server_stays_up(serve_wrapper: ServerF
     assert server.client.status().status_code == 500  # still answering
 
 
+def test_run_after_a_failed_load_names_the_loads_error(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("FailingInit")
+    assert server.client.status().status_code == 500
+
+    response = server.client.run([{"input.txt": b"a"}])
+
+    assert response.status_code == 503
+    for message in (response.message, response.outputs[0].output["error"].decode()):
+        assert "RuntimeError: weights file /models/weights.pt not found" in message  # not just "call Status first"
+
+
 def test_a_later_status_retries_a_failed_load(serve_wrapper: ServerFactory) -> None:
     FailsFirstInit.attempts = 0
     server = serve_wrapper("FailsFirstInit")
