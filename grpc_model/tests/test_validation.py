@@ -78,7 +78,7 @@ def test_bad_sizes_and_durations_in_model_yaml_name_the_key(key: str, value: obj
         data[key] = value
     with pytest.raises(ValidationError) as raised:
         ModelSpec.model_validate(data)
-    assert expected in describe_errors(raised.value)  # the message users see at start-up
+    assert expected in describe_errors(raised.value, ModelSpec)  # the message users see at start-up
 
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
