@@ -13,9 +13,18 @@ import pytest
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
-from grpc_model.src.metadata import load_bundle
+from grpc_model.src.cli.testing import run_cases_in_process
+from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread, copy_project
+from grpc_model.tests.conftest import (
+    TEST_VERSION,
+    TESTS,
+    USER_MODEL_CLASS,
+    ServerFactory,
+    ServerThread,
+    copy_project,
+    write_greeter_bundle,
+)
 
 AUTHORS_ROOMS = ("model_lib/", "asset_bundle/")
 
@@ -181,6 +190,21 @@ def test_a_failing_case_names_the_case_file_and_key_path(project: Path, tmp_path
     failed = [test.get("name") for test in report.iter("testcase") if test.find("failure") is not None]
     assert case.name in failed
     assert any(suite.get("name") == "pytest" for suite in report.iter("testsuite"))  # model_lib/tests, from pytest
+
+
+def test_a_case_that_fails_in_process_is_reported_once(tmp_path: Path) -> None:
+    bundle_root = write_greeter_bundle(tmp_path / "bundle")
+    cases = bundle_root / TEST_VERSION / "test_cases"
+    (cases / "0001-full-sentence" / "results.json").write_text('{"data": {"result": {"greeting": "wrong"}}}')
+    (cases / "0004-one-word" / "input.txt").write_text("   ")  # the greeter raises for it: in a batch call too
+    bundle = load_bundle(bundle_root)
+
+    outcomes = run_cases_in_process(bundle, load_test_cases(bundle), f"{TESTS}:Greeter")
+
+    failed = {outcome.name: outcome.problems for outcome in outcomes if not outcome.passed}
+    assert set(failed) == {"0001-full-sentence", "0004-one-word"}  # not again under the batch check
+    assert failed["0004-one-word"] == ["the model failed: ValueError: input.txt is empty: expected at least one word"]
+    assert any("handle_input_batch" in outcome.name for outcome in outcomes)  # the cases that pass still go in one
 
 
 def test_the_test_cases_pass_against_a_running_server(serve: ServerFactory, project: Path) -> None:

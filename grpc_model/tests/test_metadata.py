@@ -167,11 +167,14 @@ def test_a_test_case_missing_an_input_is_an_error(tmp_path: Path) -> None:
         load_test_case(tmp_path, ["input.txt"], ["results.json"])
 
 
+EXACTLY = "compared exactly: case.yaml sets no tolerance"
+
+
 def test_json_outputs_compare_as_json_and_others_as_bytes() -> None:
     expected = {"r.json": b'{"a": 1, "b": [1, 2]}', "img.png": b"\x89PNG"}
     assert output_differences(expected, {"r.json": b'{"b":[1,2],"a":1}', "img.png": b"\x89PNG"}) == []
     assert output_differences(expected, {"r.json": b'{"a": 2, "b": [1, 2]}', "img.png": b"\x89PNG"}) == [
-        "r.json: a: expected 1, got 2"
+        f"r.json: a: expected 1, got 2 (off by 1; {EXACTLY})"
     ]
     assert output_differences(expected, {"r.json": expected["r.json"], "img.png": b"\x89PNh"}) == [
         "img.png: expected <4 bytes of binary data>, got <4 bytes of binary data>"
@@ -197,7 +200,10 @@ def test_json_differences_name_the_key_path() -> None:
     many = output_differences(
         {"r.json": json.dumps(list(range(30))).encode()}, {"r.json": json.dumps([-1] * 30).encode()}
     )
-    assert many[:2] == ["r.json: 0: expected 0, got -1", "r.json: 1: expected 1, got -1"]
+    assert many[:2] == [
+        f"r.json: 0: expected 0, got -1 (off by 1; {EXACTLY})",
+        f"r.json: 1: expected 1, got -1 (off by 2; {EXACTLY})",
+    ]
     assert many[20:] == ["r.json: and 10 more differences"]
     assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]
 
@@ -206,11 +212,12 @@ def test_numbers_match_within_a_tolerance_and_true_is_not_one() -> None:
     expected = {"r.json": b'{"p": [0.5, 100.0], "ok": true}'}
     actual = {"r.json": b'{"p": [0.5004, 100.9], "ok": true}'}
     assert output_differences(expected, actual) == [
-        "r.json: p.0: expected 0.5, got 0.5004",
-        "r.json: p.1: expected 100.0, got 100.9",
+        f"r.json: p.0: expected 0.5, got 0.5004 (off by 0.0004; {EXACTLY})",
+        f"r.json: p.1: expected 100.0, got 100.9 (off by 0.9; {EXACTLY})",
     ]
-    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001)}) == [
-        "r.json: p.1: expected 100.0, got 100.9"
+    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001, relative=0.001)}) == [
+        "r.json: p.1: expected 100.0, got 100.9 (off by 0.9; tolerance: absolute 0.001, relative 0.001, "
+        "so at most 0.101 here)"  # the tolerance in force, and what it allows for this number
     ]
     assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001, relative=0.01)}) == []
     assert output_differences({"r.json": b"[true]"}, {"r.json": b"[1]"}, {"r.json": Tolerance(absolute=1)}) == [
@@ -233,7 +240,10 @@ def test_case_yaml_sets_flags_and_tolerances(tmp_path: Path) -> None:
     assert (case.explain, case.detect_drift) == (True, False)
     assert case.tolerances == {"results.json": Tolerance(relative=0.01)}  # the output's own tolerance wins
     assert case.differences({"results.json": b'{"n": 1.005}'}) == []
-    assert case.differences({"results.json": b'{"n": 1.5}'}) == ["results.json: n: expected 1.0, got 1.5"]
+    assert case.differences({"results.json": b'{"n": 1.5}'}) == [
+        "results.json: n: expected 1.0, got 1.5 (off by 0.5; tolerance: absolute 0, relative 0.01, "
+        "so at most 0.01 here)"
+    ]
 
 
 @pytest.mark.parametrize(
