@@ -6,6 +6,7 @@ the wrapper does.
 """
 
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,36 @@ def _single(model: LoadedModel, item: ModelInput, detect_drift: bool, explain: b
     try:
         output = model.single(item, detect_drift, explain)
     except BaseException as error:
-        logger.exception("%s failed on an item", model.name)
+        _log_item_error(model.name, error)
         return ItemResult.failure(describe(error))
     return _checked(output, model.name)
+
+
+MAX_TRACEBACKS_SHOWN = 1000
+"""Distinct errors whose first traceback is shown; past that, every traceback is at DEBUG."""
+_tracebacks_shown: set[tuple[str, str, int]] = set()
+
+
+def _log_item_error(model_name: str, error: BaseException) -> None:
+    """One WARNING line per item the model raised for: a bad input is the client's problem, and the caller has
+    the error. The traceback comes with the first error of each type and place (a bug in the model shows its
+    stack once), later ones at DEBUG. A model that exits (SystemExit, KeyboardInterrupt) is an ERROR."""
+    if not isinstance(error, Exception):
+        logger.exception("%s failed on an item: %s", model_name, describe(error))
+        return
+    site = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    key = (type(error).__qualname__, site.filename if site else "", (site.lineno or 0) if site else 0)
+    if key not in _tracebacks_shown and len(_tracebacks_shown) < MAX_TRACEBACKS_SHOWN:
+        _tracebacks_shown.add(key)
+        logger.warning(
+            "%s failed on an item: %s; traceback below (once per error type and place; later ones at DEBUG)",
+            model_name,
+            describe(error),
+            exc_info=error,
+        )
+        return
+    logger.warning("%s failed on an item: %s", model_name, describe(error))
+    logger.debug("the traceback of %s on that item", model_name, exc_info=error)
 
 
 def describe(error: BaseException) -> str:
