@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -24,6 +25,7 @@ from grpc_model.tests.conftest import (
     ServerThread,
     copy_project,
     write_greeter_bundle,
+    write_newer_bundle,
 )
 
 AUTHORS_ROOMS = ("model_lib/", "asset_bundle/")
@@ -139,6 +141,20 @@ def test_new_version_releases_without_touching_the_framework(project: Path) -> N
     ]  # the author's comments are kept
     assert grpc_model_cli(project, "version").stdout.strip() == "0.3.0"
     assert "no test cases" in grpc_model_cli(project, "validate").stdout
+
+
+def test_testing_an_older_bundle_warns_that_the_code_is_todays(tmp_path: Path) -> None:
+    root = tmp_path / "asset_bundle"
+    shutil.copytree(load_bundle(PROJECT_ROOT / "asset_bundle").path, root / TEST_VERSION)
+    write_newer_bundle(root, "0.2.0")
+    environment = {"GRPC_MODEL_ASSET_BUNDLE_DIR": str(root), "GRPC_MODEL_MODEL_VERSION": TEST_VERSION, "COLUMNS": "300"}
+
+    result = CliRunner().invoke(app, ["test"], env=environment)
+
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    warning = f"warning: serving asset bundle {TEST_VERSION}, but 0.2.0 is the newest"
+    assert result.output.count(warning) == 2  # before the run, and again under the summary
+    assert "code is not versioned with bundles" in result.output
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ from grpc_model.src.metadata import (
     load_test_case,
     load_test_cases,
     newest_version,
+    older_bundle_warning,
     output_differences,
 )
 from grpc_model.src.modzy_messages import status_metadata
-from grpc_model.tests.conftest import GREETER
+from grpc_model.tests.conftest import GREETER, write_newer_bundle
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
 
@@ -260,6 +261,16 @@ def test_a_malformed_case_names_the_file_and_key(
 ) -> None:
     with pytest.raises(BundleError, match=re.escape(problem)):
         load_test_case(write_case(tmp_path / "c", case_yaml, **files), ["input.txt"], ["results.json", "other.json"])
+
+
+def test_serving_an_older_bundle_than_the_newest_says_the_code_is_todays(bundle_root: Path) -> None:
+    write_newer_bundle(bundle_root, "0.10.0")
+    older = older_bundle_warning(load_bundle(bundle_root, "0.1.0"))
+    assert older is not None
+    assert "serving asset bundle 0.1.0, but 0.10.0 is the newest" in older
+    assert "the code is today's: code is not versioned with bundles" in older
+    assert older_bundle_warning(load_bundle(bundle_root, "0.10.0")) is None
+    assert older_bundle_warning(load_bundle(bundle_root)) is None
 
 
 def test_the_newest_version_is_served(tmp_path: Path) -> None:

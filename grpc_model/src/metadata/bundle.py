@@ -73,6 +73,20 @@ def load_bundle(root: Path, version: str = "") -> AssetBundle:
     return AssetBundle(path=path, spec=spec, docker=docker)
 
 
+def older_bundle_warning(bundle: AssetBundle) -> str | None:
+    """Why serving `bundle` may surprise, when a newer bundle sits beside it: only the metadata and test cases
+    are that version's, the code in model_lib/ is today's, so the older cases may fail against it."""
+    newest = available_versions(bundle.path.parent)[-1:]
+    if not newest or version_key(bundle.version) >= version_key(newest[0]):
+        return None
+    return (
+        f"serving asset bundle {bundle.version}, but {newest[0]} is the newest under {bundle.path.parent}: "
+        f"model.yaml and the test cases are {bundle.version}'s, the code is today's: code is not versioned with "
+        f"bundles, so {bundle.version}'s test cases may fail. Unset GRPC_MODEL_MODEL_VERSION (--model-version) "
+        "to serve the newest"
+    )
+
+
 def newest_version(root: Path) -> str:
     """The served version by default: the newest `<x.y.z>/` under `root`, so a release is one new directory."""
     versions = available_versions(root)
