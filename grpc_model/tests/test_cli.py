@@ -11,11 +11,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app
+from grpc_model.src.cli import app, templates
+from grpc_model.src.cli.scaffold import FileSpec
 from grpc_model.src.cli.testing import run_cases_in_process
-from grpc_model.src.metadata import load_bundle, load_test_cases
+from grpc_model.src.metadata import Tolerance, load_bundle, load_test_cases
+from grpc_model.src.metadata.test_cases import CaseFile
 from grpc_model.src.settings import PROJECT_ROOT
 from grpc_model.tests.conftest import (
     TEST_VERSION,
@@ -119,6 +122,33 @@ def test_the_readme_walkthrough_works_in_a_fresh_copy(project: Path) -> None:
     assert released.returncode == 0, released.stderr
     assert "copied 1 test case(s): 0001-two-words" in released.stdout
     assert all(path.startswith(AUTHORS_ROOMS) for path in changed(before, files(project)))
+
+
+def test_the_test_cases_note_init_writes_names_every_key_of_case_yaml() -> None:
+    inputs, outputs = [FileSpec("input.txt", "text/plain")], [FileSpec("results.json", "application/json")]
+    note = templates.test_cases_note(inputs, outputs)
+    for key in [*CaseFile.model_fields, *Tolerance.model_fields]:
+        assert f"{key}:" in note, f"the test_cases/README.md that init writes does not show {key} of case.yaml"
+    assert "`input.txt`" in note
+    assert "`results.json`" in note
+    example = note.split("```yaml\n")[1].split("```")[0]
+    assert CaseFile.model_validate(yaml.safe_load(example)).explain is False  # the example is a valid case.yaml
+
+
+def test_the_readme_and_the_skeleton_write_outputs_one_way() -> None:
+    """The README's wrapper, the skeleton init writes and the example model build results.json the same way."""
+    spec = [FileSpec("input.txt", "text/plain")], [FileSpec("results.json", "application/json")]
+    skeleton = templates.wrapper("Word Stats", "WordStatsModel", "0.1.0", *spec)
+    readme_wrapper = next(block for block in readme_blocks("python") if "class " in block)
+    example = (PROJECT_ROOT / "model_lib/src/model.py").read_text()
+    for source in (skeleton, readme_wrapper, example):
+        assert '"results.json": results_json(' in source
+        assert "success_output" not in source
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "`data.explanation`" in readme  # where an explanation goes, said where the wrapper is
+    git_status = next(line for line in readme.split("\n\n") if "`git status`" in line)
+    assert "`pyproject.toml`" in git_status
+    assert "`poetry.lock`" in git_status  # what adding a dependency changes besides the author's rooms
 
 
 def test_new_version_releases_without_touching_the_framework(project: Path) -> None:
