@@ -282,6 +282,16 @@ def test_status_and_call_show_a_running_server(greeter_server: ServerThread, tmp
     assert "the model has no input 'image.png'" in unknown.stdout
 
 
+def test_call_after_a_failed_load_names_the_loads_error(serve_wrapper: ServerFactory, tmp_path: Path) -> None:
+    server = serve_wrapper("FailingInit")
+    (tmp_path / "a.bin").write_bytes(b"1")
+
+    call = grpc_model_cli(tmp_path, "call", f"127.0.0.1:{server.running.port}", "--input", f"a={tmp_path / 'a.bin'}")
+
+    assert call.returncode == 1
+    assert "the last load failed: RuntimeError: weights file /models/weights.pt not found" in call.stdout
+
+
 def test_an_unreachable_server_is_a_failure_not_a_traceback(tmp_path: Path) -> None:
     result = grpc_model_cli(tmp_path, "status", "127.0.0.1:1", "--timeout", "2")
     assert result.returncode == 1
