@@ -190,6 +190,33 @@ def test_an_item_the_model_refuses_is_one_warning_line_with_its_traceback_once_p
     assert len(repeated) == 1  # the second ValueError's traceback, for whoever turns DEBUG on
 
 
+def item_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "grpc_model.src.runtime.items" and record.levelno >= logging.WARNING
+    ]
+
+
+def test_a_bad_item_in_a_batch_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="grpc_model.src.runtime.items"):
+        results = run(make_runtime(f"{TESTS}:Echo", 4), [{"a": b"1"}, {"a": b"fail"}, {"a": b"3"}])
+    assert [result.success for result in results] == [True, False, True]
+    [line] = item_warnings(caplog)  # the item's, not also one for the batch that raised because of it
+    assert line.startswith("Echo failed on an item: ValueError: asked to fail")
+
+
+def test_a_batch_method_that_raises_when_every_item_succeeds_alone_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="grpc_model.src.runtime.items"):
+        results = run(make_runtime(f"{TESTS}:RaisingBatch", 4), [{"a": b"1"}, {"a": b"2"}])
+    assert all(result.success for result in results)
+    [line] = item_warnings(caplog)
+    assert "RaisingBatch batch method raised RuntimeError: batch exploded" in line
+    assert "each of its 2 items succeeds alone" in line
+
+
 def test_a_model_that_exits_on_an_item_is_an_error_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="grpc_model.src.runtime.items"):
         run(make_runtime(f"{TESTS}:Exiting", 1), [{"a": b""}])

@@ -35,14 +35,25 @@ def process_items(
     """Runs one batch call when it can, else (or when it misbehaves) one call per item."""
     if len(items) > 1 and model.batch is not None:
         batch_results = _try_batch(model, items, detect_drift, explain)
-        if batch_results is not None:
+        if isinstance(batch_results, list):
             return batch_results
+        results = [_single(model, item, detect_drift, explain) for item in items]
+        if batch_results is not None and all(result.success for result in results):
+            # No culprit item said why: the batch code itself is at fault, and every batch now costs a call per item.
+            logger.warning(
+                "%s batch method raised %s, though each of its %d items succeeds alone; they ran one at a time",
+                model.name,
+                describe(batch_results),
+                len(items),
+            )
+        return results
     return [_single(model, item, detect_drift, explain) for item in items]
 
 
 def _try_batch(
     model: LoadedModel, items: Sequence[ModelInput], detect_drift: bool, explain: bool
-) -> list[ItemResult] | None:
+) -> list[ItemResult] | BaseException | None:
+    """The batch's results; else None, or what the batch method raised, and its items are to run alone."""
     assert model.batch is not None
     try:
         outputs = model.batch(list(items), detect_drift, explain)
@@ -51,12 +62,15 @@ def _try_batch(
         return None
     # BaseException: a model calling sys.exit() must fail its items, not stop the server.
     except BaseException as error:
-        # One line: a culprit item raises again when it runs alone, and logs its traceback then.
-        logger.warning(
-            "%s batch method raised %s; processing %d items one at a time", model.name, describe(error), len(items)
+        # At DEBUG: a culprit item raises again when it runs alone and says why then, at WARNING.
+        logger.debug(
+            "%s batch method raised %s; processing %d items one at a time",
+            model.name,
+            describe(error),
+            len(items),
+            exc_info=True,
         )
-        logger.debug("the batch method's traceback", exc_info=True)  # for a bug in the batch code itself
-        return None
+        return error
     if not isinstance(outputs, list | tuple) or len(outputs) != len(items):
         count = f"{len(outputs)} outputs" if isinstance(outputs, list | tuple) else type(outputs).__name__
         logger.error(
