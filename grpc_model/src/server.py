@@ -23,7 +23,7 @@ from grpc_model.src.listening import (
     server_options,
     why_not_listening,
 )
-from grpc_model.src.metadata import AssetBundle, load_bundle
+from grpc_model.src.metadata import AssetBundle, load_bundle, older_bundle_warning
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer
 from grpc_model.src.runtime import ModelLoadError
@@ -95,6 +95,8 @@ async def start_server(settings: Settings) -> RunningServer:
     except HttpUnavailableError as error:
         raise ListenError(str(error)) from None
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    if older := older_bundle_warning(bundle):
+        logger.warning("%s", older)
     credentials = server_credentials(settings)  # file problems stop start-up before the model loads
     tokens = load_tokens(settings)
     check = TokenCheck(tokens) if tokens else None
