@@ -66,6 +66,10 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+def runtime_source(cpu_iterations: int) -> str:
+    return f"{RUNTIME}\n\n{burn_cpu_source(cpu_iterations)}"
+
+
 class MLServer:
     """`mlserver start` serving one model on free loopback ports (gRPC and REST), answering once `__init__`
     returns. `settings` are added to settings.json (in-process inference, debug off, unless they say otherwise);
@@ -85,7 +89,7 @@ class MLServer:
         self.model = str(model["name"])
         folder = directory / profile
         folder.mkdir(parents=True)
-        (folder / "runtime.py").write_text(RUNTIME + "\n\n" + burn_cpu_source(cpu_iterations))
+        (folder / "runtime.py").write_text(runtime_source(cpu_iterations))
         (folder / "model-settings.json").write_text(json.dumps(model))
         self.port, self.http_port = free_port(), free_port()
         server_settings = {  # in-process inference, as grpc-model runs these profiles

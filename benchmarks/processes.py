@@ -178,9 +178,11 @@ class Launched:
             )
         RUNNING.add(self)
         while not ready():
-            if self.process.poll() is not None or time.monotonic() - started > timeout:
+            exited, late = self.process.poll(), time.monotonic() - started > timeout
+            if exited is not None or late:
                 self.stop()
-                raise RuntimeError(f"{name} was not ready within {timeout:g} s; see {LOGS / name}.log")
+                what = f"exited with code {exited}" if exited is not None else f"was not ready within {timeout:g} s"
+                raise RuntimeError(f"{name} {what}; see {LOGS / name}.log")
             time.sleep(0.05)
         self.cold_start_s = time.monotonic() - started
 

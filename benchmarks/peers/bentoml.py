@@ -61,13 +61,17 @@ VARIANTS = {
 PROTOCOLS = ("HTTP",)
 
 
-def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int) -> Started:
+def source(variant: str, cpu_iterations: int) -> str:
+    """The services, configured for `variant`; `bentoml serve` is told which one to serve."""
     options = VARIANTS[variant]
     options_cpu = ", ".join(option for option in (options, "workers=2") if option)
-    (directory / "service.py").write_text(
-        SERVICE.format(options=options, options_cpu=options_cpu, max_batch=MAX_BATCH,
-                       burn_cpu=burn_cpu_source(cpu_iterations))
-    )  # fmt: skip
+    return SERVICE.format(
+        options=options, options_cpu=options_cpu, max_batch=MAX_BATCH, burn_cpu=burn_cpu_source(cpu_iterations)
+    )
+
+
+def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int) -> Started:
+    (directory / "service.py").write_text(source(variant, cpu_iterations))
     port = free_port()
     command = [str(venvs.ensure(venvs.BENTOML)), "serve", f"service:{PROFILES[profile.name]}",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip

@@ -73,17 +73,21 @@ VARIANTS = {  # variant -> (LitServer options, run options)
 PROTOCOLS = ("HTTP",)
 
 
-def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int) -> Started:
-    api, api_options, server_options = PROFILES[profile.name]
+def source(profile: str, variant: str, cpu_iterations: int) -> str:
+    """The server script for `profile` in `variant`."""
+    api, api_options, server_options = PROFILES[profile]
     variant_options, run_options = VARIANTS[variant]
-    source = SERVER.format(
+    return SERVER.format(
         api=api,
         api_options=api_options,
         server_options=", ".join(option for option in (server_options, variant_options) if option),
         run_options=run_options,
         burn_cpu=burn_cpu_source(cpu_iterations),
     )
-    (directory / "server.py").write_text(source)
+
+
+def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int) -> Started:
+    (directory / "server.py").write_text(source(profile.name, variant, cpu_iterations))
     port = free_port()
     python = venvs.ensure(venvs.LITSERVE)
     url = f"http://127.0.0.1:{port}"
