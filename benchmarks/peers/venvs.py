@@ -22,8 +22,6 @@ class Pin:
     name: str
     requirements: tuple[str, ...]
     command: str
-    ignore_machine_constraints: bool = False
-    """Install without this machine's pip constraints file (/etc/xdg/pip), for a peer whose pins it would cap."""
 
 
 # uvloop 0.22 broke MLServer 1.7.1's parallel workers ("There is no current event loop", SeldonIO/MLServer#2286).
@@ -46,8 +44,6 @@ def ensure(pin: Pin, root: Path = VENVS) -> Path:
         print(f"installing {', '.join(pin.requirements)} into {venv} (once)", flush=True)
         subprocess.run([base_python(), "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        if pin.ignore_machine_constraints:
-            pip.append("--isolated")
         subprocess.run([*pip, *pin.requirements], check=True)
         marker.write_text(wanted)
     return venv / "bin" / pin.command
