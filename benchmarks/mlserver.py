@@ -97,6 +97,8 @@ class MLServer:
             "parallel_workers": 0, "debug": False, **(settings or {}),
         }  # fmt: skip
         (directory / "settings.json").write_text(json.dumps(server_settings))
+        if "/" in command:  # a path: it runs from `directory`
+            command = str(Path(command).absolute())
         self.server = Launched(
             [command, "start", str(directory)],
             log_name or f"mlserver-{profile}",
