@@ -1,10 +1,11 @@
 """The model profiles of the peer comparison, and the model code each peer runs for them.
 
 Every peer runs the same work per profile, written in its own API: `echo` returns the input, `device`
-holds one lock for 20 ms per batch call (one device: one call at a time, batches of up to 32 where the
-peer batches), `cpu` runs `benchmarks.models.burn_cpu` (its very source, copied into the peer's model
-file) for 5 ms per item. A new profile is a row of PROFILES plus a model body in each peer's module
-(ours.py, mlserver.py, litserve.py, bentoml.py); a peer without one for a profile is left out of its row.
+takes 20 ms per batch call, one call at a time (a lock in the peers' code, `--model-threads 1` here;
+batches of up to 32 where the peer batches), `cpu` runs `benchmarks.models.burn_cpu` (its very source,
+copied into the peer's model file) for 5 ms per item. A new profile, such as the scikit-learn runtime's,
+is a row of PROFILES plus a model body in each peer's module (ours.py, mlserver.py with the runtimes in
+benchmarks/mlserver.py, litserve.py, bentoml.py); a peer without one for a profile is left out of its rows.
 """
 
 import inspect
