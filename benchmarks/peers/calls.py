@@ -53,4 +53,9 @@ def answered(answer: Any) -> bool:
 def v2_rest_caller(base_url: str, model: str) -> Caller:
     """V2 REST inference with one BYTES element, as JSON (what a curl user sends)."""
     body = {"inputs": [{"name": "input.bin", "datatype": "BYTES", "shape": [1], "data": [PAYLOAD]}]}
-    return http_caller(f"{base_url}/v2/models/{model}/infer", body, lambda answer: len(answer["outputs"]) == 1)
+    return http_caller(f"{base_url}/v2/models/{model}/infer", body, v2_answered)
+
+
+def v2_answered(answer: Any) -> bool:
+    """Whether a V2 REST answer has the one output tensor (an `{"error": ...}` answer has none)."""
+    return isinstance(answer, dict) and isinstance(answer.get("outputs"), list) and len(answer["outputs"]) == 1

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from benchmarks import mlserver
-from benchmarks.http_load import json_caller
+from benchmarks.http_load import Check, json_caller
 from benchmarks.load import Call, Load
 from benchmarks.peers import bentoml, litserve, run
-from benchmarks.peers.calls import PAYLOAD, answered
+from benchmarks.peers.calls import PAYLOAD, answered, v2_answered
 from benchmarks.peers.profiles import PROFILES, burn_cpu_source
 from benchmarks.peers.table import PeerResults, Row, markdown
 from benchmarks.processes import RUNNING, Launched, Usage, stop_all
@@ -112,6 +112,22 @@ def test_an_answer_that_fails_the_check_is_an_error() -> None:
             await runner.cleanup()
 
     assert asyncio.run(scenario()) == [False]
+
+
+@pytest.mark.parametrize(
+    ("check", "answer", "expected"),
+    [
+        (answered, {"output": PAYLOAD}, True),
+        (answered, {"output": "other"}, False),
+        (answered, [PAYLOAD], False),
+        (v2_answered, {"outputs": [{"name": "output.bin"}]}, True),
+        (v2_answered, {"error": "no such model"}, False),
+        (v2_answered, {"outputs": None}, False),
+        (v2_answered, "text", False),
+    ],
+)
+def test_an_unexpected_answer_is_a_failed_call_not_an_exception(check: Check, answer: object, expected: bool) -> None:
+    assert check(answer) is expected
 
 
 # ---- a row's arithmetic -----------------------------------------------------------------------
