@@ -58,8 +58,18 @@ def answers(port: int, path: str) -> int:
 PATHS = {"http": "/v2/health/live", "metrics": "/metrics"}
 
 
-@pytest.fixture
-def small_ports(serve_greeter: ServerFactory) -> ServerThread:
+@pytest.fixture(params=["h11", "httptools"])
+def small_ports(
+    serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> ServerThread:
+    """A server with small caps and timeouts, on each of uvicorn's two parsers."""
+    from grpc_model.src.web import deadlines
+
+    if request.param == "httptools":
+        pytest.importorskip("httptools", reason="uvicorn uses h11 alone where httptools is not installed")
+    monkeypatch.setattr(
+        deadlines, "PARSER", getattr(deadlines, "TimedH11" if request.param == "h11" else "TimedHttpTools")
+    )
     return serve_greeter(**HTTP, **SMALL)
 
 

@@ -4,8 +4,7 @@ Signals stay the gRPC server's: uvicorn installs no handlers of its own, and sto
 wiring's graceful shutdown tells it to, draining its requests within the same grace period.
 
 Hostile clients: the port's guard (security.connections) caps open connections and does TLS with a
-deadline; uvicorn closes a connection idle between requests (`timeout_keep_alive`), and `_Timed` adds
-what h11 and uvicorn lack, a deadline for the request itself.
+deadline; uvicorn's protocol with deadlines (deadlines.py) closes a connection that is idle or stalls.
 """
 
 import asyncio
@@ -14,15 +13,14 @@ import functools
 import logging
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from grpc_model.src.security.connections import Guarded, PortGuard
+from grpc_model.src.web import deadlines
 
 logger = logging.getLogger(__name__)
 
@@ -32,62 +30,14 @@ class _Config(uvicorn.Config):
 
     guard: PortGuard
     read_seconds: float
-
-
-class _Timed(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose client stalls.
-
-    A new connection gets the idle timeout that uvicorn gives only to one that has had an answer. Once the
-    first byte of a request has come, its head must be complete within `read_seconds`; a body may pause no
-    longer than that between two reads. The client gets no answer: the connection is closed.
-    """
-
-    def __init__(self, *args: Any, read_seconds: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._read_seconds = read_seconds
-        self._read_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._watch_reads(restart=self.conn.their_state is h11.SEND_BODY)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._watch_reads(restart=True)  # a pipelined request starts its own deadline
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_reads()
-        super().connection_lost(exc)
-
-    def _watch_reads(self, restart: bool) -> None:
-        """Arms the read deadline while a request is partly received; a head keeps the deadline of its first byte."""
-        state = self.conn.their_state
-        partial_head = state is h11.IDLE and bool(self.conn.trailing_data[0])
-        if restart or not (partial_head or state is h11.SEND_BODY):
-            self._stop_reads()
-        if (partial_head or state is h11.SEND_BODY) and self._read_timer is None:
-            self._read_timer = self.loop.call_later(self._read_seconds, self._stalled)
-
-    def _stop_reads(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-
-    def _stalled(self) -> None:
-        self._read_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
+    parser: Callable[..., asyncio.Protocol]
 
 
 class _GuardedTimed(Guarded):
-    """What uvicorn makes for each connection, with its own arguments: `_Timed` behind the port's guard."""
+    """What uvicorn makes for each connection, with its own arguments: its parser with deadlines, behind the guard."""
 
     def __init__(self, config: _Config, **uvicorn_arguments: Any) -> None:
-        serve = functools.partial(_Timed, config=config, read_seconds=config.read_seconds, **uvicorn_arguments)
+        serve = functools.partial(config.parser, config=config, read_seconds=config.read_seconds, **uvicorn_arguments)
         super().__init__(config.guard, serve)
 
 
@@ -135,6 +85,7 @@ class HttpServer:
         )
         config.guard = guard
         config.read_seconds = read_seconds
+        config.parser = deadlines.PARSER
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
