@@ -60,8 +60,9 @@ class RunningServer:
 
     @property
     def metrics_port(self) -> int | None:
-        """The port /metrics is served on; None with metrics off."""
-        return None if self.metrics_server is None else int(self.metrics_server.sockets[0].getsockname()[1])
+        """The port /metrics is served on; None with metrics off (or once stopped)."""
+        sockets = () if self.metrics_server is None else self.metrics_server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else None
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()

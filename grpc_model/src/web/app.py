@@ -98,10 +98,15 @@ def _serve_docs(app: FastAPI) -> None:
 
 
 def _inert(node: Any) -> Any:
-    """`node` with every `description` string HTML-escaped (a property named `description` is a schema, kept)."""
+    """`node` with every `description` string HTML-escaped (a property named `description` is a schema, kept; an
+    `example` value is shown as code, kept as it is)."""
     if isinstance(node, dict):
         return {
-            key: html.escape(value, quote=False) if key == "description" and isinstance(value, str) else _inert(value)
+            key: html.escape(value, quote=False)
+            if key == "description" and isinstance(value, str)
+            else value
+            if key == "example"
+            else _inert(value)
             for key, value in node.items()
         }
     if isinstance(node, list):
