@@ -73,19 +73,24 @@ def small_ports(
     return serve_greeter(**HTTP, **SMALL)
 
 
+LONG = {"http_max_connections": 3, "http_read_timeout_seconds": 3600, "http_idle_timeout_seconds": 3600}
+"""A small cap and timeouts far beyond the tests' patience: a connection closed within it was closed by the cap."""
+
+
 @pytest.mark.parametrize("which", ["http", "metrics"])
-def test_connections_past_the_cap_are_closed_while_grpc_answers(small_ports: ServerThread, which: str) -> None:
-    port = port_of(small_ports, which)
+def test_connections_past_the_cap_are_closed_while_grpc_answers(serve_greeter: ServerFactory, which: str) -> None:
+    server = serve_greeter(**HTTP, **LONG)
+    port = port_of(server, which)
     with ExitStack() as stack:
-        held = [stack.enter_context(connect(port)) for _ in range(3)]
-        for sock in held:  # each is accepted and counted: a request on it is answered
-            sock.sendall(f"GET {PATHS[which]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+        held = [stack.enter_context(connect(port)) for _ in range(3)]  # accepted first: the kernel queue is FIFO
         extra = [stack.enter_context(connect(port)) for _ in range(5)]
 
         assert all(closed_by_server(sock) for sock in extra)
-        assert small_ports.client.status().status_code == 200  # gRPC is not starved
-        held[0].close()
+        assert server.client.status().status_code == 200  # gRPC is not starved
+        for sock in held:  # the held ones were the counted ones, and are still served
+            sock.sendall(f"GET {PATHS[which]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        held[0].close()  # (the metrics port closed all three after answering)
         eventually(lambda: _answered_once(port, PATHS[which]), f"a new connection to the {which} port is served")
 
 
