@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         gt=0,
         le=86_400,
         description="In seconds, on the HTTP and metrics ports: how long a TLS handshake or a request's head may "
-        "take, and how long a request body may pause; the connection is closed after it.",
+        "take, how long a request body may pause, and how long a client may leave an answer unread; the connection "
+        "is closed after it.",
     )
     metrics_auth: Literal["auto", "open"] = Field(
         default="auto",

@@ -242,3 +242,22 @@ def _tls_answered_once(port: int, path: str, pki: TestPKI) -> bool | None:
         if isinstance(error, OSError) and error.errno not in (None, errno.ECONNRESET):
             raise
         return None
+
+
+def test_a_client_that_does_not_read_its_answer_is_cut(serve_greeter: ServerFactory) -> None:
+    """With room for one connection, a client that asks for a large answer and never reads it gives its place up.
+
+    Small socket buffers on both sides (accepted sockets inherit the listening socket's), so that the answer
+    stays in the server's own buffer and not in the kernel's."""
+    server = serve_greeter(
+        **HTTP, http_max_connections=1, http_read_timeout_seconds=0.3, http_idle_timeout_seconds=3600
+    )
+    assert server.running.http is not None
+    server.running.http.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    port = server.running.http.port
+    with socket.socket() as never_reads:
+        never_reads.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        never_reads.connect(("127.0.0.1", port))
+        never_reads.sendall(b"GET /static-offline-docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        eventually(lambda: _answered_once(port, PATHS["http"]), "the HTTP port serves another client")

@@ -4,6 +4,8 @@ A connection counts from the moment it is accepted until it is closed, its TLS h
 clients that connect and then say nothing cannot hold more than a share of the process's open files: each port
 takes at most an eighth of RLIMIT_NOFILE by default, so neither of these ports can starve the other, the gRPC
 port or the model of file descriptors. A connection past the cap is closed at once, without an answer.
+A client that stalls the TLS handshake, or stops reading an answer (the server's buffer stays over asyncio's
+high-water mark), is cut after `stall_seconds`.
 
 The guard knows no protocol: it wraps whatever protocol serves the port (uvicorn's, or the metrics endpoint's),
 which bounds the time it waits for a request itself.
@@ -49,11 +51,11 @@ def bind(host: str, port: int) -> socket.socket:
 class PortGuard:
     """One port's count of open connections, its cap, and its TLS (None: plaintext)."""
 
-    def __init__(self, name: str, cap: int, tls: ssl.SSLContext | None, handshake_seconds: float) -> None:
+    def __init__(self, name: str, cap: int, tls: ssl.SSLContext | None, stall_seconds: float) -> None:
         self.name = name
         self.cap = cap
         self.tls = tls
-        self.handshake_seconds = handshake_seconds
+        self.stall_seconds = stall_seconds
         self.open = 0
         self._full_reported = False
 
@@ -91,6 +93,8 @@ class Guarded(asyncio.Protocol):
         self._lost = False
         self._early: list[bytes] = []  # application data that TLS delivered before the handshake's task resumed
         self._handshake: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit():
@@ -111,7 +115,7 @@ class Guarded(asyncio.Protocol):
                 self,
                 self._guard.tls,
                 server_side=True,
-                ssl_handshake_timeout=self._guard.handshake_seconds,
+                ssl_handshake_timeout=self._guard.stall_seconds,
             )
         except OSError:  # SSLError, TimeoutError and ConnectionError are OSErrors; start_tls closed the connection
             self._release()
@@ -122,6 +126,7 @@ class Guarded(asyncio.Protocol):
         self._start(secure)
 
     def _start(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
         self._inner = self._serve()
         self._inner.connection_made(transport)
         for data in self._early:
@@ -144,14 +149,23 @@ class Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._stop_write_timer()
         self._release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        if self._write_timer is None and self._transport is not None:  # the client reads too slowly, or not at all
+            self._write_timer = asyncio.get_running_loop().call_later(self._guard.stall_seconds, self._transport.abort)
         if self._inner is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._stop_write_timer()
         if self._inner is not None:
             self._inner.resume_writing()
+
+    def _stop_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
