@@ -58,6 +58,13 @@ class Settings(BaseSettings):
             raise ValueError(f"health_port {self.health_port} is the gRPC port; give the health port its own")
         return self
 
+    @field_validator("shutdown_token", "auth_token")
+    @classmethod
+    def _sendable_token(cls, value: str) -> str:
+        if problem := token_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: Any) -> Any:
@@ -261,6 +268,16 @@ def describe_settings_error(error: ValidationError) -> str:
         given = f" (got {problem['input']!r})" if name and name not in SECRET_FIELDS else ""
         lines.append(f"  {name or 'settings'}: {problem['msg']}{given}")
     return "\n".join(lines)
+
+
+def token_problem(token: str) -> str | None:
+    """Why no client could send `token`, or None; names a position, never a character of the secret.
+
+    gRPC metadata values are printable ASCII: a server token outside it would refuse every call."""
+    for position, character in enumerate(token, 1):
+        if not " " <= character <= "~":
+            return f"must be printable ASCII, as gRPC metadata is; character {position} is not"
+    return None
 
 
 def env_var(field: str) -> str:
