@@ -234,7 +234,7 @@ def test_settings_errors_never_show_a_token(capsys: pytest.CaptureFixture[str]) 
     one = capsys.readouterr().err
 
     assert "tls_cert is set but tls_key is empty" in across
-    assert "port: Input should be less than or equal to 65535 (got '99999')" in one
+    assert "port: must be between 0 and 65535 (a TCP port number; 0 picks a free one) (got '99999')" in one
     assert TOKEN not in across + one
     assert TOKEN not in repr(ClientSecurity(tls=True, token=TOKEN))
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from grpc_model.src.metadata.units import parse_duration, parse_size
+from grpc_model.src.metadata.units import Range, parse_duration, parse_size
 
 SEMANTIC_VERSION = r"\d+\.\d+\.\d+"
 SemanticVersion = Annotated[str, StringConstraints(pattern=f"^{SEMANTIC_VERSION}$")]
@@ -18,7 +18,13 @@ NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 
 def _checked_size(text: str) -> str:
     if text:
-        parse_size(text)
+        parse_size(text, low=1)
+    return text
+
+
+def _checked_memory(text: str) -> str:
+    if text:
+        parse_size(text, low=MIN_MEMORY_BYTES, high=MAX_MEMORY_BYTES)
     return text
 
 
@@ -28,15 +34,19 @@ def _checked_duration(text: str) -> str:
     return text
 
 
-Size = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_size)]
-"""A size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
 Duration = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_duration)]
 """A duration as written (`20s`, `1500ms`, `2m`); kept as text for Status, checked at load."""
 RequiredSize = Annotated[NonBlank, AfterValidator(_checked_size)]
+"""A file's size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
+MemorySize = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_memory)]
+"""An instance's memory as written, blank for unknown; between 1 MiB and 1 PiB."""
 
-# The widest values the Status message's fields carry (protos/model2_template/model.proto).
-INT32_MAX = 2**31 - 1
-FLOAT32_MAX = 3.4028234663852886e38
+# Sensible bounds, well inside what the Status message's fields carry (int32, float32).
+MIN_MEMORY_BYTES = 1024**2
+MAX_MEMORY_BYTES = 1024**5  # 1 PiB
+MAX_CPUS = 4096
+MAX_GPUS = 1024
+MAX_BATCH_SIZE = 1_000_000
 
 
 class _Section(BaseModel):
@@ -90,7 +100,7 @@ class Filter(_Section):
 class Metric(_Section):
     label: str = ""
     type: str = ""
-    value: float | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)
     description: str = ""
 
 
@@ -114,15 +124,15 @@ class OutputFile(_Section):
 
 
 class Memory(_Section):
-    size: Size = ""
+    size: MemorySize = ""
 
 
 class Cpu(_Section):
-    count: float = Field(default=1.0, ge=0, le=FLOAT32_MAX, allow_inf_nan=False)
+    count: Annotated[float, Range(0, MAX_CPUS, "CPUs")] = 1.0
 
 
 class Gpu(_Section):
-    count: int = Field(default=0, ge=0, le=INT32_MAX)
+    count: Annotated[int, Range(0, MAX_GPUS, "GPUs")] = 0
 
 
 class Resources(_Section):
@@ -154,7 +164,7 @@ class Internal(_Section):
 
 class Features(_Section):
     adversarialDefense: bool = False
-    maxBatchSize: int = Field(default=1, ge=1, le=INT32_MAX)
+    maxBatchSize: Annotated[int, Range(1, MAX_BATCH_SIZE, "items")] = 1
     retrainable: bool = False
     resultsFormat: str | None = None
     driftFormat: str | None = None
