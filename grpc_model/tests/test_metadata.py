@@ -105,6 +105,10 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"resources/memory/size": 10**400}, "resources.memory.size: Value error, too large: must be between"),
         ({"inputs/input.txt/maxSize": "0"}, "inputs.input.txt.maxSize: Value error, too small: must be between 1 and"),
         ({"metrics": [{"label": "F1", "value": float("nan")}]}, "metrics.0.value: Input should be a finite number"),
+        # File names that are no plain file name, and media types that are not RFC 6838 ones.
+        ({"outputs": {"../x.json": {"mediaType": "application/json", "maxSize": "1M"}}}, "outputs.../x.json.[key]"),
+        ({"outputs/results.json/mediaType": "text/plain\nx: 1"}, "outputs.results.json.mediaType: Value error, is not"),
+        ({"inputs/input.txt/acceptedMediaTypes": ["text"]}, "inputs.input.txt.acceptedMediaTypes.0: Value error"),
         ({"description/summary": "a\ud800"}, "description.summary: Value error, not valid Unicode"),
         ({"inputs/input.txt/description": "\udfff"}, "inputs.input.txt.description: Value error, not valid Unicode"),
     ],

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from grpc_model.src.metadata.names import file_name_problem, media_type_problem
 from grpc_model.src.metadata.units import Range, parse_duration, parse_size
 
 SEMANTIC_VERSION = r"\d+\.\d+\.\d+"
@@ -28,6 +29,24 @@ def _checked_memory(text: str) -> str:
     return text
 
 
+def _checked_file_name(name: str) -> str:
+    if problem := file_name_problem(name):
+        raise ValueError(problem)
+    return name
+
+
+def _checked_media_type(text: str) -> str:
+    if problem := media_type_problem(text):
+        raise ValueError(problem)
+    return text
+
+
+def _checked_media_range(text: str) -> str:
+    if problem := media_type_problem(text, families=True):
+        raise ValueError(problem)
+    return text
+
+
 def _checked_duration(text: str) -> str:
     if text:
         parse_duration(text)
@@ -36,6 +55,10 @@ def _checked_duration(text: str) -> str:
 
 Duration = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_duration)]
 """A duration as written (`20s`, `1500ms`, `2m`); kept as text for Status, checked at load."""
+FileName = Annotated[str, AfterValidator(_checked_file_name)]
+MediaType = Annotated[NonBlank, AfterValidator(_checked_media_type)]
+MediaRange = Annotated[NonBlank, AfterValidator(_checked_media_range)]
+"""A media type, or a family of them (`image/*`, `*/*`): what an input accepts."""
 RequiredSize = Annotated[NonBlank, AfterValidator(_checked_size)]
 """A file's size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
 MemorySize = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_memory)]
@@ -105,7 +128,7 @@ class Metric(_Section):
 
 
 class InputFile(_Section):
-    acceptedMediaTypes: list[NonBlank] = Field(min_length=1)
+    acceptedMediaTypes: list[MediaRange] = Field(min_length=1)
     maxSize: RequiredSize
     description: str = ""
 
@@ -118,7 +141,7 @@ class InputFile(_Section):
 
 
 class OutputFile(_Section):
-    mediaType: NonBlank
+    mediaType: MediaType
     maxSize: RequiredSize
     description: str = ""
 
@@ -185,8 +208,8 @@ class ModelSpec(_Section):
     tags: list[str] = []
     filters: list[Filter] = []
     metrics: list[Metric] = []
-    inputs: dict[str, InputFile] = Field(min_length=1)
-    outputs: dict[str, OutputFile] = Field(min_length=1)
+    inputs: dict[FileName, InputFile] = Field(min_length=1)
+    outputs: dict[FileName, OutputFile] = Field(min_length=1)
     resources: Resources = Resources()
     timeout: Timeout = Timeout()
     internal: Internal = Internal()
