@@ -231,14 +231,6 @@ def test_shutdown_can_require_a_token(serve_greeter: ServerFactory) -> None:
     assert server.client.health() == "NOT_SERVING"
 
 
-def test_a_non_ascii_shutdown_token_is_refused_like_a_wrong_one(serve_greeter: ServerFactory) -> None:
-    server = serve_greeter(shutdown="token", shutdown_token="s3cret")
-    server.client.status()
-    for sent in ("s\u00e9cret", "\u79d8\u5bc6"):  # gRPC carries them as UTF-8 bytes; compare_digest took only ASCII str
-        assert server.client.shutdown(sent).status_code == 403
-    assert server.client.health() == "SERVING"
-
-
 def test_each_call_logs_one_debug_line_with_count_duration_and_rate(
     greeter_server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
