@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from grpc_model.src.cli import templates
-from grpc_model.src.cli.scaffold import FileSpec, ScaffoldError
+from grpc_model.src.cli.scaffold import FileSpec, ScaffoldError, init_model
 from grpc_model.src.metadata.schema import ModelSpec
 from grpc_model.tests.conftest import copy_project
 from grpc_model.tests.test_cli import files, grpc_model_cli
@@ -43,7 +43,8 @@ def test_init_takes_families_and_parameters_where_allowed(tmp_path: Path) -> Non
     project = copy_project(tmp_path / "project")
     made = grpc_model_cli(
         project, "init", "Word Stats", "--force", "--input", "photo=image/*", "--input",
-        "notes.txt=text/plain; charset=\"utf-8\"", "--output", "données²=application/vnd.example+json",
+        "notes.txt=text/plain; charset=\"utf-8\"", "--input", "x²=application/json",
+        "--output", "données²=application/vnd.example+json",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert grpc_model_cli(project, "validate").returncode == 0
@@ -86,3 +87,10 @@ def test_the_schema_refuses_what_init_refuses() -> None:
                                                     else FileSpec("out", media_type.strip())]))  # fmt: skip
         with pytest.raises(ValidationError, match=r"\[key\]" if field == "file name" else "mediaType"):
             ModelSpec(**spec)
+
+
+def test_init_refuses_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 in argv arrive as lone surrogates, which no file can hold."""
+    with pytest.raises(ScaffoldError, match="NAME '\\\\udcff' is not valid Unicode"):
+        init_model(tmp_path, tmp_path / "asset_bundle", "\udcff", "0.1.0", [FileSpec("a", "text/plain")], [])
+    assert list(tmp_path.iterdir()) == []
