@@ -61,8 +61,12 @@ def init(
     --force`
     """
     try:
-        input_files = [scaffold.FileSpec.parse(text) for text in inputs or ["input.txt=text/plain"]]
-        output_files = [scaffold.FileSpec.parse(text) for text in outputs or ["results.json=application/json"]]
+        input_files = [
+            scaffold.FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]
+        ]
+        output_files = [
+            scaffold.FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]
+        ]
         written = scaffold.init_model(
             PROJECT_ROOT, settings_from_env().asset_bundle_dir, name, version, input_files, output_files, author, force
         )
