@@ -52,7 +52,7 @@ def write_module(directory: Path, name: str, source: str, monkeypatch: pytest.Mo
 
 
 WRAPPER_MODULE = """
-from model_lib.src.model_wrapper import ModelWrapper, success_output
+from grpc_model.wrapper import ModelWrapper, success_output
 
 class Base(ModelWrapper):
     def handle_single_input(self, model_input, detect_drift, explain):
