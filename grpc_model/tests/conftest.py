@@ -227,13 +227,14 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
         stdout: IO[str] | None = None,
+        cwd: Path = PROJECT_ROOT,
     ) -> None:
         self.lines: list[str] = []
         self.port_found = threading.Event()
         self.port = 0
         self.process = subprocess.Popen(
             [*(command or [sys.executable, "-m", "grpc_model.src.model_server"]), "--host", "127.0.0.1", *args],
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=stdout,
             stderr=subprocess.PIPE,
@@ -294,7 +295,8 @@ def start(
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
     stdout: IO[str] | None = None,
+    cwd: Path = PROJECT_ROOT,
 ) -> ServerProcess:
     port_args = [] if port is None else ["--port", str(port)]
-    processes.append(ServerProcess([*port_args, *args], env=env, command=command, stdout=stdout))
+    processes.append(ServerProcess([*port_args, *args], env=env, command=command, stdout=stdout, cwd=cwd))
     return processes[-1]

@@ -12,6 +12,8 @@
 #   GRPC_MODEL_ENGINE_CACHE below) and loaded from there.
 # - Anywhere else: says why and exits 3 (the integration test then uses a local process).
 #
+#   scripts/container_engine.sh --stop      stops the podman service this script started, if it runs
+#
 # Idempotent, and every step is bounded in time. Messages go to stderr; exit 1 means a
 # step failed. Environment: GRPC_MODEL_ENGINE_CACHE (default /var/cache/grpc-model-engine),
 # DEBIAN_MIRROR (default http://deb.debian.org/debian).
@@ -29,6 +31,22 @@ fail() {
   log "error: $*"
   exit 1
 }
+
+# The service's process id, written when this script starts it: --stop ends only that process.
+service_pid=$cache/service.pid
+if [ "${1:-}" = --stop ]; then
+  pid=$(cat "$service_pid" 2>/dev/null || true)
+  # Still podman's service (a process that ended has no command line left, even before it is reaped).
+  is_service() { [ -n "$pid" ] && grep -qs "system.service" "/proc/$pid/cmdline"; }
+  if is_service; then
+    log "stopping podman's service (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 40); do is_service || break; sleep 0.5; done
+    if is_service; then kill -KILL "$pid"; fi
+  fi
+  rm -f "$service_pid"
+  exit 0
+fi
 
 if docker_answers; then
   log "a Docker engine answers; nothing to do"
@@ -116,8 +134,10 @@ ensure_base_image() {
 
 # The service is a daemon: its own session, no terminal, no hold on the checkout, and none
 # of this script's file descriptors (a caller waiting for a pipe to close must not wait for it).
+started_service=""
 start_service() {
   docker_answers && return
+  started_service=1
   log "starting podman's Docker-compatible service on $PODMAN_SOCKET"
   mkdir -p "$(dirname "$PODMAN_SOCKET")"
   rm -f "$PODMAN_SOCKET"
@@ -129,6 +149,7 @@ start_service() {
     cd /
     exec setsid podman system service --time=0 "unix://$PODMAN_SOCKET" >"$cache/service.log" 2>&1 </dev/null
   ) &
+  echo $! >"$service_pid"
   local deadline=$((SECONDS + 20))
   until docker_answers 2; do
     [ $SECONDS -lt $deadline ] || fail "the podman service did not answer within 20 s; see $cache/service.log"
@@ -145,3 +166,5 @@ export DOCKER_HOST=unix://$PODMAN_SOCKET DOCKER_BUILDKIT=0
 start_service
 log "ready: podman $(bounded 30 podman version --format '{{.Client.Version}}') behind DOCKER_HOST=$DOCKER_HOST"
 echo "export DOCKER_HOST=$DOCKER_HOST DOCKER_BUILDKIT=0"
+# For a caller that stops what it started (scripts/dev.sh test): set only when this run started the service.
+if [ -n "$started_service" ]; then echo "engine_started=1"; fi
