@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from grpc_model.src.cli import app
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread, copy_project
+from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread, copy_greeter_project
 
 AUTHORS_ROOMS = ("model_lib/", "asset_bundle/")
 
@@ -47,7 +47,8 @@ def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return copy_project(tmp_path / "project")
+    """A copy of the project serving the framework's test model, so these tests pass whatever the author's is."""
+    return copy_greeter_project(tmp_path / "project")
 
 
 def test_init_refuses_to_overwrite_without_force(project: Path) -> None:
@@ -184,7 +185,7 @@ def test_a_failing_case_names_the_case_file_and_key_path(project: Path, tmp_path
 
 
 def test_the_test_cases_pass_against_a_running_server(serve: ServerFactory, project: Path) -> None:
-    server = serve(model_class=USER_MODEL_CLASS, asset_bundle_dir=project / "asset_bundle")
+    server = serve(model_class=f"{TESTS}:Greeter", asset_bundle_dir=project / "asset_bundle")
     result = grpc_model_cli(project, "test", "--server", f"127.0.0.1:{server.running.port}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"PASS 127.0.0.1:{server.running.port}: Status of" in result.stdout

@@ -156,8 +156,10 @@ def _requirement(wheel: str | None) -> str:
 
 
 def lock(directory: Path) -> bool:
-    """`poetry lock` in the new project, where poetry is on the PATH; False where it is not, or fails."""
-    poetry = shutil.which("poetry")
+    """`poetry lock` in the new project with the PATH's poetry, or the template repository's (scripts/dev.sh
+    installs it into .tools/); False where there is none, or it fails."""
+    bundled = PROJECT_ROOT / ".tools/bin/poetry"
+    poetry = shutil.which("poetry") or (str(bundled) if bundled.is_file() else None)
     if poetry is None:
         return False
     console.print("  poetry lock (resolves the framework's dependencies; a minute the first time)")
