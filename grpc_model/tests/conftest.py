@@ -215,7 +215,7 @@ def copy_project(destination: Path) -> Path:
     return Path(shutil.copytree(PROJECT_ROOT, destination, ignore=leave_out))
 
 
-GREETER_MODULE = '''"""The framework's test model, the greeter, in place of the author's model in a copy of the project."""
+GREETER_MODULE = '''"""The framework's test model, the greeter, in place of the author's in a copy of the project."""
 
 from grpc_model.tests.wrappers import Greeter
 
