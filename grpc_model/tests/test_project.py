@@ -14,8 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT
+from grpc_model.src.cli import app
+from grpc_model.src.cli.engine import default_tag
+from grpc_model.src.runtime.loader import import_wrapper_class
+from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerProcess
 
 MODE = os.environ.get("INTEGRATION_MODE")
@@ -84,6 +88,48 @@ def author_env(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     """The project's .venv/bin first on the PATH, as after `source .venv/bin/activate`."""
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the server processes must not see this checkout
     return clean_env(project / ".venv/bin")
+
+
+def test_the_working_directory_is_importable_for_the_authors_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed `grpc-model serve` has only its own directory on the path, not the project's."""
+    (tmp_path / "author_package").mkdir()
+    (tmp_path / "author_package/__init__.py").write_text("")
+    (tmp_path / "author_package/model.py").write_text(
+        "class AuthorModel:\n"
+        "    def handle_single_input(self, model_input, detect_drift, explain):\n"
+        "        return {}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "author_package", raising=False)
+    monkeypatch.delitem(sys.modules, "author_package.model", raising=False)
+    assert import_wrapper_class("author_package.model").__name__ == "AuthorModel"
+    assert sys.path[-1] == str(tmp_path)  # last: nothing installed is shadowed
+
+
+def test_the_commands_act_on_the_project_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, greeter_bundle: Path
+) -> None:
+    shutil.copytree(greeter_bundle, tmp_path / "asset_bundle")
+    monkeypatch.chdir(tmp_path)
+    assert project_dir() == tmp_path
+    assert Settings().asset_bundle_dir.resolve() == tmp_path / "asset_bundle"
+    assert default_tag() == "hello-world:0.1.0"  # grpc-model build's tag: model.yaml's name, the served version
+
+
+def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["new", str(tmp_path)], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    assert "exists and is not an empty directory" in refused.output
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+    not_a_wheel = CliRunner().invoke(
+        app, ["new", str(tmp_path / "p"), "--framework-wheel", str(tmp_path / "notes.txt")]
+    )
+    assert not_a_wheel.exit_code == 2
+    assert not (tmp_path / "p").exists()
 
 
 def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:
