@@ -130,6 +130,9 @@ def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
     )
     assert not_a_wheel.exit_code == 2
     assert not (tmp_path / "p").exists()
+    bad_version = CliRunner().invoke(app, ["new", str(tmp_path / "p"), "--version", "1.0"])
+    assert bad_version.exit_code == 2
+    assert not (tmp_path / "p").exists()
 
 
 def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:

@@ -88,15 +88,21 @@ def create_project(
     author: str,
     framework_wheel: Path | None,
 ) -> list[Path]:
-    """Writes the project; returns the files written. Nothing is written when an argument is wrong."""
+    """Writes the project; returns the files written. A project that cannot be made leaves no directory behind."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise scaffold.ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
     if framework_wheel is not None and not WHEEL_NAME.fullmatch(framework_wheel.name):
         raise scaffold.ScaffoldError(f"{framework_wheel} is not a grpc_model-X.Y.Z-...whl wheel")
     if framework_wheel is not None and not framework_wheel.is_file():
         raise scaffold.ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
-    written = scaffold.init_model(directory, directory / "asset_bundle", name, version, inputs, outputs, author)
-    wheel = _framework_wheel(framework_wheel, directory / "wheels")
+    created = not directory.exists()
+    try:
+        written = scaffold.init_model(directory, directory / "asset_bundle", name, version, inputs, outputs, author)
+        wheel = _framework_wheel(framework_wheel, directory / "wheels")
+    except scaffold.ScaffoldError:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     requirement = _requirement(wheel)
     files = {
         directory / "model_lib/__init__.py": "",
