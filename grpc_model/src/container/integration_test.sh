@@ -11,7 +11,8 @@
 # Shutdown and checks the server exited 0. Exits non-zero on any failure and always removes
 # what it started and the image it built (the build cache stays).
 #
-# Environment: PROJECT_DIR (the model project, default the repository), PSC_MODEL_PORT (host port, default 45000), PYTHON (default .venv/bin/python),
+# Environment: PROJECT_DIR (the model project; default the repository of this scripts/ link),
+# PSC_MODEL_PORT (host port, default 45000), PYTHON (default .venv/bin/python),
 # STARTUP_SECONDS (default 120), INTEGRATION_MODE=docker|local to force a path,
 # IMAGE_BUILD_ARGS ("NAME=value ...", each a docker build --build-arg; examples/digits/run.sh sets it).
 # No engine here? `eval "$(scripts/container_engine.sh)"` provides one on Debian as root.
