@@ -7,6 +7,7 @@ a lock): the steps share one project, made once for the module.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app
+from grpc_model.src.cli import app, project_files
 from grpc_model.src.cli.engine import default_tag
 from grpc_model.src.runtime.loader import import_wrapper_class
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
@@ -133,6 +134,17 @@ def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
     bad_version = CliRunner().invoke(app, ["new", str(tmp_path / "p"), "--version", "1.0"])
     assert bad_version.exit_code == 2
     assert not (tmp_path / "p").exists()
+
+
+def test_the_projects_dockerfile_keeps_the_templates_guarantees() -> None:
+    """What test_packaging.py checks of the template's Dockerfile; the image test runs it where an engine does."""
+    build, final = project_files.dockerfile().split("\nFROM ")[1:]
+    assert "python -m grpc_model validate" in build  # a broken bundle fails the build
+    copies = re.findall(r"^COPY (?:--from=\S+ )?(\S+) (\S+)", final, re.MULTILINE)
+    assert copies == [("/venv", "/venv"), ("model_lib", "./model_lib"), ("/bundle", "./asset_bundle/")]
+    assert re.findall(r"^USER (\S+)", final, re.MULTILINE) == ["model"]
+    assert re.search(r"^HEALTHCHECK .*\n.*grpc_model\.src\.model_client --health", final, re.MULTILINE)
+    assert "**/tests/" in project_files.DOCKERIGNORE.splitlines()
 
 
 def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:
