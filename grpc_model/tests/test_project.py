@@ -9,6 +9,7 @@ a lock): the steps share one project, made once for the module.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -223,7 +224,10 @@ def test_the_release_commands_work_in_a_copy_of_the_project(
 
 @pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")
 def test_the_projects_image_passes_and_builds(project: Path, author_env: dict[str, str]) -> None:
-    run(["grpc-model", "test", "--image"], project, author_env)
+    with socket.socket() as probe:  # the image test publishes a concrete port: 45000 may be taken
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run(["grpc-model", "test", "--image"], project, {**author_env, "PSC_MODEL_PORT": str(port)})
     tag = "grpc-model-project-test:0.1.0"
     engine = subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh")], capture_output=True, text=True, check=True
