@@ -67,7 +67,7 @@ def test_the_engine_script_stops_the_service_it_started_and_nothing_else(tmp_pat
     stop = ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh"), "--stop"]
     env = {**os.environ, "GRPC_MODEL_ENGINE_CACHE": str(tmp_path)}
     with (
-        subprocess.Popen(["bash", "-c", 'exec -a "podman system service" sleep 600']) as service,
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "system", "service"]) as service,
         subprocess.Popen(["sleep", "600"]) as other,
     ):
         try:

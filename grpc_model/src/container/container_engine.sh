@@ -37,7 +37,7 @@ service_pid=$cache/service.pid
 if [ "${1:-}" = --stop ]; then
   pid=$(cat "$service_pid" 2>/dev/null || true)
   # Still podman's service (a process that ended has no command line left, even before it is reaped).
-  is_service() { [ -n "$pid" ] && grep -qs "system.service" "/proc/$pid/cmdline"; }
+  is_service() { [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "system service"; }
   if is_service; then
     log "stopping podman's service (pid $pid)"
     kill "$pid"
