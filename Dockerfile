@@ -1,4 +1,4 @@
-# The model's release image. Build: docker build -t my-model .
+# The model's release image. Build: grpc-model build   (or: docker build -t my-model .)
 # Run:   docker run --rm --name my-model -p 127.0.0.1:45000:45000 my-model   (stop: docker stop -t 30 my-model)
 #
 # The image holds one model version: the newest asset_bundle/<x.y.z>/, or the one named with

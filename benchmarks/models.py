@@ -9,7 +9,7 @@ import os
 import statistics
 import time
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper
 
 COST_SECONDS = 0.020
 # Pure-Python loop iterations worth 5 ms on the benchmark machine; calibrated by scripts/bench.py.

@@ -2,7 +2,8 @@
 # The bootstrapper: installs what a command needs (into .tools/ and .venv/), then runs it.
 #
 #   scripts/dev.sh install [--with G]     only install (G: optional groups, e.g. examples,examples-train;
-#                                         later commands keep them; --with "" goes back to none)
+#                                         later commands keep them; --with "" goes back to none;
+#                                         --add G keeps the groups installed so far and adds G)
 #   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
@@ -38,11 +39,13 @@ install() {
   # Optional groups: those named with --with, else those the last --with chose (kept in .venv/), so that
   # `scripts/dev.sh serve` after `scripts/dev.sh test` does not uninstall what the tests need.
   local groups_file=.venv/.optional-groups groups=""
+  if [ -f "$groups_file" ]; then groups=$(cat "$groups_file"); fi
   if [ "${1:-}" = --with ]; then
     groups=${2:-}
     shift 2
-  elif [ -f "$groups_file" ]; then
-    groups=$(cat "$groups_file")
+  elif [ "${1:-}" = --add ]; then # the kept groups and these: never uninstalls what another command installed
+    groups=$(printf '%s,%s' "$groups" "${2:-}" | tr , '\n' | awk 'NF && !seen[$0]++' | paste -sd, -)
+    shift 2
   fi
   .tools/bin/poetry sync --quiet ${groups:+--with "$groups"} "$@"
   if [ -n "$groups" ]; then echo "$groups" >"$groups_file"; else rm -f "$groups_file"; fi
@@ -65,7 +68,9 @@ install_browser() {
 }
 
 # Where a container engine answers or can be set up (scripts/container_engine.sh), the
-# integration test must use it; elsewhere it runs the server as a local process.
+# integration test must use it; elsewhere it runs the server as a local process. When that
+# started podman's service, `engine_started` is set and the test command stops it at the end.
+engine_started=""
 use_container_engine() {
   [ "${INTEGRATION_MODE:-}" = local ] && return
   local status=0 engine_env
@@ -90,21 +95,25 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --with examples,examples-train,http,tracing,ray # the tests of the digits example, HTTP, tracing and Ray Serve
+    install --add examples,examples-train,http,tracing,ray # the tests of the digits example, HTTP, tracing and Ray Serve
     install_browser
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .
     echo "== mypy" && .venv/bin/mypy
     echo "== shellcheck" && .venv/bin/shellcheck -x scripts/*.sh examples/*/run.sh .ci/run
-    echo "== pytest" && exec .venv/bin/pytest "$@"
+    echo "== pytest"
+    status=0
+    .venv/bin/pytest "$@" || status=$?
+    if [ -n "$engine_started" ]; then bash scripts/container_engine.sh --stop; fi
+    exit "$status"
     ;;
   bench)
-    install --with bench,examples # the plot; the digits example's profile
+    install --add bench,examples # the plot; the digits example's profile
     exec .venv/bin/python scripts/bench.py "$@"
     ;;
   "" | -h | --help)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
   *)

@@ -32,7 +32,7 @@ from grpc_model.src.validation import sniffer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = """
-from model_lib.src.model_wrapper import ModelWrapper
+from grpc_model.wrapper import ModelWrapper
 
 class Small(ModelWrapper):
     def handle_single_input(self, model_input, detect_drift, explain):

@@ -6,20 +6,13 @@ and then complete keys and flag mistakes as you type. Run after changing the sch
 a test fails while the committed file is stale.
 """
 
-import json
 from pathlib import Path
 
-from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.metadata.schema import json_schema_text
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "asset_bundle" / "model.schema.json"
 
 
-def model_schema_text() -> str:
-    schema = ModelSpec.model_json_schema()
-    schema["title"] = "model.yaml (specification 0.4)"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
 if __name__ == "__main__":
-    SCHEMA_PATH.write_text(model_schema_text(), encoding="utf-8")
+    SCHEMA_PATH.write_text(json_schema_text(), encoding="utf-8")
     print(f"wrote {SCHEMA_PATH}")

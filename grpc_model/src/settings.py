@@ -29,10 +29,23 @@ MAX_INFLIGHT_BYTES = 1024**5  # 1 PiB
 Port = Annotated[int, Range(0, 65535, "(a TCP port number; 0 picks a free one)")]
 
 
+def project_dir() -> Path:
+    """The model project the commands act on: the one holding `model_lib/` and `asset_bundle/`.
+
+    The working directory when it is a project (or when the framework runs from its installed package, which
+    has no project beside it); else the template repository around the framework's code, so that its commands
+    work from any directory as they always did.
+    """
+    here = Path.cwd()
+    if (here / "asset_bundle").is_dir() or (here / "model_lib").is_dir() or not (PROJECT_ROOT / "model_lib").is_dir():
+        return here
+    return PROJECT_ROOT
+
+
 def _default_asset_bundle_dir() -> Path:
-    """`./asset_bundle` when the server runs from a project directory, else the one beside the code."""
+    """`./asset_bundle` when the server runs from a project directory, else the template's."""
     local = Path("asset_bundle")
-    return local if local.is_dir() else PROJECT_ROOT / "asset_bundle"
+    return local if local.is_dir() else project_dir() / "asset_bundle"
 
 
 class Settings(BaseSettings):

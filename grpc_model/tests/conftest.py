@@ -223,6 +223,40 @@ def copy_project(destination: Path) -> Path:
     return Path(shutil.copytree(PROJECT_ROOT, destination, ignore=leave_out))
 
 
+GREETER_MODULE = '''"""The framework's test model, the greeter, in place of the author's in a copy of the project."""
+
+from grpc_model.tests.wrappers import Greeter
+
+
+class GreeterModel(Greeter):
+    """The one model class of this module, so the server serves it."""
+'''
+
+GREETER_UNIT_TEST = '''"""A unit test of the greeter, for `grpc-model test` to run."""
+
+from model_lib.src.model import GreeterModel
+
+
+def test_the_greeter_greets_the_last_word() -> None:
+    output = GreeterModel().handle_single_input({"input.txt": b"I am Ada"}, detect_drift=False, explain=False)
+    assert b"Ada" in output["results.json"]
+'''
+
+
+def copy_greeter_project(destination: Path) -> Path:
+    """A copy of the project whose model is the greeter: what the author's commands do, tested whatever the
+    author's own model is (a fresh `grpc-model init` has no test cases yet)."""
+    project = copy_project(destination)
+    shutil.rmtree(project / "asset_bundle")
+    write_greeter_bundle(project / "asset_bundle")
+    shutil.rmtree(project / "model_lib/tests")
+    (project / "model_lib/tests").mkdir()
+    (project / "model_lib/tests/__init__.py").write_text("")
+    (project / "model_lib/tests/test_model.py").write_text(GREETER_UNIT_TEST)
+    (project / "model_lib/src/model.py").write_text(GREETER_MODULE)
+    return project
+
+
 SERVING_LINE = re.compile(r"serving .* on 127\.0\.0\.1:(\d+)")
 
 
@@ -235,13 +269,14 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
         stdout: IO[str] | None = None,
+        cwd: Path = PROJECT_ROOT,
     ) -> None:
         self.lines: list[str] = []
         self.port_found = threading.Event()
         self.port = 0
         self.process = subprocess.Popen(
             [*(command or [sys.executable, "-m", "grpc_model.src.model_server"]), "--host", "127.0.0.1", *args],
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=stdout,
             stderr=subprocess.PIPE,
@@ -302,7 +337,8 @@ def start(
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
     stdout: IO[str] | None = None,
+    cwd: Path = PROJECT_ROOT,
 ) -> ServerProcess:
     port_args = [] if port is None else ["--port", str(port)]
-    processes.append(ServerProcess([*port_args, *args], env=env, command=command, stdout=stdout))
+    processes.append(ServerProcess([*port_args, *args], env=env, command=command, stdout=stdout, cwd=cwd))
     return processes[-1]

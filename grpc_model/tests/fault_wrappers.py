@@ -10,7 +10,7 @@ import threading
 from typing import ClassVar
 
 from grpc_model.tests.wrappers import Crashes, Echo
-from model_lib.src.model_wrapper import ModelWrapper
+from grpc_model.wrapper import ModelWrapper
 
 LOAD_BLOCKER = "TEST_MODEL_LOAD_BLOCKER"
 """Names a file; while it exists, loading `CrashesWhileBlocked` raises (in any process)."""

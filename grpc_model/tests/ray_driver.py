@@ -1,10 +1,10 @@
 """The Ray Serve test's work, run inside a private network and PID namespace (ray_cluster.in_namespace).
 
 `python -m grpc_model.tests.ray_driver RESULT.json`: starts a Ray head and a second node (one
-CPU each, so the two replicas of one CPU each must use both nodes), serves the example model
-with `grpc-model ray-serve`, drives Ray's gRPC proxy with the reference client, with
-`grpc-model test --server` and with grpclib (a second, pure-Python gRPC stack), stops
-everything and writes what it saw as JSON for test_ray_serve.py to judge.
+CPU each, so the two replicas of one CPU each must use both nodes), serves the framework's test
+model (the greeter) with `grpc-model ray-serve`, drives Ray's gRPC proxy with the reference
+client, with `grpc-model test --server` and with grpclib (a second, pure-Python gRPC stack),
+stops everything and writes what it saw as JSON for test_ray_serve.py to judge.
 """
 
 import asyncio
@@ -22,7 +22,8 @@ from grpclib.client import Channel, UnaryUnaryMethod
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.client import ModelClient, check_test_case
 from grpc_model.src.metadata import TestCase, load_bundle, load_test_cases
-from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT
+from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, env_var
+from grpc_model.tests.conftest import TESTS, write_greeter_bundle
 from grpc_model.tests.ray_cluster import LocalRay, wait_for
 
 PORT = 45000  # the namespace is private: no other server can hold it
@@ -34,12 +35,14 @@ READY_SECONDS = 600  # two replicas' cold start on a loaded 2-core machine: 20-6
 
 
 def main(result_path: Path) -> None:
-    bundle = load_bundle(PROJECT_ROOT / "asset_bundle")
+    # The framework's own test model, so this passes whatever the author's model is.
+    bundle = load_bundle(write_greeter_bundle(result_path.parent / "greeter"))
     cases = load_test_cases(bundle)
     result: dict[str, Any] = {"version": bundle.version, "cases": [case.name for case in cases]}
     log = result_path.with_suffix(".log")
     with LocalRay(nodes=2, cpus=1) as cluster, open(log, "wb") as output:
         env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}  # LocalRay's too
+        env.update({env_var("model_class"): f"{TESTS}:Greeter", env_var("asset_bundle_dir"): str(bundle.path.parent)})
         command = [sys.executable, "-m", "grpc_model", "ray-serve", "--port", str(PORT), "--ray-replicas", "2",
                    "--max-queued-items", str(MAX_QUEUED)]  # fmt: skip
         server = subprocess.Popen(

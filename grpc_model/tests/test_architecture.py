@@ -49,7 +49,6 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.security", "grpc_model.src.server"),
         ("grpc_model.src.security", "grpc_model.src.cli"),
         ("grpc_model.src.security", "grpc_model.src.runtime"),
-        ("model_lib", "grpc_model"),  # ...and the user's room nothing about the framework
         ("grpc_model.src.observability", "grpc_model.src.runtime"),  # every layer reports into it, so it sits below
         ("grpc_model.src.observability", "grpc_model.src.servicer"),
         ("grpc_model.src.observability", "grpc_model.src.server"),
@@ -60,6 +59,16 @@ def test_layers_do_not_import_upwards(package: str, forbidden: str) -> None:
         name for name in imported(modules(package), forbidden) if name == forbidden or name.startswith(forbidden + ".")
     ]
     assert found == []
+
+
+def test_the_model_sees_only_the_public_contract() -> None:
+    # The user's room knows the framework only by its public wrapper module, which ships in the package: a model
+    # project that depends on the package sees nothing else, and the template's model must run there too.
+    assert set(imported(modules("model_lib"), "grpc_model")) <= {"grpc_model.wrapper"}
+
+
+def test_the_public_contract_imports_nothing_of_the_framework() -> None:
+    assert imported([PROJECT_ROOT / "grpc_model" / "wrapper.py"], "grpc_model") == []
 
 
 def importers_of(module: str) -> list[str]:

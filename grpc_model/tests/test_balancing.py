@@ -17,7 +17,7 @@ from grpc_model.src.cli import app, testing
 from grpc_model.src.client import ModelClient, TargetError, channel_target, server_list
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper
 
 
 class Counting(ModelWrapper):

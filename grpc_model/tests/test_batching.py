@@ -14,7 +14,7 @@ from grpc_model.src.runtime.execution import ThreadExecutor, Wanted
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
 from grpc_model.tests.conftest import PATIENCE_SECONDS, TESTS
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 T = TypeVar("T")
 

@@ -18,7 +18,10 @@ CASES = load_test_cases(BUNDLE)
 
 
 def test_the_bundle_has_test_cases() -> None:
-    assert CASES, f"add functional test cases under {BUNDLE.test_cases_dir}"
+    # A model just started with `grpc-model init` has none yet: `grpc-model test` fails on that, the author's
+    # check; the framework's suite stays green whatever model sits in the project.
+    if not CASES:
+        pytest.skip(f"no functional test cases under {BUNDLE.test_cases_dir} yet (grpc-model test requires some)")
 
 
 def test_every_case_through_the_wrapper() -> None:

@@ -16,7 +16,7 @@ from subprocess import PIPE
 
 import pytest
 
-from grpc_model.src.metadata import load_bundle
+from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, env_var
 from grpc_model.tests.conftest import TESTS, USER_MODEL_CLASS, copy_project
 
@@ -65,6 +65,8 @@ def containers_and_images() -> str:
 
 @pytest.mark.parametrize("mode", ["local", "docker"] if MODE == "docker" else ["local"])
 def test_integration_script_passes(mode: str) -> None:
+    if not load_test_cases(load_bundle(PROJECT_ROOT / "asset_bundle")):  # a model just started with init
+        pytest.skip("the served bundle has no test cases yet (grpc-model test requires some)")
     before = containers_and_images() if mode == "docker" else ""
     returncode, stdout, stderr = run_integration_script(PROJECT_ROOT, mode)
     assert returncode == 0, stdout + stderr

@@ -1,4 +1,5 @@
-"""The Deployment of deploy/kubernetes/ run as real containers with `podman kube play`, where podman runs.
+"""The Deployment `grpc-model k8s` writes for the served model run as real containers with `podman kube play`,
+where podman runs. (Written afresh into a temporary folder: deploy/kubernetes/ may lag behind the model.)
 
 No Kubernetes cluster runs here; podman runs the Deployment's pod from the same YAML: the image, the
 settings ConfigMap, the non-root user, the read-only root filesystem with its /tmp volume. The
@@ -18,11 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
+from grpc_model.src.cli.kubernetes import Target, default_image
+from grpc_model.src.cli.kubernetes_layout import render, write
 from grpc_model.src.client import ModelClient
-from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.src.metadata import load_bundle
+from grpc_model.src.settings import PROJECT_ROOT, Settings
 from grpc_model.tests.conftest import PATIENCE_SECONDS, USER_MODEL_CLASS
 from grpc_model.tests.test_integration import MODE, STARTUP_SECONDS
-from grpc_model.tests.test_kubernetes import COMMITTED, KUBECTL
+from grpc_model.tests.test_kubernetes import KUBECTL
 
 SOCKET = Path("/run/podman/podman.sock")  # where scripts/container_engine.sh starts podman's service
 PODMAN = shutil.which("podman")
@@ -89,8 +93,10 @@ def for_podman(objects: list[dict[str, Any]], image: str, ports: dict[str, int])
 
 
 def test_the_deployment_serves_the_test_cases_under_podman(image: str, tmp_path: Path) -> None:
+    bundle = load_bundle(Settings().asset_bundle_dir)
+    write(tmp_path / "k8s", render(Target(bundle, Settings(), default_image(bundle))))
     built = subprocess.run(
-        [str(KUBECTL), "kustomize", str(COMMITTED / "base")], capture_output=True, text=True, check=True, timeout=60
+        [str(KUBECTL), "kustomize", str(tmp_path / "k8s/base")], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     ports = {"grpc": free_port(), "metrics": free_port()}
     objects = for_podman(list(yaml.safe_load_all(built)), image, ports)

@@ -1,4 +1,7 @@
-"""`grpc-model k8s` and deploy/kubernetes/: valid offline, consistent with each other, the image and model.yaml.
+"""`grpc-model k8s`: manifests valid offline, consistent with each other, the image and model.yaml.
+
+They are written here from the framework's own test model (the greeter) and from a GPU variant of it, never read
+from deploy/kubernetes/: those follow the author's model, and `grpc-model k8s --check` is their test.
 
 No cluster runs here: core objects are validated against the Kubernetes API schemas (kubernetes-validate,
 strict: unknown fields are errors), custom resources against the schemas their projects publish
@@ -27,9 +30,8 @@ from grpc_model.src.cli.kubernetes_layout import render, write
 from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.metadata.units import parse_size
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var
-from grpc_model.tests.conftest import GREETER, TEST_VERSION
+from grpc_model.tests.conftest import GREETER, TEST_VERSION, write_greeter_bundle
 
-COMMITTED = PROJECT_ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ["base", "overlays/hpa", "overlays/keda", "overlays/kserve"]
 KUBECTL = shutil.which("kubectl")
 # gRPC probes are GA from 1.27; the newest schemas kubernetes-validate ships are checked too.
@@ -54,23 +56,33 @@ def gpu_model(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gpu_bundle(tmp_path_factory: pytest.TempPathFactory) -> AssetBundle:
+def gpu(tmp_path_factory: pytest.TempPathFactory) -> AssetBundle:
     return load_bundle(gpu_model(tmp_path_factory.mktemp("bundle")))
 
 
 @pytest.fixture(scope="module")
-def gpu_manifests(tmp_path_factory: pytest.TempPathFactory, gpu_bundle: AssetBundle) -> Path:
+def gpu_manifests(tmp_path_factory: pytest.TempPathFactory, gpu: AssetBundle) -> Path:
     out = tmp_path_factory.mktemp("k8s")
-    write(out, render(Target(gpu_bundle, Settings(), default_image(gpu_bundle))))
+    write(out, render(Target(gpu, Settings(), default_image(gpu))))
     return out
 
 
-@pytest.fixture(params=["committed", "gpu"])
+@pytest.fixture(scope="module")
+def greeter(tmp_path_factory: pytest.TempPathFactory) -> AssetBundle:
+    return load_bundle(write_greeter_bundle(tmp_path_factory.mktemp("greeter")))
+
+
+@pytest.fixture(scope="module")
+def greeter_manifests(tmp_path_factory: pytest.TempPathFactory, greeter: AssetBundle) -> Path:
+    out = tmp_path_factory.mktemp("k8s")
+    write(out, render(Target(greeter, Settings(), default_image(greeter))))
+    return out
+
+
+@pytest.fixture(params=["greeter", "gpu"])
 def written(request: pytest.FixtureRequest) -> tuple[Path, AssetBundle]:
-    """deploy/kubernetes/ as committed (the served model's), and one written for a GPU model; with their bundle."""
-    if request.param == "committed":
-        return COMMITTED, load_bundle(PROJECT_ROOT / "asset_bundle")
-    return request.getfixturevalue("gpu_manifests"), request.getfixturevalue("gpu_bundle")
+    """The manifests `grpc-model k8s` writes for a CPU model and for a GPU model, with their bundle."""
+    return request.getfixturevalue(f"{request.param}_manifests"), request.getfixturevalue(request.param)
 
 
 @pytest.fixture
@@ -258,19 +270,16 @@ def test_resources_come_from_model_yaml(gpu_manifests: Path) -> None:
     assert env[env_var("shutdown_grace_seconds")] == "90"  # timeout.run: a call may take that long
 
 
-def test_a_cpu_only_model_asks_for_no_gpu() -> None:
-    objects = build(COMMITTED, "base")
-    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    spec = load_bundle(PROJECT_ROOT / "asset_bundle").spec
-    assert spec.resources.gpu.count > 0 or "nvidia.com/gpu" not in json.dumps(container["resources"])
+def test_a_cpu_only_model_asks_for_no_gpu(greeter: AssetBundle, greeter_manifests: Path) -> None:
+    assert greeter.spec.resources.gpu.count == 0
+    (container,) = one(build(greeter_manifests, "base"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
 
 
-def test_the_committed_manifests_are_those_of_the_served_model() -> None:
-    result = CliRunner().invoke(app, ["k8s", "--check", "--out", str(COMMITTED)], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, f"{result.output}\nrun `grpc-model k8s` after changing model.yaml"
-
-
-def test_k8s_writes_the_files_and_check_names_a_stale_one(tmp_path: Path) -> None:
+def test_k8s_writes_the_files_and_check_names_a_stale_one(
+    tmp_path: Path, greeter: AssetBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(env_var("asset_bundle_dir"), str(greeter.path.parent))
     runner = CliRunner()
     out = tmp_path / "k8s"
     written = runner.invoke(app, ["k8s", "--out", str(out), "--image", "example.org/m:1", "--replicas", "3"])
@@ -288,9 +297,8 @@ def test_k8s_writes_the_files_and_check_names_a_stale_one(tmp_path: Path) -> Non
     assert "run `grpc-model k8s`" in stale.output
 
 
-def test_ports_follow_the_settings_and_probes_use_the_plaintext_health_port() -> None:
+def test_ports_follow_the_settings_and_probes_use_the_plaintext_health_port(greeter: AssetBundle) -> None:
     """A TLS server's probes go to health_port (kubelet's gRPC probes speak no TLS); HTTP is declared when on."""
-    greeter = load_bundle(PROJECT_ROOT / "asset_bundle")
     settings = Settings(health_port=8086, metrics_port=9100, http="on", tls_cert="/tls/cert.pem", tls_key="/tls/k.pem")
     files = render(Target(greeter, settings, "example.org/m:1"))
     (container,) = yaml.safe_load(files["base/deployment.yaml"])["spec"]["template"]["spec"]["containers"]

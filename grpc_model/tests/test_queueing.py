@@ -8,7 +8,7 @@ import pytest
 from grpc_model.src.runtime.batching import Batcher, QueueFullError
 from grpc_model.src.runtime.execution import Wanted
 from grpc_model.src.runtime.items import ItemResult
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 
 class HeldExecutor:

@@ -53,7 +53,7 @@ def write_module(directory: Path, name: str, source: str, monkeypatch: pytest.Mo
 
 
 WRAPPER_MODULE = """
-from model_lib.src.model_wrapper import ModelWrapper, success_output
+from grpc_model.wrapper import ModelWrapper, success_output
 
 class Base(ModelWrapper):
     def handle_single_input(self, model_input, detect_drift, explain):
@@ -156,7 +156,7 @@ def test_sys_exit_in_the_model_fails_the_item_not_the_server() -> None:
 
 
 REFUSING_MODULE = """
-from model_lib.src.model_wrapper import ModelWrapper
+from grpc_model.wrapper import ModelWrapper
 
 class Refuses(ModelWrapper):
     def handle_single_input(self, model_input, detect_drift, explain):

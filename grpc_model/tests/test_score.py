@@ -22,7 +22,7 @@ from grpc_model.src.cli import app
 from grpc_model.src.cli.score import Options, Reporter, Servers, Tally
 from grpc_model.src.settings import env_var
 from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper
 
 
 class Gated(ModelWrapper):

@@ -147,7 +147,7 @@ def test_the_budget_counts_the_bytes_that_arrived_not_the_parsed_message(serve_w
     wire = pb.ModelInferRequest(id="f" * 500).SerializeToString() + request.SerializeToString()
     assert pb.ModelInferRequest.FromString(wire).ByteSize() < 100
     with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
-        send = channel.unary_unary(
+        send: grpc.UnaryUnaryMultiCallable[bytes, pb.ModelInferResponse] = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer", response_deserializer=pb.ModelInferResponse.FromString
         )
         try:

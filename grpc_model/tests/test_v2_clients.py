@@ -36,16 +36,16 @@ def url(servers: tuple[ServerThread, HttpClient], protocol: str) -> str:
 def test_every_case_through_tritonclient(
     servers: tuple[ServerThread, HttpClient], protocol: str, batch_size: int
 ) -> None:
-    assert CASES, f"add functional test cases under {BUNDLE.test_cases_dir}"
+    if not CASES:  # a model just started with `grpc-model init`: `grpc-model test` requires some
+        pytest.skip(f"the served bundle has no test cases under {BUNDLE.test_cases_dir} yet")
     problems = case_problems(protocol, url(servers, protocol), MODEL, CASES, batch_size)
     assert problems == {case.name: [] for case in CASES}
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_tritonclient_hears_errors_by_name(servers: tuple[ServerThread, HttpClient], protocol: str) -> None:
-    first = CASES[0]
     wrong_name = {"inputs": {"not-an-input": ["eA=="]}}
-    too_many = {"inputs": {name: ["eA=="] * (BUNDLE.spec.features.maxBatchSize + 1) for name in first.inputs}}
+    too_many = {"inputs": {name: ["eA=="] * (BUNDLE.spec.features.maxBatchSize + 1) for name in BUNDLE.spec.inputs}}
     answers = tritonclient_calls(protocol, url(servers, protocol), MODEL, [wrong_name, too_many])
     assert "the model has no input 'not-an-input'" in str(answers[0]["error"])
     assert "over the model's maxBatchSize" in str(answers[1]["error"])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
 
 GATE_DIR = "MODEL_TEST_GATE_DIR"
 """Names the directory through which a test and wrappers running in other processes (worker processes,

@@ -14,7 +14,7 @@ the output file names the keys under `outputs:`. The functional test cases in
 case; `grpc-model test` checks your wrapper against all of them.
 """
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, results_json
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper, results_json
 
 INPUT_FILENAME = "input.txt"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grpc_model.wrapper import ModelWrapper, failure_output, results_json, success_output
 from model_lib.src.model import ExampleModel
-from model_lib.src.model_wrapper import ModelWrapper, failure_output, results_json, success_output
 
 
 def greeting(output: dict[str, bytes]) -> str:

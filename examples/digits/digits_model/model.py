@@ -6,7 +6,7 @@ Served with `examples/digits/run.sh serve` (model class `digits_model.model`, bu
 
 import numpy as np
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
 
 from .classifier import Classifier, answers
 from .images import ink_grid

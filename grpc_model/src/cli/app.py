@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from grpc_model.src.cli import calling, scaffold
+from grpc_model.src.cli import calling, engine, project, scaffold
 from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env, shown
 from grpc_model.src.metadata import (
@@ -23,12 +23,10 @@ from grpc_model.src.metadata import (
     load_test_cases,
     older_bundle_warning,
 )
-from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.src.settings import project_dir
 
 if TYPE_CHECKING:
     from grpc_model.src.cli import testing
-
-KUBERNETES_DIR = PROJECT_ROOT / "deploy" / "kubernetes"
 
 app = typer.Typer(
     name="grpc-model",
@@ -44,14 +42,10 @@ VersionArgument = Annotated[str, typer.Argument(help="A version of three dot-sep
 @app.command()
 def init(
     name: Annotated[str, typer.Argument(help="The model's name, e.g. 'Word Stats'; the class is named after it.")],
-    version: Annotated[str, typer.Option(help="The first version.")] = "0.1.0",
-    inputs: Annotated[
-        list[str] | None, typer.Option("--input", help="An input file, FILE=MEDIA_TYPE; repeat for more.")
-    ] = None,
-    outputs: Annotated[
-        list[str] | None, typer.Option("--output", help="An output file, FILE=MEDIA_TYPE; repeat for more.")
-    ] = None,
-    author: Annotated[str, typer.Option(help="Who made the model (model.yaml's author).")] = "unknown",
+    version: project.Version = "0.1.0",
+    inputs: project.Inputs = None,
+    outputs: project.Outputs = None,
+    author: project.Author = "unknown",
     force: Annotated[bool, typer.Option(help="Replace existing files (such as the example model).")] = False,
 ) -> None:
     """Start a new model: a wrapper skeleton, its unit test, model.yaml, docker_metadata.yaml and an empty
@@ -61,14 +55,9 @@ def init(
     --force`
     """
     try:
-        input_files = [
-            scaffold.FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]
-        ]
-        output_files = [
-            scaffold.FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]
-        ]
+        input_files, output_files = project.file_specs(inputs, outputs)
         written = scaffold.init_model(
-            PROJECT_ROOT, settings_from_env().asset_bundle_dir, name, version, input_files, output_files, author, force
+            project_dir(), settings_from_env().asset_bundle_dir, name, version, input_files, output_files, author, force
         )
     except scaffold.ScaffoldError as error:
         raise fail(str(error), USAGE) from None
@@ -147,7 +136,10 @@ def version() -> None:
 
 @app.command("k8s")
 def kubernetes(
-    out: Annotated[Path, typer.Option(help="Where to write the kustomize base and overlays.")] = KUBERNETES_DIR,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the kustomize base and overlays; default: deploy/kubernetes in the project."),
+    ] = None,
     image: Annotated[
         str | None,
         typer.Option(help="The image to run; default: from docker_metadata.yaml, tagged with the served version."),
@@ -167,6 +159,7 @@ def kubernetes(
     from grpc_model.src.cli.kubernetes import Target, default_image
 
     settings = settings_from_env()
+    out = out or project_dir() / "deploy" / "kubernetes"
     try:
         bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
     except BundleError as error:
@@ -223,7 +216,7 @@ def run_tests(
     with tempfile.TemporaryDirectory() as scratch:
         unit_junit = Path(scratch) / "unit.xml" if junit else None
         console.rule("unit tests: model_lib/tests")
-        suites = [testing.Suite("model_lib/tests", [testing.run_unit_tests(PROJECT_ROOT, unit_junit)])]
+        suites = [testing.Suite("model_lib/tests", [testing.run_unit_tests(project_dir(), unit_junit)])]
         suites.append(testing.Suite("metadata", [testing.Outcome("grpc-model validate", report.problems)]))
         if report.bundle is not None and not report.problems:
             bundle = report.bundle
@@ -232,7 +225,7 @@ def run_tests(
                 suites[-1].outcomes.append(testing.Outcome("test cases", [f"no test cases in {bundle.test_cases_dir}"]))
             elif image:
                 console.rule("the image")
-                suites.append(testing.Suite("image", [testing.run_image(PROJECT_ROOT)]))
+                suites.append(testing.Suite("image", [testing.run_image(project_dir())]))
             elif server:
                 servers = server_list(server)
                 console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
@@ -301,6 +294,8 @@ def ray_serve(ctx: typer.Context) -> None:
     raise typer.Exit(command.main(ctx.args))
 
 
+app.command()(project.new)
+app.command()(engine.build)
 app.command()(calling.status)
 app.command()(calling.call)
 app.command()(calling.score)

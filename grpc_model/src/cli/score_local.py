@@ -9,7 +9,7 @@ from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
 from grpc_model.src.validation import InputValidator
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 
 def local_backend(

@@ -30,7 +30,7 @@ its output files out). The file names are those declared in asset_bundle/{versio
 The server serves the one model class this module defines, whatever its name.
 """
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, results_json
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper, results_json
 
 
 class {class_name}(ModelWrapper):

@@ -5,7 +5,6 @@ the wrapper in this process, through a running server, or through the built imag
 framework's own tests are not run: they belong to `scripts/dev.sh test`.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from grpc_model.src.cli.engine import CONTAINER_SCRIPTS, EngineError, engine_environment
 from grpc_model.src.client import PLAINTEXT, ModelClient, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
@@ -160,20 +160,15 @@ def _status_outcome(bundle: AssetBundle, server: str, timeout: float, security: 
 
 
 def run_image(root: Path) -> Outcome:
-    """Builds the image and tests it in a container, as the integration test does (a container engine is
-    set up first where `scripts/container_engine.sh` can)."""
+    """Builds the project's image and tests it in a container with the integration test that ships in the
+    framework's package (a container engine is set up first where `container_engine.sh` can)."""
     started = time.monotonic()
-    env = dict(os.environ)
-    engine = subprocess.run(
-        ["bash", str(root / "scripts/container_engine.sh")], capture_output=True, text=True, check=False
-    )
-    if engine.returncode != 0:
-        return Outcome("image", [f"no container engine: {engine.stderr.strip() or engine.stdout.strip()}"])
-    for line in engine.stdout.splitlines():  # `export NAME=value ...`
-        if line.startswith("export "):
-            env.update(pair.partition("=")[::2] for pair in line.split()[1:] if "=" in pair)
-    env.update(INTEGRATION_MODE="docker", PYTHON=sys.executable)
-    script = subprocess.run(["bash", str(root / "scripts/integration_test.sh")], env=env, check=False)
+    try:
+        env = engine_environment()
+    except EngineError as error:
+        return Outcome("image", [str(error)])
+    env.update(INTEGRATION_MODE="docker", PYTHON=sys.executable, PROJECT_DIR=str(root))
+    script = subprocess.run(["bash", str(CONTAINER_SCRIPTS / "integration_test.sh")], env=env, check=False)
     problems = [] if script.returncode == 0 else [f"the image test failed (exit {script.returncode}); see above"]
     return Outcome("the image, built and run in a container", problems, time.monotonic() - started)
 

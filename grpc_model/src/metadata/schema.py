@@ -4,6 +4,7 @@ Field names follow the YAML (camelCase) so that validation errors and the genera
 JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_size`.
 """
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -242,3 +243,11 @@ class DockerMetadata(_Section):
 def slug(name: str) -> str:
     """A model.yaml name as one lower-case URL, image or Kubernetes name segment: "Hello World" -> "hello-world"."""
     return "-".join(re.findall(r"[a-z0-9]+", name.lower())) or "model"
+
+
+def json_schema_text() -> str:
+    """model.yaml's JSON Schema as the file editors read: the `# yaml-language-server: $schema=` line at the top of
+    model.yaml points at it, so editors complete keys and flag mistakes as the author types."""
+    schema = ModelSpec.model_json_schema()
+    schema["title"] = "model.yaml (specification 0.4)"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -27,7 +27,7 @@ from grpc_model.src.observability import logs, tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import ModelExecutor
 from grpc_model.src.runtime.items import ItemResult, describe
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpc_model.src.runtime.loader import LoadedModel
-from model_lib.src.model_wrapper import ModelInput, failure_output
+from grpc_model.wrapper import ModelInput, failure_output
 
 logger = logging.getLogger(__name__)
 

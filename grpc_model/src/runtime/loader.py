@@ -1,12 +1,14 @@
 """Finding and instantiating the user's model wrapper class."""
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
+from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper
 
 SingleMethod = Callable[[ModelInput, bool, bool], ModelOutput]
 BatchMethod = Callable[[list[ModelInput], bool, bool], list[ModelOutput]]
@@ -37,6 +39,7 @@ def import_wrapper_class(path: str) -> type:
     without telling the server anything.
     """
     module_name, sep, class_name = path.partition(":")
+    project_importable()
     if not module_name or module_name.startswith(".") or (sep and not class_name):  # no relative imports
         raise WrapperImportError(f"model class {path!r} must look like 'package.module' or 'package.module:ClassName'")
     try:
@@ -64,6 +67,20 @@ def import_wrapper_class(path: str) -> type:
     if _user_method(wrapper_class, SINGLE_METHOD_NAMES) is None:
         raise WrapperImportError(f"{path} must define one of {' or '.join(SINGLE_METHOD_NAMES)}")
     return wrapper_class
+
+
+def project_importable(directory: str | None = None) -> None:
+    """Puts the model project's directory (default: the working directory) on the import path, last.
+
+    A model project that depends on the framework as a package is not installed itself: its `model_lib/` sits in
+    the directory the author runs `grpc-model` from. `python -m` finds it there, but an installed command
+    (`grpc-model serve`, `grpc-model-server`) puts only its own directory on the path, so the server would not.
+    Last, so that nothing installed is shadowed by a file of the project's; the template repository's model is
+    found first through the editable install, as before. Worker processes inherit the path.
+    """
+    project = os.path.abspath(directory or os.getcwd())
+    if project not in (os.path.abspath(entry or os.curdir) for entry in sys.path):
+        sys.path.append(project)
 
 
 def _wrapper_classes(module: ModuleType) -> list[type]:

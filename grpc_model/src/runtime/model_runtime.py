@@ -19,7 +19,7 @@ from grpc_model.src.runtime.execution import InlineExecutor, ModelExecutor, Thre
 from grpc_model.src.runtime.items import ItemResult, describe
 from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
 from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
 

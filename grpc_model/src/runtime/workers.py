@@ -30,7 +30,7 @@ from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import Job, JobQueue, Wanted, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
-from model_lib.src.model_wrapper import ModelInput
+from grpc_model.wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""scripts/dev.sh's optional groups: a command adds the groups it needs and never uninstalls another's.
+
+Run in a copy of the project with a stand-in poetry that records its calls, so nothing is installed.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grpc_model.src.settings import PROJECT_ROOT
+from grpc_model.tests.conftest import PATIENCE_SECONDS, copy_project
+
+FAKE_POETRY = """#!/bin/sh
+echo "$*" >>"$(dirname "$0")/calls"
+if [ "$1" = --version ]; then echo "Poetry (version 2.5.1)"; fi
+exit 0
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy with a stand-in poetry, a stand-in grpc-model, and the groups `scripts/dev.sh test` installed."""
+    project = copy_project(tmp_path / "project")
+    for path, text in ((".tools/bin/poetry", FAKE_POETRY), (".venv/bin/grpc-model", "#!/bin/sh\necho ran $*\n")):
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).write_text(text)
+        (project / path).chmod(0o755)
+    (project / ".venv/.optional-groups").write_text("http,tracing,ray\n")
+    return project
+
+
+def run(project: Path, *command: str) -> str:
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def synced(project: Path) -> list[str]:
+    calls = (project / ".tools/bin/calls").read_text().splitlines()
+    return [call for call in calls if call.startswith("sync")]
+
+
+def test_the_digits_example_adds_its_groups_to_those_installed(project: Path) -> None:
+    assert run(project, "bash", "examples/digits/run.sh", "version") == "ran version\n"
+    assert synced(project) == ["sync --quiet --with http,tracing,ray,examples,examples-train"]
+    assert (project / ".venv/.optional-groups").read_text() == "http,tracing,ray,examples,examples-train\n"
+
+
+def test_a_plain_command_keeps_the_groups_and_with_replaces_them(project: Path) -> None:
+    run(project, "bash", "scripts/dev.sh", "version")
+    run(project, "bash", "scripts/dev.sh", "install", "--add", "ray,bench")
+    run(project, "bash", "scripts/dev.sh", "install", "--with", "")
+    assert synced(project) == [
+        "sync --quiet --with http,tracing,ray",
+        "sync --quiet --with http,tracing,ray,bench",
+        "sync --quiet",
+    ]
+    assert not (project / ".venv/.optional-groups").exists()
+
+
+def test_the_engine_script_stops_the_service_it_started_and_nothing_else(tmp_path: Path) -> None:
+    """`scripts/dev.sh test` ends with `container_engine.sh --stop` when it started podman's service."""
+    stop = ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh"), "--stop"]
+    env = {**os.environ, "GRPC_MODEL_ENGINE_CACHE": str(tmp_path)}
+    with (
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "system", "service"]) as service,
+        subprocess.Popen(["sleep", "600"]) as other,
+    ):
+        try:
+            (tmp_path / "service.pid").write_text(f"{other.pid}\n")  # not the service: left alone
+            subprocess.run(stop, env=env, check=True, timeout=60, capture_output=True)
+            assert other.poll() is None
+            (tmp_path / "service.pid").write_text(f"{service.pid}\n")
+            subprocess.run(stop, env=env, check=True, timeout=60, capture_output=True)
+            assert service.wait(timeout=PATIENCE_SECONDS) != 0  # ended by its signal
+            assert not (tmp_path / "service.pid").exists()
+        finally:
+            service.kill()
+            other.kill()

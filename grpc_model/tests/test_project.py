@@ -1,0 +1,240 @@
+"""The framework as a package, down the path a model author outside this repository takes (docs/package.md).
+
+The wheel is built from this source, installed alone into a clean virtual environment, and that environment's
+`grpc-model new` starts a project; the project installs the framework from the wheel it was given (its lock, its
+own .venv/) and every author command runs there, from the project's directory. Slow (a wheel, two environments,
+a lock): the steps share one project, made once for the module.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from grpc_model.src.cli import app, project_files
+from grpc_model.src.cli.engine import default_tag
+from grpc_model.src.runtime.loader import import_wrapper_class
+from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerProcess
+
+MODE = os.environ.get("INTEGRATION_MODE")
+NAME = "Word Stats"
+CASE = ("hello world", '{"data": {"result": {"input_bytes": {"input.txt": 11}}, "explanation": null, "drift": null}}')
+SLOW_SECONDS = 900  # a bound on one install or lock, on a loaded machine with a cold cache
+
+
+def poetry() -> str:
+    """The poetry scripts/dev.sh installs (.tools/ of this checkout or of the one it was made from), or PATH's."""
+    for candidate in (PROJECT_ROOT / ".tools/bin/poetry", Path(sys.prefix).parent / ".tools/bin/poetry"):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("poetry")
+    if found is None:
+        pytest.skip("no poetry (scripts/dev.sh installs it into .tools/)")
+    return found
+
+
+def clean_env(*path: Path) -> dict[str, str]:
+    """The environment an author's shell would have: none of this checkout's paths or server settings."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONPATH", "VIRTUAL_ENV", "PSC_MODEL_PORT") and not name.startswith(ENV_PREFIX)
+    }
+    env["PATH"] = os.pathsep.join([*(str(p) for p in path), env.get("PATH", "")])
+    env["POETRY_NO_INTERACTION"] = "1"
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], seconds: float = SLOW_SECONDS) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=seconds, check=False)
+    assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(PROJECT_ROOT)], out, {})
+    (built,) = out.glob("grpc_model-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project made by the wheel's own `grpc-model new`, installed with its lock, with one test case added."""
+    root = tmp_path_factory.mktemp("author")
+    tools = Path(poetry()).parent
+    run([sys.executable, "-m", "venv", str(root / "framework")], root, clean_env())
+    run([str(root / "framework/bin/pip"), "install", "--quiet", str(wheel)], root, clean_env())
+    env = clean_env(root / "framework/bin", tools)
+    run(["grpc-model", "new", "word-stats", NAME, "--framework-wheel", str(wheel)], root, env)
+    project = root / "word-stats"
+    run(["poetry", "install"], project, env)
+    case = project / "asset_bundle/0.1.0/test_cases/0001-two-words"
+    case.mkdir()
+    (case / "input.txt").write_text(CASE[0])
+    (case / "results.json").write_text(CASE[1])
+    return project
+
+
+@pytest.fixture
+def author_env(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The project's .venv/bin first on the PATH, as after `source .venv/bin/activate`."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the server processes must not see this checkout
+    return clean_env(project / ".venv/bin")
+
+
+def test_the_working_directory_is_importable_for_the_authors_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed `grpc-model serve` has only its own directory on the path, not the project's."""
+    (tmp_path / "author_package").mkdir()
+    (tmp_path / "author_package/__init__.py").write_text("")
+    (tmp_path / "author_package/model.py").write_text(
+        "class AuthorModel:\n"
+        "    def handle_single_input(self, model_input, detect_drift, explain):\n"
+        "        return {}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "author_package", raising=False)
+    monkeypatch.delitem(sys.modules, "author_package.model", raising=False)
+    assert import_wrapper_class("author_package.model").__name__ == "AuthorModel"
+    assert sys.path[-1] == str(tmp_path)  # last: nothing installed is shadowed
+
+
+def test_the_commands_act_on_the_project_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, greeter_bundle: Path
+) -> None:
+    shutil.copytree(greeter_bundle, tmp_path / "asset_bundle")
+    monkeypatch.chdir(tmp_path)
+    assert project_dir() == tmp_path
+    assert Settings().asset_bundle_dir.resolve() == tmp_path / "asset_bundle"
+    assert default_tag() == "hello-world:0.1.0"  # grpc-model build's tag: model.yaml's name, the served version
+
+
+def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["new", str(tmp_path)], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    assert "exists and is not an empty directory" in refused.output
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+    not_a_wheel = CliRunner().invoke(
+        app, ["new", str(tmp_path / "p"), "--framework-wheel", str(tmp_path / "notes.txt")]
+    )
+    assert not_a_wheel.exit_code == 2
+    assert not (tmp_path / "p").exists()
+    bad_version = CliRunner().invoke(app, ["new", str(tmp_path / "p"), "--version", "1.0"])
+    assert bad_version.exit_code == 2
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_projects_dockerfile_keeps_the_templates_guarantees() -> None:
+    """What test_packaging.py checks of the template's Dockerfile; the image test runs it where an engine does."""
+    build, final = project_files.dockerfile().split("\nFROM ")[1:]
+    assert "python -m grpc_model validate" in build  # a broken bundle fails the build
+    copies = re.findall(r"^COPY (?:--from=\S+ )?(\S+) (\S+)", final, re.MULTILINE)
+    assert copies == [("/venv", "/venv"), ("model_lib", "./model_lib"), ("/bundle", "./asset_bundle/")]
+    assert re.findall(r"^USER (\S+)", final, re.MULTILINE) == ["model"]
+    assert re.search(r"^HEALTHCHECK .*\n.*grpc_model\.src\.model_client --health", final, re.MULTILINE)
+    assert "**/tests/" in project_files.DOCKERIGNORE.splitlines()
+
+
+def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [name for name in names if name.startswith("model_lib/") or "/tests/" in name]
+    for shipped in (
+        "grpc_model/wrapper.py",  # the contract models import
+        "grpc_model/src/auto_generated/model2_template/model_pb2.py",  # the .proto's code
+        "grpc_model/src/web/static/index.html",
+        "grpc_model/src/container/integration_test.sh",  # test --image and build
+    ):
+        assert shipped in names
+
+
+def test_the_project_holds_the_model_and_none_of_the_framework(
+    project: Path, wheel: Path, author_env: dict[str, str]
+) -> None:
+    files = {
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*")
+        if path.is_file() and not {".venv", "__pycache__", ".pytest_cache"} & set(path.relative_to(project).parts)
+    }
+    assert {name.split("/")[0] for name in files} == {
+        *(".ci", ".dockerignore", ".gitignore", "Dockerfile", "README.md", "asset_bundle", "model_lib"),
+        *("poetry.lock", "poetry.toml", "pyproject.toml", "wheels"),
+    }
+    assert {name for name in files if name.startswith("wheels/")} == {"wheels/README.md", f"wheels/{wheel.name}"}
+    model_lib = {name for name in files if name.startswith("model_lib/")}
+    assert model_lib == {
+        *("model_lib/__init__.py", "model_lib/src/__init__.py", "model_lib/src/model.py"),
+        *("model_lib/tests/__init__.py", "model_lib/tests/test_model.py"),
+    }  # no copy of the contract: the model imports grpc_model.wrapper
+    assert "from grpc_model.wrapper import" in (project / "model_lib/src/model.py").read_text()
+    # The framework the project runs is the wheel's, installed in the project's own environment.
+    where = run(["python", "-c", "import grpc_model; print(grpc_model.__file__)"], project, author_env)
+    assert Path(where.strip()).is_relative_to(project / ".venv")
+    assert 'dependencies = ["grpc-model (>=0.1.0,<0.2.0)"]' in (project / "pyproject.toml").read_text()
+
+
+def test_grpc_model_test_passes_in_the_project(project: Path, author_env: dict[str, str]) -> None:
+    output = run(["grpc-model", "test"], project, author_env)
+    assert "PASS in-process: 0001-two-words" in output
+
+
+def test_the_project_serves_and_passes_its_cases_against_the_server(project: Path, author_env: dict[str, str]) -> None:
+    server = ServerProcess(
+        ["--port", "0", "--metrics-port", "0"], env=author_env, command=["grpc-model", "serve"], cwd=project
+    )
+    try:
+        with server.client(seconds=3 * PATIENCE_SECONDS) as client:
+            status = client.status()
+            assert (status.status_code, status.model_info.model_name) == (200, NAME)
+            target = f"127.0.0.1:{server.port}"
+            run(["grpc-model", "status", target], project, author_env)
+            assert "PASS 127.0.0.1" in run(["grpc-model", "test", "--server", target], project, author_env)
+            item = "input.txt=asset_bundle/0.1.0/test_cases/0001-two-words/input.txt"
+            called = run(["grpc-model", "call", target, "--input", item], project, author_env)
+            assert '"input.txt": 11' in called
+            client.shutdown()
+        assert server.wait() == 0
+    finally:
+        server.close()
+
+
+def test_the_release_commands_work_in_a_copy_of_the_project(
+    project: Path, author_env: dict[str, str], tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(project, tmp_path / "copy", ignore=shutil.ignore_patterns(".venv")))
+    run(["grpc-model", "validate"], copy, author_env)
+    run(["grpc-model", "new-version", "0.2.0", "--keep-test-cases"], copy, author_env)
+    assert run(["grpc-model", "version"], copy, author_env).strip() == "0.2.0"
+    run(["grpc-model", "k8s"], copy, author_env)
+    assert (copy / "deploy/kubernetes/base/kustomization.yaml").is_file()
+    assert "PASS in-process: 0001-two-words" in run(["grpc-model", "test"], copy, author_env)
+
+
+@pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")
+def test_the_projects_image_passes_and_builds(project: Path, author_env: dict[str, str]) -> None:
+    with socket.socket() as probe:  # the image test publishes a concrete port: 45000 may be taken
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run(["grpc-model", "test", "--image"], project, {**author_env, "PSC_MODEL_PORT": str(port)})
+    tag = "grpc-model-project-test:0.1.0"
+    engine = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts/container_engine.sh")], capture_output=True, text=True, check=True
+    ).stdout
+    env = {**author_env, **dict(pair.partition("=")[::2] for line in engine.splitlines() for pair in line.split()[1:])}
+    try:
+        assert f"built: {tag}" in run(["grpc-model", "build", "--tag", tag], project, author_env)
+        run(["docker", "image", "inspect", tag], project, env, seconds=60)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], env=env, capture_output=True, check=False, timeout=60)
