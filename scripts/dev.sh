@@ -89,7 +89,7 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --with examples,examples-train,http,tracing,ray # the tests of the digits example, HTTP, tracing and Ray Serve
+    install --with examples,examples-train,http,tracing,ray,sklearn,xgboost,lightgbm,onnx # the tests of the digits example, HTTP, tracing, Ray Serve and the runtimes
     install_browser
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .

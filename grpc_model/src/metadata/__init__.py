@@ -2,7 +2,7 @@
 
 from grpc_model.src.metadata.bundle import AssetBundle, BundleError, available_versions, load_bundle, newest_version
 from grpc_model.src.metadata.checks import BundleReport, check_bundle
-from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec, slug
+from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec, Runtime, RuntimeKind, slug
 from grpc_model.src.metadata.test_cases import (
     TestCase,
     Tolerance,
@@ -17,6 +17,8 @@ __all__ = [
     "BundleReport",
     "DockerMetadata",
     "ModelSpec",
+    "Runtime",
+    "RuntimeKind",
     "TestCase",
     "Tolerance",
     "available_versions",

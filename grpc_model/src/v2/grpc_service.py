@@ -7,6 +7,7 @@ import grpc
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
 from grpc_model.src.grpc_methods import add_unary_service
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
+from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.v2.tensors import (
     BYTES,
@@ -20,6 +21,20 @@ from grpc_model.src.v2.tensors import (
     split_bytes,
 )
 
+CONTENTS = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "BOOL": "bool_contents",
+}
+"""The InferTensorContents field that carries each numeric datatype."""
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 CODES = {
     Problem.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -54,7 +69,7 @@ class GRPCInferenceService:
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         try:
-            metadata = self.protocol.model_metadata(request.name, request.version)
+            metadata = await self.protocol.model_metadata(request.name, request.version)
         except V2Error as error:
             await context.abort(CODES[error.problem], str(error))
         tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -85,11 +100,17 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
     inputs = []
     for index, tensor in enumerate(request.inputs):
-        if raw:
-            elements = split_bytes(tensor.name, raw[index]) if tensor.datatype == BYTES else []
+        shape = list(tensor.shape)
+        if tensor.datatype == BYTES:
+            elements = split_bytes(tensor.name, raw[index]) if raw else list(tensor.contents.bytes_contents)
+            inputs.append(Tensor(tensor.name, BYTES, shape, elements))
+        elif tensor.datatype not in CONTENTS:  # refused, with the other problems, by the model's check
+            inputs.append(Tensor(tensor.name, tensor.datatype, shape, []))
+        elif raw:
+            inputs.append(Tensor(tensor.name, tensor.datatype, shape, [], raw=raw[index]))
         else:
-            elements = list(tensor.contents.bytes_contents)
-        inputs.append(Tensor(tensor.name, tensor.datatype, list(tensor.shape), elements))
+            values = list(getattr(tensor.contents, CONTENTS[tensor.datatype]))
+            inputs.append(Tensor(tensor.name, tensor.datatype, shape, [], values=values))
     return InferRequest(
         request.model_name,
         request.model_version,
@@ -108,10 +129,14 @@ def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
     )
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        if raw:
+        if tensor.raw is None and raw:
             message.raw_output_contents.append(joined_bytes(tensor.elements))
-        else:
+        elif tensor.raw is None:
             output.contents.bytes_contents.extend(tensor.elements)
+        elif raw:
+            message.raw_output_contents.append(tensor.raw)
+        else:
+            getattr(output.contents, CONTENTS[tensor.datatype]).extend(values_of(tensor))
     return message
 
 

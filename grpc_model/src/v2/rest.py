@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
 from grpc_model.src.v2.tensors import (
     BYTES,
@@ -57,7 +58,7 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
     async def model_metadata(name: str, version: str = "") -> Response:
         try:
-            return JSONResponse(_metadata_json(protocol.model_metadata(name, version)))
+            return JSONResponse(_metadata_json(await protocol.model_metadata(name, version)))
         except V2Error as error:
             return _error(error)
 
@@ -165,13 +166,16 @@ def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple
                 Problem.INVALID,
                 f"input {name!r}: binary_data_size {size!r} does not fit the {len(binary) - offset} bytes left",
             )
-        return Tensor(name, datatype, shape, split_bytes(name, binary[offset : offset + size])), size
-    if datatype != BYTES:
-        return Tensor(name, datatype, shape, []), 0  # refused, with the other problems, by the model's check
+        data = binary[offset : offset + size]
+        if datatype != BYTES:
+            return Tensor(name, datatype, shape, [], raw=data), size
+        return Tensor(name, datatype, shape, split_bytes(name, data)), size
     try:
         values = list(flattened(entry.get("data", [])))
     except RecursionError:
         raise V2Error(Problem.INVALID, f"input {name!r}: data is nested too deeply") from None
+    if datatype != BYTES:  # numbers, checked against a runtime's tensors (and refused by a wrapper's check)
+        return Tensor(name, datatype, shape, [], values=values), 0
     texts = [value for value in values if isinstance(value, str)]
     if len(texts) != len(values):
         raise V2Error(Problem.INVALID, f"input {name!r}: BYTES data must be strings (or use binary data)")
@@ -200,13 +204,17 @@ def infer_response(response: InferResponse, binary_outputs: set[str]) -> Respons
     binary = []
     for tensor in response.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
-        texts = None if {"*", tensor.name} & binary_outputs else _texts(tensor.elements)
-        if texts is None:
-            data = joined_bytes(tensor.elements)
+        as_binary = bool({"*", tensor.name} & binary_outputs)
+        if tensor.raw is not None:
+            data, values = (tensor.raw, None) if as_binary else (b"", values_of(tensor))
+        else:
+            values = None if as_binary else _texts(tensor.elements)
+            data = joined_bytes(tensor.elements) if values is None else b""
+        if values is None:
             entry["parameters"] = {"binary_data_size": len(data)}
             binary.append(data)
         else:
-            entry["data"] = texts
+            entry["data"] = values
         outputs.append(entry)
     document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:

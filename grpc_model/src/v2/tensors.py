@@ -9,6 +9,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from grpc_model.src.metadata import ModelSpec, slug
 from grpc_model.src.runtime import ItemResult
@@ -46,6 +47,11 @@ class Tensor:
     datatype: str
     shape: list[int]
     elements: list[bytes]
+    """A BYTES tensor's elements."""
+    raw: bytes | None = None
+    """A numeric tensor's values as little-endian bytes (raw contents, binary data, a numeric output)."""
+    values: list[Any] | None = None
+    """A numeric tensor's values as the client listed them (typed contents, JSON data), row-major."""
 
 
 @dataclass
@@ -59,7 +65,11 @@ class InferRequest:
 
     @property
     def size(self) -> int:
-        return sum(len(element) for tensor in self.inputs for element in tensor.elements)
+        """Bytes held for the request: its elements and raw data, and 8 for each listed number."""
+        return sum(
+            sum(len(element) for element in tensor.elements) + len(tensor.raw or b"") + 8 * len(tensor.values or [])
+            for tensor in self.inputs
+        )
 
 
 @dataclass
@@ -96,7 +106,7 @@ class V2Model:
     def items(self, request: InferRequest) -> list[dict[str, bytes]]:
         """One item per element index; raises INVALID for tensors that do not fit the model."""
         tensors = {tensor.name: tensor for tensor in request.inputs}
-        problems = [f"input tensor {name!r} appears more than once" for name in _repeated(request.inputs)]
+        problems = [f"input tensor {name!r} appears more than once" for name in repeated_names(request.inputs)]
         problems += [f"missing input tensor {name!r}" for name in self.inputs if name not in tensors]
         problems += [
             f"the model has no input {name!r}; its inputs are {list(self.inputs)}"
@@ -109,9 +119,9 @@ class V2Model:
             if t.datatype != BYTES
         ]
         problems += [
-            f"input {t.name!r} has shape {t.shape} ({_product(t.shape)} elements) but {len(t.elements)} elements"
+            f"input {t.name!r} has shape {t.shape} ({element_count(t.shape)} elements) but {len(t.elements)} elements"
             for t in tensors.values()
-            if _product(t.shape) != len(t.elements)
+            if element_count(t.shape) != len(t.elements)
         ]
         if problems:
             raise V2Error(Problem.INVALID, "; ".join(problems))
@@ -160,7 +170,7 @@ def _element(result: ItemResult, name: str) -> bytes:
 
 def _failure_message(failed: Sequence[tuple[int, ItemResult]], count: int) -> str:
     reasons = [
-        f"item {index}: {_shortened(result.output.get(ERROR_TENSOR, b'').decode(errors='replace'))}"
+        f"item {index}: {shortened(result.output.get(ERROR_TENSOR, b'').decode(errors='replace'))}"
         for index, result in failed[:MAX_LISTED_FAILURES]
     ]
     more = f"; and {len(failed) - MAX_LISTED_FAILURES} more" if len(failed) > MAX_LISTED_FAILURES else ""
@@ -177,7 +187,7 @@ def _indices(indices: list[int], limit: int = 50) -> str:
     return str(indices) if len(indices) <= limit else str(indices[:limit])[:-1] + ", ...]"
 
 
-def _shortened(reason: str) -> str:
+def shortened(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
 
 
@@ -189,7 +199,7 @@ def flag(parameters: Mapping[str, Parameter], name: str) -> bool:
     return value
 
 
-def _repeated(tensors: Sequence[Tensor]) -> list[str]:
+def repeated_names(tensors: Sequence[Tensor]) -> list[str]:
     seen: set[str] = set()
     repeated = []
     for tensor in tensors:
@@ -199,7 +209,7 @@ def _repeated(tensors: Sequence[Tensor]) -> list[str]:
     return repeated
 
 
-def _product(shape: Sequence[int]) -> int:
+def element_count(shape: Sequence[int]) -> int:
     count = 1
     for dimension in shape:
         count *= dimension
