@@ -11,7 +11,7 @@ from grpc_model.src.metadata import AssetBundle
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime, TensorSignature
-from grpc_model.src.runtimes import wrapper_source
+from grpc_model.src.runtimes import model_source
 from grpc_model.src.security.limits import InflightBudget, OverBudgetError
 from grpc_model.src.settings import Settings
 from grpc_model.src.validation import CheckedItem, InputValidator
@@ -149,5 +149,5 @@ def build_inference(
         run_timeout_seconds=spec.timeout.run_seconds,
     )
     validator = InputValidator(spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    source = wrapper_source(bundle) or settings.model_class
-    return Inference(ModelRuntime(source, options, metrics), validator, metrics, budget)
+    runtime = ModelRuntime(model_source(bundle, settings.model_class), options, metrics)
+    return Inference(runtime, validator, metrics, budget)

@@ -13,7 +13,15 @@ from grpc_model.src.metadata import AssetBundle, RuntimeKind
 from grpc_model.src.runtime import WrapperImportError, WrapperSource
 from grpc_model.src.runtimes.config import RuntimeConfig, RuntimeLoadError
 
-__all__ = ["RUNTIMES", "RuntimeConfig", "RuntimeLoadError", "RuntimeModule", "runtime_group", "wrapper_source"]
+__all__ = [
+    "RUNTIMES",
+    "RuntimeConfig",
+    "RuntimeLoadError",
+    "RuntimeModule",
+    "model_source",
+    "runtime_group",
+    "wrapper_source",
+]
 
 
 @dataclass(frozen=True)
@@ -71,3 +79,8 @@ def wrapper_source(bundle: AssetBundle) -> WrapperSource | None:
         gpu=resources.gpu.count > 0,
     )
     return WrapperSource(module.wrapper, config)
+
+
+def model_source(bundle: AssetBundle, model_class: str) -> WrapperSource:
+    """What serves the bundle: the runtime its model.yaml names, else the model class of the settings."""
+    return wrapper_source(bundle) or WrapperSource(model_class)

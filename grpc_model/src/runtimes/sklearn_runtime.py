@@ -26,6 +26,10 @@ class SklearnRuntime(TabularRuntime):
             )
         self.width = int(width)
         self.names = getattr(self.model, "feature_names_in_", None)
+        if self.names is not None and config.features and list(config.features) != [str(n) for n in self.names]:
+            raise RuntimeLoadError(
+                f"runtime.features must be the names the model was fitted with, in order: {list(self.names)}"
+            )
         self.has_proba = callable(getattr(self.model, "predict_proba", None)) and hasattr(self.model, "classes_")
         self.classes = list(self.model.classes_.tolist()) if self.has_proba else []
 
