@@ -7,6 +7,7 @@ error that names what is wrong, and the other items and calls go on.
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,22 @@ def test_rows_of_many_calls_are_one_library_call(tmp_path: Path, monkeypatch: py
     assert len(outputs) == 4
     assert list(outputs[0]) == ["predict", "predict_proba"]
     assert len(json.loads(outputs[3]["results.json"])["data"]["result"]) == 7
+
+
+def test_the_image_learns_the_group_to_install_from_model_yaml(tmp_path: Path, greeter_bundle: Path) -> None:
+    """The Dockerfile installs what `python -m grpc_model.src.runtimes` names: the runtime's group, or none."""
+    (tmp_path / TEST_VERSION).mkdir()
+    (tmp_path / TEST_VERSION / "model.txt").write_text("tree\n")
+    write_runtime_bundle(tmp_path, "lightgbm", "model.txt")
+    groups = {}
+    for name, root in (("runtime", tmp_path), ("wrapper", greeter_bundle)):
+        printed = subprocess.run(
+            [sys.executable, "-m", "grpc_model.src.runtimes"],
+            env={**os.environ, "GRPC_MODEL_ASSET_BUNDLE_DIR": str(root)},
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+            check=True,
+        )
+        groups[name] = printed.stdout.strip()
+    assert groups == {"runtime": "lightgbm", "wrapper": ""}
