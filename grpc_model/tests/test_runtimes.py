@@ -206,3 +206,14 @@ def test_the_image_learns_the_group_to_install_from_model_yaml(tmp_path: Path, g
         )
         groups[name] = printed.stdout.strip()
     assert groups == {"runtime": "lightgbm", "wrapper": ""}
+
+
+def test_worker_processes_load_the_runtime_from_its_model_yaml(serve: ServerFactory, tmp_path: Path) -> None:
+    """A spawned worker gets the runtime's configuration with the class (it has no wrapper of its own to import)."""
+    root, expected = trained_bundle(tmp_path, "lightgbm", ROWS)
+    server = serve(asset_bundle_dir=root, workers=1, model_class="no_such_package.model")
+    assert server.client.status().status_code == 200
+    output = server.client.run([{"input.csv": csv_of(ROWS, [3, 2, 1, 0])}]).outputs[0]
+    assert output.success, output.output
+    rows = json.loads(output.output["results.json"])["data"]["result"]
+    assert [row["prediction"] for row in rows] == expected["predict"].tolist()
