@@ -217,3 +217,13 @@ def test_worker_processes_load_the_runtime_from_its_model_yaml(serve: ServerFact
     assert output.success, output.output
     rows = json.loads(output.output["results.json"])["data"]["result"]
     assert [row["prediction"] for row in rows] == expected["predict"].tolist()
+
+
+def test_a_runtime_file_missing_from_the_bundle_is_a_bundle_error(tmp_path: Path) -> None:
+    (tmp_path / TEST_VERSION).mkdir()
+    write_runtime_bundle(tmp_path, "onnx", "model.onnx")
+    with pytest.raises(BundleError, match=r"runtime\.file: model\.onnx is not a file in"):
+        load_bundle(tmp_path)
+    write_runtime_bundle(tmp_path, "onnx", "../model.onnx")
+    with pytest.raises(BundleError, match=r"runtime\.file: Value error, must be a path relative to this bundle"):
+        load_bundle(tmp_path)
