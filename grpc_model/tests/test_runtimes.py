@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2_pb
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.runtime import EngineOptions, ModelLoadError, ModelRuntime, WrapperImportError, WrapperSource
 from grpc_model.src.runtimes import wrapper_source
@@ -227,3 +229,30 @@ def test_a_runtime_file_missing_from_the_bundle_is_a_bundle_error(tmp_path: Path
     write_runtime_bundle(tmp_path, "onnx", "../model.onnx")
     with pytest.raises(BundleError, match=r"runtime\.file: Value error, must be a path relative to this bundle"):
         load_bundle(tmp_path)
+
+
+def test_json_data_and_typed_contents_carry_numbers_too(serve: ServerFactory, tmp_path: Path) -> None:
+    """What clients other than tritonclient send: REST JSON `data` (nested), gRPC `fp64_contents`/`int64_contents`."""
+    root, expected = trained_bundle(tmp_path, "sklearn", ROWS[:2])
+    server = serve(asset_bundle_dir=root, **HTTP)
+    document = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": ROWS[:2].tolist()}]}
+    status, answer = HttpClient(server).json("POST", f"/v2/models/{MODEL}/infer", document)
+    assert status == 200, answer
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    assert outputs["predict"] == {
+        "name": "predict",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": expected["predict"].tolist(),
+    }
+    assert_close(outputs["predict_proba"]["data"], expected["predict_proba"].reshape(-1))
+
+    message = v2_pb.ModelInferRequest(model_name=MODEL)
+    message.inputs.add(name="input", datatype="FP64", shape=[2, 4]).contents.fp64_contents.extend(
+        ROWS[:2].astype(np.float64).reshape(-1).tolist()
+    )
+    reply = GRPCInferenceServiceStub(server.client.channel).ModelInfer(message, timeout=PATIENCE_SECONDS)
+    typed = {output.name: output for output in reply.outputs}
+    assert list(typed["predict"].contents.int64_contents) == expected["predict"].tolist()
+    assert_close(typed["predict_proba"].contents.fp64_contents, expected["predict_proba"].reshape(-1))
+    assert list(typed["predict_proba"].shape) == [2, 3]
