@@ -11,11 +11,13 @@ adaptive batching (`max_batch_size` 32, `max_batch_time` 5 ms), grpc-model with 
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,7 +25,7 @@ import numpy as np
 import yaml
 
 from benchmarks.load import drive
-from benchmarks.processes import LOGS, Server, free_port
+from benchmarks.processes import LOGS, Server, cpu_seconds, free_port, process_tree
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.settings import PROJECT_ROOT
@@ -114,7 +116,17 @@ def request(model: str) -> v2.ModelInferRequest:
     return message
 
 
-async def measure(target: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
+async def measure(target: str, model: str, pid: int, concurrency: int, seconds: float) -> dict[str, float]:
+    """Rows/s, latency and the server's CPU per row (its process tree's, in the measured window: a figure
+    that the other jobs on a shared machine disturb less than rows/s)."""
+    used: list[float] = []
+
+    @contextlib.asynccontextmanager
+    async def window() -> AsyncIterator[None]:
+        before = cpu_seconds(process_tree(pid))
+        yield
+        used.append(cpu_seconds(process_tree(pid)) - before)
+
     async with grpc.aio.insecure_channel(target) as channel:
         stub = GRPCInferenceServiceStub(channel)
         message = request(model)
@@ -132,11 +144,12 @@ async def measure(target: str, model: str, concurrency: int, seconds: float) -> 
             answer = await stub.ModelInfer(message, timeout=30)
             return len(answer.raw_output_contents) == 2
 
-        load = await drive(call, concurrency, seconds, warmup_seconds=2.0)
+        load = await drive(call, concurrency, seconds, warmup_seconds=2.0, window=window)
     return {
         "rows/s": round(load.calls / load.seconds),
         "p50 ms": load.quantile_ms(0.5),
         "p99 ms": load.quantile_ms(0.99),
+        "CPU us/row": round(used[0] / load.calls * 1e6),
         "errors": load.errors,
     }
 
@@ -155,7 +168,7 @@ def main() -> None:
         server = grpc_model_server(model, scratch)
         try:
             results["grpc-model (sklearn runtime)"] = asyncio.run(
-                measure(server.target, "hello-world", arguments.concurrency, arguments.duration)
+                measure(server.target, "hello-world", server.process.pid, arguments.concurrency, arguments.duration)
             )
         finally:
             server.stop()
@@ -163,13 +176,17 @@ def main() -> None:
             other = MLServer(command, model, scratch, batching)
             try:
                 name = "MLServer 1.7.1 (mlserver-sklearn)" + (", adaptive batching" if batching else "")
-                results[name] = asyncio.run(measure(other.target, "iris", arguments.concurrency, arguments.duration))
+                load = measure(other.target, "iris", other.process.pid, arguments.concurrency, arguments.duration)
+                results[name] = asyncio.run(load)
             finally:
                 other.stop()
     print(f"c={arguments.concurrency}, one-row FP32 calls over gRPC, {arguments.duration:g} s each")
-    print("| server | rows/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|")
+    print("| server | rows/s | p50 ms | p99 ms | server CPU µs/row | errors |\n|---|---|---|---|---|---|")
     for name, row in results.items():
-        print(f"| {name} | {row['rows/s']:.0f} | {row['p50 ms']} | {row['p99 ms']} | {row['errors']:.0f} |")
+        print(
+            f"| {name} | {row['rows/s']:.0f} | {row['p50 ms']} | {row['p99 ms']} | {row['CPU us/row']:.0f} "
+            f"| {row['errors']:.0f} |"
+        )
 
 
 if __name__ == "__main__":
