@@ -26,6 +26,9 @@ class Load:
         return len(self.latencies)
 
     def quantile_ms(self, quantile: float) -> float:
+        """0 when no call finished in the window (a peer that hung): a row of zeros, not a crashed run."""
+        if not self.latencies:
+            return 0.0
         return round(self.latencies[min(self.calls - 1, int(quantile * self.calls))] * 1000, 2)
 
 

@@ -6,6 +6,7 @@ two differ only by the framework. Payloads use the files declared in the bench b
 """
 
 import os
+import statistics
 import time
 
 from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper
@@ -22,6 +23,17 @@ def burn_cpu(iterations: int = CPU_ITERATIONS) -> int:
     for i in range(iterations):
         total += i
     return total
+
+
+def calibrate_cpu_iterations(target_seconds: float = 0.005) -> int:
+    """How many `burn_cpu` iterations take `target_seconds` on this machine, now (median of 5 timings)."""
+    iterations = 100_000
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        burn_cpu(iterations)
+        timings.append(time.perf_counter() - started)
+    return int(iterations * target_seconds / statistics.median(timings))
 
 
 class Echo(ModelWrapper):

@@ -1,10 +1,16 @@
 """Server processes for the benchmark and the soak test, and what /proc says about them."""
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -71,6 +77,41 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+@dataclass
+class Usage:
+    """What a server's process tree used during a measured window."""
+
+    cpu_seconds: float = 0.0
+    """User + system time of the server and its descendants."""
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
+
+
+def usage_window(pid: int, usage: Usage) -> Callable[[], AbstractAsyncContextManager[None]]:
+    """A window for `load.drive` that fills `usage` for `pid`'s tree: CPU from /proc, memory sampled every 0.1 s
+    and the kernel's high-water mark, reset when the window opens."""
+
+    @contextlib.asynccontextmanager
+    async def window() -> AsyncIterator[None]:
+        async def sample_memory() -> None:
+            while True:
+                rss, pss = memory_mb(process_tree(pid))
+                usage.peak_rss_mb, usage.peak_pss_mb = max(usage.peak_rss_mb, rss), max(usage.peak_pss_mb, pss)
+                await asyncio.sleep(0.1)
+
+        reset_peak_rss(process_tree(pid))
+        sampler = asyncio.create_task(sample_memory())
+        cpu_before = cpu_seconds(process_tree(pid))
+        try:
+            yield
+        finally:
+            usage.cpu_seconds = cpu_seconds(process_tree(pid)) - cpu_before
+            usage.peak_rss_mb = max(usage.peak_rss_mb, peak_rss_mb(process_tree(pid)))
+            sampler.cancel()
+
+    return window
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -106,3 +147,64 @@ class Server:
         except (grpc.RpcError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
+
+
+RUNNING: set["Launched"] = set()
+"""Every Launched server not yet stopped, for `stop_all` to stop whatever an error or Ctrl-C left behind."""
+
+
+class Launched:
+    """Any server command (a peer's, in its own venv) on loopback, answering once `__init__` returns.
+
+    It runs in a session of its own, so that stopping it stops the workers it started too. `cold_start_s`
+    is the time from starting the process to `ready()` first answering True.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        name: str,
+        ready: Callable[[], bool],
+        env: dict[str, str] | None = None,
+        cwd: Path = PROJECT_ROOT,
+        timeout: float = 180,
+    ) -> None:
+        self.name = name
+        LOGS.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(LOGS / f"{name}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        RUNNING.add(self)
+        while not ready():
+            exited, late = self.process.poll(), time.monotonic() - started > timeout
+            if exited is not None or late:
+                self.stop()
+                what = f"exited with code {exited}" if exited is not None else f"was not ready within {timeout:g} s"
+                raise RuntimeError(f"{name} {what}; see {LOGS / name}.log")
+            time.sleep(0.05)
+        self.cold_start_s = time.monotonic() - started
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM to the server's whole session, then SIGKILL after `grace` seconds."""
+        RUNNING.discard(self)
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sent)
+            try:
+                self.process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # workers that outlived their parent
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def stop_all() -> None:
+    for server in list(RUNNING):
+        server.stop()

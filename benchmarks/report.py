@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 
 from benchmarks import cost, scale_out
+from benchmarks.load import Load
+from benchmarks.processes import Usage
 
 CONFIGS = ("engine", "template", "bare")
 LARGE_BYTES = 50 * 1024 * 1024
@@ -34,6 +36,17 @@ class Point:
     cpu_us_per_request: float = 0.0
     peak_rss_mb: float = 0.0
     peak_pss_mb: float = 0.0
+
+
+def fill(point: Point, load: Load, usage: Usage, batch: int = 1) -> None:
+    """`point`'s measurements from one measured window of calls carrying `batch` items each."""
+    count = load.calls
+    point.requests, point.errors, point.seconds = count, load.errors, round(load.seconds, 2)
+    point.requests_per_s = round(count / load.seconds, 1)
+    point.items_per_s = round(count * batch / load.seconds, 1)
+    point.p50_ms, point.p90_ms, point.p99_ms = (load.quantile_ms(q) for q in (0.50, 0.90, 0.99))
+    point.cpu_us_per_request = round(usage.cpu_seconds / count * 1e6, 1) if count else 0.0
+    point.peak_rss_mb, point.peak_pss_mb = round(usage.peak_rss_mb, 1), round(usage.peak_pss_mb, 1)
 
 
 @dataclass

@@ -90,8 +90,9 @@ async def profile_points(
     points = []
     with tempfile.TemporaryDirectory() as directory:
         server = Server(command, dict(os.environ), f"v2-{profile}")
-        other = MLServer(mlserver, profile, Path(directory)) if mlserver else None
+        other = None
         try:
+            other = MLServer(mlserver, profile, Path(directory)) if mlserver else None
             async with (
                 grpc.aio.insecure_channel(server.target) as channel,
                 grpc.aio.insecure_channel(other.target if other else server.target) as other_channel,

@@ -1,6 +1,10 @@
 """Benchmark: this engine against the original template's behaviour and a bare grpcio servicer.
 
     scripts/dev.sh bench [--duration S] [--profiles echo,cpu] [--out DIR]
+    scripts/dev.sh bench --peers [--duration S] [--profiles echo,device,cpu] [--peer-names LitServe,...]
+
+With --peers it runs the comparison with MLServer, LitServe and BentoML instead (benchmarks/peers/run.py),
+each installed in a venv of its own, and writes docs/bench/peers/.
 
 For each model profile (benchmarks/models.py) and each configuration it starts a server
 process on 127.0.0.1, drives it with a grpc.aio load generator at several concurrencies
@@ -13,7 +17,6 @@ Loopback only; every run is bounded by --duration.
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -21,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the proje
 from benchmarks import cost, examples, scale_out, scoring  # noqa: E402
 from benchmarks import load as load_driver  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
-from benchmarks.models import burn_cpu  # noqa: E402
-from benchmarks.processes import Server, cpu_seconds, memory_mb, peak_rss_mb, process_tree, reset_peak_rss  # noqa: E402
-from benchmarks.report import CONFIGS, LARGE_BYTES, Point, Results, machine, markdown, plot  # noqa: E402
+from benchmarks.models import calibrate_cpu_iterations  # noqa: E402
+from benchmarks.peers import profiles as peer_profiles  # noqa: E402
+from benchmarks.peers import run as peer_run  # noqa: E402
+from benchmarks.processes import Server, Usage, memory_mb, process_tree, usage_window  # noqa: E402
+from benchmarks.report import CONFIGS, LARGE_BYTES, Point, Results, fill, machine, markdown, plot  # noqa: E402
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb  # noqa: E402
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub  # noqa: E402
 from grpc_model.src.client import ModelClient  # noqa: E402
@@ -95,24 +99,7 @@ async def drive(
     """Fills `point` from `concurrency` callers sending calls of `batch` items; CPU and memory of `pids[0]`'s tree."""
     request = pb.RunRequest(inputs=[pb.InputItem(input={name: payload})] * batch)
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
-    usage = {"cpu": 0.0, "rss": 0.0, "pss": 0.0}
-
-    @contextlib.asynccontextmanager
-    async def measured() -> AsyncIterator[None]:
-        async def sample_memory() -> None:
-            while True:
-                rss, pss = memory_mb(process_tree(pids[0]))
-                usage["rss"], usage["pss"] = max(usage["rss"], rss), max(usage["pss"], pss)
-                await asyncio.sleep(0.1)
-
-        reset_peak_rss(process_tree(pids[0]))
-        sampler = asyncio.create_task(sample_memory())
-        cpu_before = cpu_seconds(process_tree(pids[0]))
-        yield
-        usage["cpu"] = cpu_seconds(process_tree(pids[0])) - cpu_before
-        usage["rss"] = max(usage["rss"], peak_rss_mb(process_tree(pids[0])))
-        sampler.cancel()
-
+    usage = Usage()
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = ModzyModelStub(channel)
         status = await stub.Status(pb.StatusRequest(), timeout=120)
@@ -122,15 +109,8 @@ async def drive(
             response = await stub.Run(request, timeout=120)
             return len(response.outputs) == batch and all(output.success for output in response.outputs)
 
-        load = await load_driver.drive(call, concurrency, seconds, window=measured)
-
-    count = load.calls
-    point.requests, point.errors, point.seconds = count, load.errors, round(load.seconds, 2)
-    point.requests_per_s = round(count / load.seconds, 1)
-    point.items_per_s = round(count * batch / load.seconds, 1)
-    point.p50_ms, point.p90_ms, point.p99_ms = (load.quantile_ms(q) for q in (0.50, 0.90, 0.99))
-    point.cpu_us_per_request = round(usage["cpu"] / count * 1e6, 1)
-    point.peak_rss_mb, point.peak_pss_mb = round(usage["rss"], 1), round(usage["pss"], 1)
+        load = await load_driver.drive(call, concurrency, seconds, window=usage_window(pids[0], usage))
+    fill(point, load, usage, batch)
 
 
 # ---- single measurements ------------------------------------------------------------------
@@ -141,16 +121,6 @@ async def cpu_per_request(target: str, pid: int, concurrency: int, seconds: floa
     point = Point("echo", "cost", concurrency)
     await drive(target, SMALL, concurrency, seconds, [pid], point)
     return point.requests_per_s, point.cpu_us_per_request
-
-
-def calibrate_cpu_iterations(target_seconds: float = 0.005) -> int:
-    iterations = 100_000
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        burn_cpu(iterations)
-        timings.append(time.perf_counter() - started)
-    return int(iterations * target_seconds / statistics.median(timings))
 
 
 def cold_start_seconds(env: dict[str, str], runs: int = 3) -> float:
@@ -258,19 +228,35 @@ async def scorer_speed(bundle: Path, env: dict[str, str], seconds: float, count:
             "ratio": scored["items_per_s"] / best}  # fmt: skip
 
 
+async def peer_comparison(args: argparse.Namespace) -> int:
+    """`--peers`: every chosen peer, variant and protocol on every chosen profile, at one concurrency each."""
+    profiles = [
+        peer_profiles.PROFILES[name] for name in peer_run.choose(args.profiles, peer_profiles.PROFILES, "profile")
+    ]
+    peers = [peer_run.PEERS[name] for name in peer_run.choose(args.peer_names, peer_run.PEERS, "peer")]
+    variants = peer_run.choose(args.variants, dict.fromkeys(("default", "lean")), "variant")
+    concurrency = int(args.concurrencies.split(",")[0]) if args.concurrencies else None
+    results = await peer_run.compare(peers, profiles, variants, args.duration, calibrate_cpu_iterations(), concurrency)
+    peer_run.write(results, args.out or ROOT / "docs" / "bench" / "peers")
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point (default 4)")
-    parser.add_argument(
-        "--profiles",
-        default=",".join([*(p.name for p in PROFILES), "digits", "score", "cost", "scale-out"]),
-        help="comma-separated profiles",
-    )
+    parser.add_argument("--profiles", help="comma-separated profiles (default: all)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     parser.add_argument("--concurrencies", help="comma-separated, instead of each profile's own")
     parser.add_argument("--engine-flags", help="server flags for the engine configuration, instead of the profile's")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench", help="output directory")
+    parser.add_argument("--out", type=Path, help="output directory (default docs/bench, docs/bench/peers)")
+    parser.add_argument("--peers", action="store_true", help="the comparison with MLServer, LitServe and BentoML")
+    parser.add_argument("--peer-names", help=f"with --peers: comma-separated of {', '.join(peer_run.PEERS)}")
+    parser.add_argument("--variants", help="with --peers: comma-separated of default,lean")
     args = parser.parse_args()
+    if args.peers:
+        return await peer_comparison(args)
+    args.profiles = args.profiles or ",".join([*(p.name for p in PROFILES), "digits", "score", "cost", "scale-out"])
+    args.out = args.out or ROOT / "docs" / "bench"
     chosen = [
         replace(
             profile,

@@ -7,6 +7,7 @@
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
 #   scripts/dev.sh bench [--duration S]   the benchmark (scripts/bench.py); writes docs/bench/
+#   scripts/dev.sh bench --peers          against MLServer, LitServe, BentoML; writes docs/bench/peers/
 #   scripts/dev.sh COMMAND [ARGS]         any `grpc-model` command, e.g. `serve` (port 45000)
 #
 # Needs bash and Python 3.11+ (`python3`, or set PYTHON). Poetry is installed, pinned,

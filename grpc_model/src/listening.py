@@ -4,16 +4,19 @@ health port, and the errors that name the setting at fault when one cannot be bo
 Kept apart from the wiring (server.py) so that it stays a list of steps; nothing here knows a protocol.
 """
 
+import asyncio
 import errno
 import logging
 import socket
+import ssl
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from grpc_model.src.observability.metrics import Metrics, MetricsServer, Recorder
+from grpc_model.src.observability.metrics import Metrics, Recorder, Refusal, Scrape
 from grpc_model.src.runtime import ModelRuntime
+from grpc_model.src.security.connections import PortGuard, bind, connection_cap
 from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 
 logger = logging.getLogger(__name__)
@@ -43,21 +46,34 @@ def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str
     return options
 
 
-def serve_metrics(metrics: Recorder, runtime: ModelRuntime, settings: Settings) -> MetricsServer | None:
-    """The /metrics endpoint, or None with metrics off; raises ListenError naming metrics_port."""
+async def serve_metrics(
+    metrics: Recorder, runtime: ModelRuntime, settings: Settings, tls: ssl.SSLContext | None, refusal: Refusal | None
+) -> asyncio.Server | None:
+    """The /metrics endpoint on the event loop, or None with metrics off; raises ListenError naming metrics_port.
+
+    It has the gRPC port's TLS and tokens (`tls`, `refusal`) unless `metrics_auth` is `open`, and the HTTP port's
+    cap on connections and read timeout."""
     if not isinstance(metrics, Metrics):
         return None
     metrics.watch(
         queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
     )
+    if settings.metrics_auth == "open":
+        tls = refusal = None
+    read_seconds = settings.http_read_timeout_seconds
+    guard = PortGuard("metrics", connection_cap(settings.http_max_connections), tls, read_seconds)
     try:
-        return MetricsServer(metrics.registry, settings.host, settings.metrics_port)
+        sock = bind(settings.host, settings.metrics_port)
     except OSError as error:
         raise ListenError(
             f"metrics_port: cannot serve metrics on {settings.host}:{settings.metrics_port}: "
             f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
             "or turn metrics off with --no-metrics)"
         ) from None
+    registry = metrics.registry
+    return await asyncio.get_running_loop().create_server(
+        lambda: guard.protocol(lambda: Scrape(registry, refusal, read_seconds)), sock=sock
+    )
 
 
 def bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:

@@ -7,6 +7,7 @@ reflection, security, observability); nothing imports it but the entry point and
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,13 +24,14 @@ from grpc_model.src.listening import (
     server_options,
     why_not_listening,
 )
-from grpc_model.src.metadata import AssetBundle, load_bundle
+from grpc_model.src.metadata import AssetBundle, load_bundle, older_bundle_warning
 from grpc_model.src.observability import tracing
-from grpc_model.src.observability.metrics import NO_METRICS, Metrics, MetricsServer
+from grpc_model.src.observability.metrics import NO_METRICS, Metrics
 from grpc_model.src.runtime import ModelLoadError
 from grpc_model.src.security.auth import TokenAuthInterceptor, TokenCheck, load_tokens
+from grpc_model.src.security.connections import PortGuard, bind, connection_cap
 from grpc_model.src.security.limits import inflight_budget, request_size_limit
-from grpc_model.src.security.tls import server_credentials
+from grpc_model.src.security.tls import https_context, server_credentials
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.v2 import grpc_service as v2_grpc
@@ -53,13 +55,14 @@ class RunningServer:
     v2: V2Protocol
     http: "HttpServer | None" = None
     """The HTTP server (page, multipart endpoint, V2 REST, OpenAPI) when the `http` setting serves it."""
-    metrics_server: MetricsServer | None = None
+    metrics_server: asyncio.Server | None = None
     health_server: grpc.aio.Server | None = None
 
     @property
     def metrics_port(self) -> int | None:
-        """The port /metrics is served on; None with metrics off."""
-        return None if self.metrics_server is None else self.metrics_server.port
+        """The port /metrics is served on; None with metrics off (or once stopped)."""
+        sockets = () if self.metrics_server is None else self.metrics_server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else None
 
     async def wait_for_shutdown_request(self) -> None:
         await self.service.shutdown_requested.wait()
@@ -95,7 +98,10 @@ async def start_server(settings: Settings) -> RunningServer:
     except HttpUnavailableError as error:
         raise ListenError(str(error)) from None
     bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    if older := older_bundle_warning(bundle):
+        logger.warning("%s", older)
     credentials = server_credentials(settings)  # file problems stop start-up before the model loads
+    tls = https_context(settings)  # the same files, for the HTTP and metrics ports
     tokens = load_tokens(settings)
     check = TokenCheck(tokens) if tokens else None
     largest_request = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
@@ -129,7 +135,7 @@ async def start_server(settings: Settings) -> RunningServer:
     interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(check)] if check else [])]
     server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings, largest_request))
     add_to_server(service, server)
-    v2 = V2Protocol(inference, bundle.spec)
+    v2 = V2Protocol(inference, bundle.spec, settings.max_send_message_bytes)
     v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -147,9 +153,9 @@ async def start_server(settings: Settings) -> RunningServer:
             raise ListenError(why_not_listening(settings.host, settings.port)) from None
         if health_server is not None:
             bind_health_only(health_server, health_servicer, settings)
-        http = _http_server(settings, bundle, inference, v2, largest_request, check) if with_http else None
-        # Once gRPC has its port, so that a bad host is reported as such; after the workers forked: it is a thread.
-        metrics_server = serve_metrics(metrics, runtime, settings)
+        http = _http_server(settings, bundle, inference, v2, largest_request, check, tls) if with_http else None
+        # Once gRPC has its port, so that a bad host is reported as such.
+        metrics_server = await serve_metrics(metrics, runtime, settings, tls, None if check is None else check.refusal)
     except ListenError:
         await server.stop(None)  # a server never started keeps its ports until collected: the process exits
         await runtime.close()  # worker processes started with the model must not outlive the failed start
@@ -179,9 +185,17 @@ async def start_server(settings: Settings) -> RunningServer:
         largest_request,
         budget.limit,
     )
-    if metrics_server is not None:
-        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.port)
-    return RunningServer(server, port, service, settings, v2, http, metrics_server, health_server)
+    running = RunningServer(server, port, service, settings, v2, http, metrics_server, health_server)
+    if running.metrics_port is not None:
+        protected = settings.metrics_auth == "auto"
+        logger.info(
+            "metrics on http%s://%s:%d/metrics%s",
+            "s" if protected and tls else "",
+            settings.host,
+            running.metrics_port,
+            " (bearer token needed)" if protected and check else "",
+        )
+    return running
 
 
 def _http_server(
@@ -191,6 +205,7 @@ def _http_server(
     v2: V2Protocol,
     max_request_bytes: int,
     check: TokenCheck | None,
+    tls: ssl.SSLContext | None,
 ) -> "HttpServer":
     """The HTTP server with every front end's router, its port bound; raises ListenError.
 
@@ -199,7 +214,7 @@ def _http_server(
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
     from grpc_model.src.v2.rest import v2_router
     from grpc_model.src.web.app import create_app
-    from grpc_model.src.web.hosting import HttpServer, bind
+    from grpc_model.src.web.hosting import HttpServer
     from grpc_model.src.web.model_routes import model_router
 
     routers = [model_router(inference, bundle.spec), v2_router(v2)]
@@ -211,8 +226,9 @@ def _http_server(
             f"http_port: cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error} "
             f"(set with {flag('http_port')} or {env_var('http_port')}; {flag('http')} off turns HTTP off)"
         ) from None
-    tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
-    return HttpServer(app, sock, settings.shutdown_grace_seconds + ANSWER_SECONDS, tls)
+    guard = PortGuard("HTTP", connection_cap(settings.http_max_connections), tls, settings.http_read_timeout_seconds)
+    grace = settings.shutdown_grace_seconds + ANSWER_SECONDS
+    return HttpServer(app, sock, grace, guard, settings.http_idle_timeout_seconds, settings.http_read_timeout_seconds)
 
 
 async def serve(settings: Settings) -> None:

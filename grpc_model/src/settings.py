@@ -248,6 +248,34 @@ class Settings(BaseSettings):
         "0 picks a free one.",
     )
 
+    # Hostile clients on the HTTP and metrics ports (docs/operations.md, "Connections")
+    http_max_connections: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Open connections that the HTTP port, and the metrics port, may each hold (connections); "
+        "more are closed at once. 0: an eighth of the open-file limit (128 with 1024).",
+    )
+    http_idle_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=86_400,
+        description="An HTTP connection with no request in progress is closed after this many seconds.",
+    )
+    http_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="In seconds, on the HTTP and metrics ports: how long a TLS handshake or a request's head may "
+        "take, how long a request body may pause, and how long a client may leave an answer unread; the connection "
+        "is closed after it.",
+    )
+    metrics_auth: Literal["auto", "open"] = Field(
+        default="auto",
+        description="Protection of the metrics port: `auto` has the gRPC port's (TLS or mutual TLS from the same "
+        "files, and the same bearer tokens); `open` serves metrics in plaintext to anyone who can reach the port.",
+    )
+
 
 SECRET_FIELDS = frozenset({"auth_token", "shutdown_token"})
 

@@ -6,17 +6,26 @@ declared size, of an accepted media type.
 """
 
 import codecs
+import csv
+import difflib
 import functools
+import io
+import itertools
 import json
 import logging
+import mimetypes
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ijson
 from ijson.utils import sendable_list
 
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.units import parse_size
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +82,84 @@ def _is_json(content: bytes) -> bool:
     return True
 
 
+class ContentError(ValueError):
+    """The content is not of the media type, and the message says where: a check that can tell why raises it."""
+
+
+CSV_DELIMITERS = ",;\t|"
+"""The delimiters a table may use (semicolons where the decimal mark is a comma)."""
+
+
+def _line_blocks(content: bytes, encoding: str) -> Iterator[io.StringIO]:
+    """The text in blocks of whole lines, each read a line at a time as csv wants (newline=""), in linear time."""
+    tail: list[str] = []
+    for text in _decoded(content, encoding):
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1
+        tail.append(text[:end] if end else text)
+        if end:
+            yield io.StringIO("".join(tail), newline="")
+            tail = [text[end:]]
+    if any(tail):
+        yield io.StringIO("".join(tail), newline="")
+
+
+def _csv_records(content: bytes, encoding: str, delimiter: str) -> "CsvReader":
+    """The records, blank lines included (as []); quotes as RFC 4180 has them (`strict`: no unterminated quote)."""
+    lines = itertools.chain.from_iterable(_line_blocks(content, encoding))
+    return csv.reader(lines, delimiter=delimiter, strict=True)
+
+
+def _first_width(content: bytes, encoding: str, delimiter: str) -> int:
+    """How many fields the first record has with `delimiter` (0 when it cannot be read)."""
+    try:
+        return len(next(filter(None, _csv_records(content, encoding, delimiter)), []))
+    except csv.Error:
+        return 0
+
+
+def _csv_problem(content: bytes, encoding: str, delimiter: str) -> tuple[int, str] | None:
+    """Where and why the content is not CSV with one field count under `delimiter`; None when it is."""
+    records = _csv_records(content, encoding, delimiter)
+    try:
+        if len(set(map(len, filter(None, records)))) <= 1:  # the common case, at C speed
+            return None
+        records = _csv_records(content, encoding, delimiter)  # ragged: find the line, now at Python speed
+        width, first_line = 0, 0
+        for record in filter(None, records):
+            if not width:
+                width, first_line = len(record), records.line_num
+            elif len(record) != width:
+                where = f"line {records.line_num} has {len(record)} fields, line {first_line} has {width}"
+                return records.line_num, f"{where} (delimiter {delimiter!r})"
+    except csv.Error as error:
+        if "field limit" in str(error):  # csv's limit of 128 KiB per field (a process-wide setting): cannot tell
+            return None
+        return records.line_num, f"line {records.line_num}: {error}"
+    return None
+
+
+def _is_csv(content: bytes, encoding: str) -> bool:
+    """RFC 4180 CSV in `encoding` with one field count throughout; raises ContentError naming the line otherwise.
+
+    The delimiter is one of CSV_DELIMITERS that splits the first record, the most fields first; a table that
+    is consistent under one of them passes. Linear: one pass for a good table, a few for a bad one.
+    """
+    try:
+        widths = {delimiter: _first_width(content, encoding, delimiter) for delimiter in CSV_DELIMITERS}
+        candidates = sorted((d for d in CSV_DELIMITERS if widths[d] > 1), key=lambda d: -widths[d]) or [","]
+        failures = []
+        for delimiter in candidates:
+            failure = _csv_problem(content, encoding, delimiter)
+            if failure is None:
+                return True
+            failures.append(failure)
+    except UnicodeError as error:
+        raise ContentError(f"not {encoding} text ({getattr(error, 'reason', error)})") from None
+    raise ContentError(max(failures)[1])  # the delimiter that read furthest says what is wrong
+
+
 # Media type -> does the content look like it? Types not listed here are not checked, except
-# text/plain, which is checked in its declared charset (see `sniffer`).
+# text/plain and text/csv, which are checked in their declared charset (see `sniffer`).
 SNIFFERS: dict[str, Sniffer] = {
     "application/json": _is_json,
     "text/csv": functools.partial(_is_text, encoding="utf-8"),  # RFC 7111's default charset; a runtime's rows
@@ -95,6 +180,10 @@ ALIASES = {
     "image/jpg": "image/jpeg",
     "text/json": "application/json",
 }
+
+
+TEXT_CHECKS: dict[str, Callable[[bytes, str], bool]] = {"text/plain": _is_text, "text/csv": _is_csv}
+"""Text types, checked in the charset their media type declares (UTF-8 when none)."""
 
 
 def canonical(media_type: str) -> str:
@@ -119,10 +208,11 @@ def sniffer(media_type: str) -> Sniffer | None:
     MP3, FLAC, ...), so no content can be ruled out.
     """
     kind = canonical(media_type)
-    if kind != "text/plain":
+    if kind not in TEXT_CHECKS:
         return SNIFFERS.get(kind)
     encoding = _charset(media_type) or "utf-8"
-    return functools.partial(_is_text, encoding=encoding) if _decodes_text(encoding) else None
+    check = TEXT_CHECKS[kind]
+    return (lambda content: check(content, encoding)) if _decodes_text(encoding) else None
 
 
 def _decodes_text(encoding: str) -> bool:
@@ -131,6 +221,28 @@ def _decodes_text(encoding: str) -> bool:
         return isinstance(codecs.decode(b"", encoding), str)
     except Exception:  # LookupError when unknown; codecs that are not bytes-to-text raise what they like
         return False
+
+
+def _why_unchecked(media_type: str) -> tuple[int, str]:
+    """Why a type has no check, and how loud to say it: a warning only for what the author can fix
+    (a charset that is no text encoding, a type that is probably misspelt), INFO for what just is."""
+    kind = canonical(media_type)
+    if kind in TEXT_CHECKS:
+        return logging.WARNING, f"charset {_charset(media_type)!r} is not a text encoding Python knows"
+    if kind.endswith("/*"):
+        return logging.INFO, "a family of media types, with members no check knows"
+    known = _known_media_types()
+    if kind not in known:
+        close = difflib.get_close_matches(kind, known, n=1)
+        return logging.WARNING, "not a media type Python knows" + (f"; did you mean {close[0]}?" if close else "")
+    return logging.INFO, "no content check for this media type"
+
+
+@functools.cache
+def _known_media_types() -> list[str]:
+    """Python's own table of media types (not the machine's files, so the answer is the same everywhere)."""
+    table = mimetypes.MimeTypes()
+    return sorted({*table.types_map[True].values(), *table.types_map[False].values(), *SNIFFERS, *TEXT_CHECKS})
 
 
 @dataclass(frozen=True)
@@ -149,9 +261,10 @@ class InputValidator:
             types = tuple(declared.acceptedMediaTypes)
             sniffers = {media_type: sniffer(media_type) for media_type in types}
             unknown = [media_type for media_type, check in sniffers.items() if check is None]
-            if unknown:
-                logger.warning(
-                    "input %s: media type(s) %s cannot be checked; their content is not checked", name, unknown
+            for media_type in unknown:
+                level, reason = _why_unchecked(media_type)
+                logger.log(
+                    level, "input %s: %s: %s; the content of input %s is not checked", name, media_type, reason, name
                 )
             self.rules[name] = _InputRule(
                 max_bytes=parse_size(declared.maxSize),
@@ -199,6 +312,8 @@ def _content_problem(name: str, rule: _InputRule, content: bytes) -> str | None:
         try:
             if check(content):
                 return None
+        except ContentError as error:
+            failure = failure or f"{name}: content is not {media_type}: {error}"
         except Exception as error:
             failure = (
                 failure or f"{name}: content could not be checked as {media_type}: {type(error).__name__}: {error}"

@@ -157,6 +157,14 @@ def write_greeter_bundle(root: Path) -> Path:
     return root
 
 
+def write_newer_bundle(root: Path, version: str) -> Path:
+    """A copy of the bundle `root/TEST_VERSION/` as `root/version/`, its model.yaml saying so."""
+    shutil.copytree(root / TEST_VERSION, root / version)
+    model_yaml = root / version / "model.yaml"
+    model_yaml.write_text(re.sub(r"(?m)^version: .*$", f"version: {version}", model_yaml.read_text()))
+    return root / version
+
+
 @pytest.fixture(scope="session")
 def greeter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_greeter_bundle(tmp_path_factory.mktemp("greeter"))

@@ -4,18 +4,32 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app
-from grpc_model.src.metadata import load_bundle
+from grpc_model.src.cli import app, templates
+from grpc_model.src.cli.scaffold import FileSpec
+from grpc_model.src.cli.testing import run_cases_in_process
+from grpc_model.src.metadata import Tolerance, load_bundle, load_test_cases
+from grpc_model.src.metadata.test_cases import CaseFile
 from grpc_model.src.settings import PROJECT_ROOT
-from grpc_model.tests.conftest import USER_MODEL_CLASS, ServerFactory, ServerThread, copy_project
+from grpc_model.tests.conftest import (
+    TEST_VERSION,
+    TESTS,
+    USER_MODEL_CLASS,
+    ServerFactory,
+    ServerThread,
+    copy_project,
+    write_greeter_bundle,
+    write_newer_bundle,
+)
 
 AUTHORS_ROOMS = ("model_lib/", "asset_bundle/")
 
@@ -110,6 +124,33 @@ def test_the_readme_walkthrough_works_in_a_fresh_copy(project: Path) -> None:
     assert all(path.startswith(AUTHORS_ROOMS) for path in changed(before, files(project)))
 
 
+def test_the_test_cases_note_init_writes_names_every_key_of_case_yaml() -> None:
+    inputs, outputs = [FileSpec("input.txt", "text/plain")], [FileSpec("results.json", "application/json")]
+    note = templates.test_cases_note(inputs, outputs)
+    for key in [*CaseFile.model_fields, *Tolerance.model_fields]:
+        assert f"{key}:" in note, f"the test_cases/README.md that init writes does not show {key} of case.yaml"
+    assert "`input.txt`" in note
+    assert "`results.json`" in note
+    example = note.split("```yaml\n")[1].split("```")[0]
+    assert CaseFile.model_validate(yaml.safe_load(example)).explain is False  # the example is a valid case.yaml
+
+
+def test_the_readme_and_the_skeleton_write_outputs_one_way() -> None:
+    """The README's wrapper, the skeleton init writes and the example model build results.json the same way."""
+    spec = [FileSpec("input.txt", "text/plain")], [FileSpec("results.json", "application/json")]
+    skeleton = templates.wrapper("Word Stats", "WordStatsModel", "0.1.0", *spec)
+    readme_wrapper = next(block for block in readme_blocks("python") if "class " in block)
+    example = (PROJECT_ROOT / "model_lib/src/model.py").read_text()
+    for source in (skeleton, readme_wrapper, example):
+        assert '"results.json": results_json(' in source
+        assert "success_output" not in source
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "`data.explanation`" in readme  # where an explanation goes, said where the wrapper is
+    git_status = next(line for line in readme.split("\n\n") if "`git status`" in line)
+    assert "`pyproject.toml`" in git_status
+    assert "`poetry.lock`" in git_status  # what adding a dependency changes besides the author's rooms
+
+
 def test_new_version_releases_without_touching_the_framework(project: Path) -> None:
     before = files(project)
     old = load_bundle(project / "asset_bundle")
@@ -130,6 +171,20 @@ def test_new_version_releases_without_touching_the_framework(project: Path) -> N
     ]  # the author's comments are kept
     assert grpc_model_cli(project, "version").stdout.strip() == "0.3.0"
     assert "no test cases" in grpc_model_cli(project, "validate").stdout
+
+
+def test_testing_an_older_bundle_warns_that_the_code_is_todays(tmp_path: Path) -> None:
+    root = tmp_path / "asset_bundle"
+    shutil.copytree(load_bundle(PROJECT_ROOT / "asset_bundle").path, root / TEST_VERSION)
+    write_newer_bundle(root, "0.2.0")
+    environment = {"GRPC_MODEL_ASSET_BUNDLE_DIR": str(root), "GRPC_MODEL_MODEL_VERSION": TEST_VERSION, "COLUMNS": "300"}
+
+    result = CliRunner().invoke(app, ["test"], env=environment)
+
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    warning = f"warning: serving asset bundle {TEST_VERSION}, but 0.2.0 is the newest"
+    assert result.output.count(warning) == 2  # before the run, and again under the summary
+    assert "code is not versioned with bundles" in result.output
 
 
 @pytest.mark.parametrize(
@@ -183,6 +238,21 @@ def test_a_failing_case_names_the_case_file_and_key_path(project: Path, tmp_path
     assert any(suite.get("name") == "pytest" for suite in report.iter("testsuite"))  # model_lib/tests, from pytest
 
 
+def test_a_case_that_fails_in_process_is_reported_once(tmp_path: Path) -> None:
+    bundle_root = write_greeter_bundle(tmp_path / "bundle")
+    cases = bundle_root / TEST_VERSION / "test_cases"
+    (cases / "0001-full-sentence" / "results.json").write_text('{"data": {"result": {"greeting": "wrong"}}}')
+    (cases / "0004-one-word" / "input.txt").write_text("   ")  # the greeter raises for it: in a batch call too
+    bundle = load_bundle(bundle_root)
+
+    outcomes = run_cases_in_process(bundle, load_test_cases(bundle), f"{TESTS}:Greeter")
+
+    failed = {outcome.name: outcome.problems for outcome in outcomes if not outcome.passed}
+    assert set(failed) == {"0001-full-sentence", "0004-one-word"}  # not again under the batch check
+    assert failed["0004-one-word"] == ["the model failed: ValueError: input.txt is empty: expected at least one word"]
+    assert any("handle_input_batch" in outcome.name for outcome in outcomes)  # the cases that pass still go in one
+
+
 def test_the_test_cases_pass_against_a_running_server(serve: ServerFactory, project: Path) -> None:
     server = serve(model_class=USER_MODEL_CLASS, asset_bundle_dir=project / "asset_bundle")
     result = grpc_model_cli(project, "test", "--server", f"127.0.0.1:{server.running.port}")
@@ -210,6 +280,16 @@ def test_status_and_call_show_a_running_server(greeter_server: ServerThread, tmp
     assert "Nice to meet you, Ada" in (tmp_path / "o/results.json").read_text()
     assert unknown.returncode == 2
     assert "the model has no input 'image.png'" in unknown.stdout
+
+
+def test_call_after_a_failed_load_names_the_loads_error(serve_wrapper: ServerFactory, tmp_path: Path) -> None:
+    server = serve_wrapper("FailingInit")
+    (tmp_path / "a.bin").write_bytes(b"1")
+
+    call = grpc_model_cli(tmp_path, "call", f"127.0.0.1:{server.running.port}", "--input", f"a={tmp_path / 'a.bin'}")
+
+    assert call.returncode == 1
+    assert "the last load failed: RuntimeError: weights file /models/weights.pt not found" in call.stdout
 
 
 def test_an_unreachable_server_is_a_failure_not_a_traceback(tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ from grpc_model.src.metadata import (
     load_test_case,
     load_test_cases,
     newest_version,
+    older_bundle_warning,
     output_differences,
 )
 from grpc_model.src.modzy_messages import status_metadata
-from grpc_model.tests.conftest import GREETER
+from grpc_model.tests.conftest import GREETER, write_newer_bundle
 
 EXAMPLE = GREETER  # a bundle of version 0.1.0 that the framework owns
 
@@ -76,7 +77,11 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"author": ""}, "author: String should have at least 1 character"),
         ({"features/maxBatchSize": "eight"}, "features.maxBatchSize: Input should be a valid integer"),
         ({"features/maxBatchSize": 0}, "features.maxBatchSize: Input should be greater than or equal to 1"),
-        ({"features/batchSize": 4}, "features.batchSize: Extra inputs are not permitted"),
+        ({"features/maxBatchSise": 4}, "features.maxBatchSise: unknown key; did you mean maxBatchSize?"),
+        ({"inputs/input.txt/maxsize": "1M"}, "inputs.input.txt.maxsize: unknown key; did you mean maxSize?"),
+        ({"resources/gpu/cuont": 1}, "resources.gpu.cuont: unknown key; did you mean count?"),
+        ({"filters": [{"lable": "x"}]}, "filters.0.lable: unknown key; did you mean label?"),
+        ({"colour": "red"}, "colour: unknown key; the keys here are: specification, type, source, version, name,"),
         ({"inputs": {}}, "inputs: Dictionary should have at least 1 item"),
         ({"inputs/input.txt/maxSize": None}, "inputs.input.txt.maxSize: Field required"),
         ({"inputs/input.txt/acceptedMediaTypes": [None]}, "inputs.input.txt.acceptedMediaTypes: List should have"),
@@ -163,11 +168,14 @@ def test_a_test_case_missing_an_input_is_an_error(tmp_path: Path) -> None:
         load_test_case(tmp_path, ["input.txt"], ["results.json"])
 
 
+EXACTLY = "compared exactly: case.yaml sets no tolerance"
+
+
 def test_json_outputs_compare_as_json_and_others_as_bytes() -> None:
     expected = {"r.json": b'{"a": 1, "b": [1, 2]}', "img.png": b"\x89PNG"}
     assert output_differences(expected, {"r.json": b'{"b":[1,2],"a":1}', "img.png": b"\x89PNG"}) == []
     assert output_differences(expected, {"r.json": b'{"a": 2, "b": [1, 2]}', "img.png": b"\x89PNG"}) == [
-        "r.json: a: expected 1, got 2"
+        f"r.json: a: expected 1, got 2 (off by 1; {EXACTLY})"
     ]
     assert output_differences(expected, {"r.json": expected["r.json"], "img.png": b"\x89PNh"}) == [
         "img.png: expected <4 bytes of binary data>, got <4 bytes of binary data>"
@@ -193,7 +201,10 @@ def test_json_differences_name_the_key_path() -> None:
     many = output_differences(
         {"r.json": json.dumps(list(range(30))).encode()}, {"r.json": json.dumps([-1] * 30).encode()}
     )
-    assert many[:2] == ["r.json: 0: expected 0, got -1", "r.json: 1: expected 1, got -1"]
+    assert many[:2] == [
+        f"r.json: 0: expected 0, got -1 (off by 1; {EXACTLY})",
+        f"r.json: 1: expected 1, got -1 (off by 2; {EXACTLY})",
+    ]
     assert many[20:] == ["r.json: and 10 more differences"]
     assert output_differences({"r.json": b"{}"}, {"r.json": b"not json"}) == ["r.json: expected '{}', got 'not json'"]
 
@@ -202,11 +213,12 @@ def test_numbers_match_within_a_tolerance_and_true_is_not_one() -> None:
     expected = {"r.json": b'{"p": [0.5, 100.0], "ok": true}'}
     actual = {"r.json": b'{"p": [0.5004, 100.9], "ok": true}'}
     assert output_differences(expected, actual) == [
-        "r.json: p.0: expected 0.5, got 0.5004",
-        "r.json: p.1: expected 100.0, got 100.9",
+        f"r.json: p.0: expected 0.5, got 0.5004 (off by 0.0004; {EXACTLY})",
+        f"r.json: p.1: expected 100.0, got 100.9 (off by 0.9; {EXACTLY})",
     ]
-    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001)}) == [
-        "r.json: p.1: expected 100.0, got 100.9"
+    assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001, relative=0.001)}) == [
+        "r.json: p.1: expected 100.0, got 100.9 (off by 0.9; tolerance: absolute 0.001, relative 0.001, "
+        "so at most 0.101 here)"  # the tolerance in force, and what it allows for this number
     ]
     assert output_differences(expected, actual, {"r.json": Tolerance(absolute=0.001, relative=0.01)}) == []
     assert output_differences({"r.json": b"[true]"}, {"r.json": b"[1]"}, {"r.json": Tolerance(absolute=1)}) == [
@@ -229,14 +241,17 @@ def test_case_yaml_sets_flags_and_tolerances(tmp_path: Path) -> None:
     assert (case.explain, case.detect_drift) == (True, False)
     assert case.tolerances == {"results.json": Tolerance(relative=0.01)}  # the output's own tolerance wins
     assert case.differences({"results.json": b'{"n": 1.005}'}) == []
-    assert case.differences({"results.json": b'{"n": 1.5}'}) == ["results.json: n: expected 1.0, got 1.5"]
+    assert case.differences({"results.json": b'{"n": 1.5}'}) == [
+        "results.json: n: expected 1.0, got 1.5 (off by 0.5; tolerance: absolute 0, relative 0.01, "
+        "so at most 0.01 here)"
+    ]
 
 
 @pytest.mark.parametrize(
     ("case_yaml", "files", "problem"),
     [
         ("tolerance: -1\n", {}, "tolerance.absolute: Input should be greater than or equal to 0"),
-        ("tolerence: 1\n", {}, "tolerence: Extra inputs are not permitted"),
+        ("tolerence: 1\n", {}, "tolerence: unknown key; did you mean tolerance?"),
         ("outputs: {other.json: {tolerance: 1}}\n", {}, "outputs.other.json: not an expected output file"),
         (None, {"notes_txt": "scratch"}, "notes.txt: not an input or output declared in model.yaml"),
     ],
@@ -246,6 +261,16 @@ def test_a_malformed_case_names_the_file_and_key(
 ) -> None:
     with pytest.raises(BundleError, match=re.escape(problem)):
         load_test_case(write_case(tmp_path / "c", case_yaml, **files), ["input.txt"], ["results.json", "other.json"])
+
+
+def test_serving_an_older_bundle_than_the_newest_says_the_code_is_todays(bundle_root: Path) -> None:
+    write_newer_bundle(bundle_root, "0.10.0")
+    older = older_bundle_warning(load_bundle(bundle_root, "0.1.0"))
+    assert older is not None
+    assert "serving asset bundle 0.1.0, but 0.10.0 is the newest" in older
+    assert "the code is today's: code is not versioned with bundles" in older
+    assert older_bundle_warning(load_bundle(bundle_root, "0.10.0")) is None
+    assert older_bundle_warning(load_bundle(bundle_root)) is None
 
 
 def test_the_newest_version_is_served(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The model runtime without gRPC: loading the wrapper and the batch/single contract."""
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ def test_load_error_carries_the_models_message() -> None:
     assert not runtime.is_loaded
 
 
+def test_run_after_a_failed_load_names_the_loads_error() -> None:
+    runtime = make_runtime(f"{TESTS}:FailingInit", 4)
+    with pytest.raises(ModelLoadError):
+        asyncio.run(runtime.load())
+    with pytest.raises(ModelNotLoadedError, match="the last load failed: RuntimeError: weights file"):
+        asyncio.run(runtime.run([{"a": b"1"}], False, False))
+
+
 def test_concurrent_loads_instantiate_once() -> None:
     runtime = make_runtime(f"{TESTS}:SlowInit", 4)
 
@@ -144,6 +153,75 @@ def test_output_that_is_not_bytes_fails_only_that_item() -> None:
 def test_sys_exit_in_the_model_fails_the_item_not_the_server() -> None:
     results = run(make_runtime(f"{TESTS}:Exiting", 1), [{"a": b""}])
     assert results == [ItemResult({"error": b"SystemExit: 3"}, success=False)]
+
+
+REFUSING_MODULE = """
+from model_lib.src.model_wrapper import ModelWrapper
+
+class Refuses(ModelWrapper):
+    def handle_single_input(self, model_input, detect_drift, explain):
+        if model_input["a"].startswith(b"bad"):
+            raise ValueError("cannot read " + model_input["a"].decode())
+        if model_input["a"] == b"other":
+            raise KeyError("column")
+        return {"a": model_input["a"]}
+"""
+
+
+def test_an_item_the_model_refuses_is_one_warning_line_with_its_traceback_once_per_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = write_module(tmp_path, "refusing_model", REFUSING_MODULE, monkeypatch)  # a raise site of its own
+    items = [{"a": b"bad-1"}, {"a": b"good"}, {"a": b"bad-2"}, {"a": b"other"}]
+    with caplog.at_level(logging.DEBUG, logger="grpc_model.src.runtime.items"):
+        results = run(make_runtime(module, 1), items)
+
+    assert [result.success for result in results] == [False, True, False, False]
+    records = [record for record in caplog.records if record.name == "grpc_model.src.runtime.items"]
+    warnings = [record for record in records if record.levelno == logging.WARNING]
+    assert [record.getMessage().split(";")[0] for record in warnings] == [
+        "Refuses failed on an item: ValueError: cannot read bad-1",  # a bad input is the client's problem
+        "Refuses failed on an item: ValueError: cannot read bad-2",
+        "Refuses failed on an item: KeyError: 'column'",
+    ]
+    assert [record.exc_info is not None for record in warnings] == [True, False, True]  # once per error and place
+    assert not [record for record in records if record.levelno >= logging.ERROR]
+    repeated = [record for record in records if record.levelno == logging.DEBUG and record.exc_info]
+    assert len(repeated) == 1  # the second ValueError's traceback, for whoever turns DEBUG on
+
+
+def item_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "grpc_model.src.runtime.items" and record.levelno >= logging.WARNING
+    ]
+
+
+def test_a_bad_item_in_a_batch_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="grpc_model.src.runtime.items"):
+        results = run(make_runtime(f"{TESTS}:Echo", 4), [{"a": b"1"}, {"a": b"fail"}, {"a": b"3"}])
+    assert [result.success for result in results] == [True, False, True]
+    [line] = item_warnings(caplog)  # the item's, not also one for the batch that raised because of it
+    assert line.startswith("Echo failed on an item: ValueError: asked to fail")
+
+
+def test_a_batch_method_that_raises_when_every_item_succeeds_alone_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="grpc_model.src.runtime.items"):
+        results = run(make_runtime(f"{TESTS}:RaisingBatch", 4), [{"a": b"1"}, {"a": b"2"}])
+    assert all(result.success for result in results)
+    [line] = item_warnings(caplog)
+    assert "RaisingBatch batch method raised RuntimeError: batch exploded" in line
+    assert "each of its 2 items succeeds alone" in line
+
+
+def test_a_model_that_exits_on_an_item_is_an_error_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="grpc_model.src.runtime.items"):
+        run(make_runtime(f"{TESTS}:Exiting", 1), [{"a": b""}])
+    [record] = [record for record in caplog.records if record.name == "grpc_model.src.runtime.items"]
+    assert (record.levelno, record.exc_info is not None) == (logging.ERROR, True)
 
 
 def test_without_batching_the_run_timeout_still_answers_every_item() -> None:

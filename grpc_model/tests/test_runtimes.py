@@ -134,7 +134,7 @@ def test_bad_rows_and_tensors_fail_alone_with_what_is_wrong(serve: ServerFactory
     for protocol, url in (("grpc", f"127.0.0.1:{server.running.port}"), ("http", HttpClient(server).url)):
         answers = numeric_calls(protocol, url, calls)["answers"]
         assert "input 'input' has shape [1, 3]; the model takes [N, 4] (4 values per row)" in answers[0]["error"]
-        assert "has datatype INT8; the model takes FP64 (or FP32, INT32, INT64)" in answers[1]["error"]
+        assert "has datatype 'INT8'; the model takes FP64 (or FP32, INT32, INT64)" in answers[1]["error"]
         assert answers[2]["outputs"]["predict"]["data"] == expected["predict"].tolist()
     assert ("INVALID_ARGUMENT" in answers[0]["error"]) is False  # HTTP: a 400
     assert "[400]" in answers[0]["error"]

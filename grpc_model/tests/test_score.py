@@ -292,3 +292,59 @@ def test_progress_off_a_terminal_is_plain_lines() -> None:
     assert log.getvalue().startswith("scored 7 of 10 items, ")
     assert "items/s, about " in log.getvalue()
     assert "\x1b" not in log.getvalue()  # no terminal codes in a log file
+
+
+def test_ids_that_escape_alike_keep_their_own_output_files(serve_wrapper: ServerFactory, tmp_path: Path) -> None:
+    server = serve_wrapper("Gated", model_class=GATED)
+    ids = ["a b.bin", "a_b.bin", "é.bin", "ü.bin", "report (1).bin", "report _1_.bin", "Case.bin", "case.bin"]
+    inputs = folder(tmp_path / "in", {name: b"\xff" + name.encode() for name in ids})
+    out = tmp_path / "results.csv"
+    code, output = score(str(inputs), "--server", target(server), "--out", str(out))
+    assert code == 0, output
+    rows = {row.split(",")[0]: row.split(",")[2] for row in out.read_text().splitlines()[1:]}
+    assert sorted(rows) == sorted(ids)
+    for item_id, path in rows.items():
+        assert (tmp_path / path).read_bytes() == b"\xff" + item_id.encode(), item_id
+    folders = [Path(path).parent.name for path in rows.values()]
+    assert len({name.casefold() for name in folders}) == len(ids)  # apart on a file system that folds case too
+    assert "a_b.bin" in folders  # a plain id keeps its name...
+    assert "Case.bin" not in folders  # ...unless another differs from it only in case
+
+
+RESUMED = b'{"id": "a.txt", "success": true}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("results.jsonl", b'{"id": "caf\xe9", "success": true}\n', "not UTF-8"),
+        ("results.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 1: nested too deeply"),
+        ("results.jsonl", RESUMED + b"[1, 2]\n", "line 2: not a JSON object with an id"),
+        ("results.jsonl", b"my notes, not results", "line 1 is not a line of grpc-model score"),
+        ("results.csv", b"my notes, not results", "line 1 is not a line of grpc-model score"),
+        ("results.csv", b"name,age\nann,3\nbob,4", "its columns ['name', 'age'] are not"),
+        ("results.csv", b"id,success,results.json,error\na,true\n", "line 2: 2 cells, not 4"),
+    ],
+    ids=["not-utf8", "deep", "not-an-object", "note-jsonl", "note-csv", "foreign-csv", "short-row"],
+)
+def test_a_results_file_that_is_not_ours_is_refused_untouched(
+    greeter_server: ServerThread, tmp_path: Path, name: str, content: bytes, what: str
+) -> None:
+    inputs = folder(tmp_path / "in", {"a.txt": b"hi a"})
+    out = tmp_path / name
+    out.write_bytes(content)
+    code, output = score(str(inputs), "--server", target(greeter_server), "--out", str(out))
+    assert code == 2, output
+    assert f"{out}: " in output.replace("\n", "")
+    assert what in " ".join(output.split())
+    assert out.read_bytes() == content
+    assert not (tmp_path / f"{name}.files").exists()
+
+
+def test_a_folder_as_the_results_file_is_refused(greeter_server: ServerThread, tmp_path: Path) -> None:
+    inputs = folder(tmp_path / "in", {"a.txt": b"hi a"})
+    out = tmp_path / "results.csv"
+    out.mkdir()
+    code, output = score(str(inputs), "--server", target(greeter_server), "--out", str(out))
+    assert code == 2, output
+    assert "results.csv: is a folder, not a results file" in " ".join(output.split())

@@ -1,7 +1,9 @@
 """The ModzyModel service over real gRPC calls: Status, Run, health and reflection."""
 
 import json
+import logging
 import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -9,7 +11,13 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.tests.conftest import TEST_VERSION, ServerFactory, ServerThread
+from grpc_model.tests.conftest import (
+    TEST_VERSION,
+    ServerFactory,
+    ServerThread,
+    write_greeter_bundle,
+    write_newer_bundle,
+)
 from grpc_model.tests.wrappers import Counted, Echo, FailsFirstInit, Slow
 
 
@@ -132,6 +140,31 @@ def test_failing_load_reports_500_and_the_server_stays_up(serve_wrapper: ServerF
     assert status.model_info.model_name == "Hello World"  # metadata is still there
     assert server.client.health() == "NOT_SERVING"
     assert server.client.status().status_code == 500  # still answering
+
+
+def test_serving_an_older_bundle_warns_at_start_up(
+    serve_wrapper: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_greeter_bundle(tmp_path / "bundles")
+    write_newer_bundle(root, "0.2.0")
+    with caplog.at_level(logging.WARNING, logger="grpc_model.src.server"):
+        serve_wrapper("Greeter", asset_bundle_dir=root, model_version=TEST_VERSION)
+    assert any(
+        record.levelno == logging.WARNING
+        and "serving asset bundle 0.1.0, but 0.2.0 is the newest" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+def test_run_after_a_failed_load_names_the_loads_error(serve_wrapper: ServerFactory) -> None:
+    server = serve_wrapper("FailingInit")
+    assert server.client.status().status_code == 500
+
+    response = server.client.run([{"input.txt": b"a"}])
+
+    assert response.status_code == 503
+    for message in (response.message, response.outputs[0].output["error"].decode()):
+        assert "RuntimeError: weights file /models/weights.pt not found" in message  # not just "call Status first"
 
 
 def test_a_later_status_retries_a_failed_load(serve_wrapper: ServerFactory) -> None:

@@ -205,7 +205,7 @@ def test_version_in_the_request(greeter_server: ServerThread) -> None:
                 outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="nope.json")],
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "the model has no output ['nope.json']; its outputs are ['results.json']",
+            "the model has no output 'nope.json'; its outputs are ['results.json']",
         ),
     ],
     ids=[

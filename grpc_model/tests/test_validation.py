@@ -16,7 +16,7 @@ from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.bundle import describe_errors
 from grpc_model.src.metadata.units import parse_duration, parse_size
-from grpc_model.src.validation import SNIFFERS, InputValidator, sniffer
+from grpc_model.src.validation import CHUNK_BYTES, SNIFFERS, InputValidator, sniffer
 from grpc_model.tests.conftest import TEST_VERSION, ServerFactory, ServerThread, write_test_bundle
 
 
@@ -78,7 +78,7 @@ def test_bad_sizes_and_durations_in_model_yaml_name_the_key(key: str, value: obj
         data[key] = value
     with pytest.raises(ValidationError) as raised:
         ModelSpec.model_validate(data)
-    assert expected in describe_errors(raised.value)  # the message users see at start-up
+    assert expected in describe_errors(raised.value, ModelSpec)  # the message users see at start-up
 
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
@@ -152,15 +152,77 @@ def test_a_declared_charset_is_checked(media_type: str, content: bytes) -> None:
     assert validator.check({"file": content}) == ({}, f"file: content is not {media_type}")
 
 
-@pytest.mark.parametrize("media_type", ["image/*", "text/plain; charset=x-nope", "text/plain; charset=rot13",
-                                        "text/plain; charset=base64", "text/plain; charset=undefined"])  # fmt: skip
-def test_a_family_or_a_charset_that_is_not_a_text_encoding_is_not_checked_and_says_so(
-    media_type: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("media_type", "level", "says"),
+    [
+        # What the author can act on is a warning: a charset that is no text encoding, a media type nobody knows.
+        ("text/plain; charset=x-nope", logging.WARNING, "charset 'x-nope' is not a text encoding"),
+        ("text/plain; charset=rot13", logging.WARNING, "charset 'rot13' is not a text encoding"),
+        ("text/plain; charset=base64", logging.WARNING, "charset 'base64' is not a text encoding"),
+        ("text/csv; charset=undefined", logging.WARNING, "charset 'undefined' is not a text encoding"),
+        ("text/plian", logging.WARNING, "not a media type Python knows; did you mean text/plain?"),
+        # A family, or a known type without a check, is what it is: said once at INFO, not warned about.
+        ("image/*", logging.INFO, "a family of media types"),
+        ("application/msword", logging.INFO, "no content check for this media type"),
+    ],
+)
+def test_a_type_that_is_not_checked_says_so_and_warns_only_when_the_author_can_act(
+    media_type: str, level: int, says: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO, logger="grpc_model.src.validation"):
         validator = InputValidator(spec(file={"acceptedMediaTypes": [media_type], "maxSize": "1K"}))
-    assert f"input file: media type(s) ['{media_type}'] cannot be checked" in caplog.text
+    [record] = caplog.records
+    assert record.levelno == level
+    assert f"input file: {media_type}: {says}" in record.getMessage()
+    assert "the content of input file is not checked" in record.getMessage()
     assert validator.check({"file": b"\xff"}) == ({"file": b"\xff"}, None)
+
+
+def csv_validator(media_type: str = "text/csv") -> InputValidator:
+    return InputValidator(spec(table={"acceptedMediaTypes": [media_type], "maxSize": "1M"}))
+
+
+def test_csv_is_checked_without_a_word_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="grpc_model.src.validation"):
+        csv_validator()
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"a,b\n1,2\n1,2,3\n", "line 3 has 3 fields, line 1 has 2 (delimiter ',')"),
+        (b"a;b\n1;2\n1;2;3\n", "line 3 has 3 fields, line 1 has 2 (delimiter ';')"),
+        (b'a,b\n1,"2\n', "line 2: unexpected end of data"),  # an unterminated quote would swallow the rest
+        (b'a,b\n1,"2"x\n', "line 2: ',' expected after '\"'"),
+        (b"a,b\n\xff,2\n", "not utf-8 text (invalid start byte)"),
+    ],
+)
+def test_csv_content_is_checked(content: bytes, problem: str) -> None:
+    assert csv_validator().check({"table": content}) == ({}, f"table: content is not text/csv: {problem}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"a,b\r\n1,2\r\n",
+        b"a\tb\n1\t2\n",
+        b"a;b\n1,5;2\n2,5;3,5\n",  # semicolons, decimal commas: ragged with commas, even with semicolons
+        b'name,text\n1,"two\nlines, and a ""quote"""\n',
+        b"one column\nsecond row\n",
+        b"a,b\n\n1,2\n",  # a blank line is no record
+        "é,ü\n".encode(),
+        b"x" * (CHUNK_BYTES - 3) + b",y\r\n1,2\r\n",  # \r ends one decoded chunk, \n starts the next
+    ],
+)
+def test_well_formed_csv_is_accepted(content: bytes) -> None:
+    assert csv_validator().check({"table": content}) == ({"table": content}, None)
+
+
+def test_csv_in_a_declared_charset() -> None:
+    content = "café,1\n".encode("latin-1")
+    assert csv_validator("text/csv; charset=iso-8859-1").check({"table": content}) == ({"table": content}, None)
 
 
 def test_a_sniffer_that_raises_fails_only_its_item(monkeypatch: pytest.MonkeyPatch) -> None:

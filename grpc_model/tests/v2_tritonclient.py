@@ -4,8 +4,9 @@ tritonclient's generated code defines the `inference.*` messages in the default 
 server's does: one process cannot import both, so the client runs here, apart from the server.
 
 Reads a job from stdin, JSON: {"protocol": "grpc"|"http", "url": "127.0.0.1:PORT", "model": NAME,
-"calls": [{"inputs": {file: [base64 element, ...]}, "parameters": {...}, "read": [tensor, ...]}]}
-("read" defaults to the model's outputs); writes, for each call, {"outputs": {tensor: [base64 element,
+"calls": [{"inputs": {file: [base64 element, ...]}, "parameters": {...}, "outputs": [tensor, ...],
+"read": [tensor, ...]}]} ("outputs", the outputs to ask for, defaults to none named: all; "read" to the
+model's outputs); writes, for each call, {"outputs": {tensor: [base64 element,
 ...]}} or {"error": message}, as a JSON list on stdout.
 """
 
@@ -36,7 +37,10 @@ def run(job: dict[str, Any]) -> list[dict[str, Any]]:
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         try:
-            result = client.infer(job["model"], inputs, parameters=call.get("parameters") or None)
+            requested = [client_module.InferRequestedOutput(name) for name in call.get("outputs", [])]
+            result = client.infer(
+                job["model"], inputs, parameters=call.get("parameters") or None, outputs=requested or None
+            )
         except InferenceServerException as error:
             answers.append({"error": str(error)})
             continue

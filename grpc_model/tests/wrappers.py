@@ -292,6 +292,8 @@ class BadMessages(Echo):
             raise ValueError("bad " + b"\xff".decode("utf-8", "surrogateescape"))
         if model_input.get("a") == b"unprintable":
             raise Unprintable()
+        if model_input.get("a") == b"long":  # a long message, every character outside ASCII
+            raise ValueError("\u00e9\u20ac" * 2000)
         return super().handle_single_input(model_input, detect_drift, explain)
 
 

@@ -14,7 +14,7 @@ the output file names the keys under `outputs:`. The functional test cases in
 case; `grpc-model test` checks your wrapper against all of them.
 """
 
-from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, success_output
+from model_lib.src.model_wrapper import ModelInput, ModelOutput, ModelWrapper, results_json
 
 INPUT_FILENAME = "input.txt"
 
@@ -36,10 +36,11 @@ class ExampleModel(ModelWrapper):
         # 2. Run your model.
         result = {"greeting": self.greeting.format(_last_word(text))}
 
-        # 3. Return the output files declared in model.yaml. `success_output` builds the
-        #    standard `results.json`; pass `explanation=` / `drift=` when the caller asked
-        #    for them (explain / detect_drift) and your model supports them.
-        return success_output(result)
+        # 3. Return the output files declared in model.yaml, by name. `results_json` writes the
+        #    standard document, {"data": {"result": ..., "explanation": ..., "drift": ...}}; pass
+        #    `explanation=` / `drift=` when the caller asked for them (explain / detect_drift)
+        #    and your model supports them: clients read them at data.explanation and data.drift.
+        return {"results.json": results_json(result)}
 
     def handle_input_batch(
         self, model_inputs: list[ModelInput], detect_drift: bool, explain: bool

@@ -15,7 +15,14 @@ from rich.markup import escape
 from grpc_model.src.cli import calling, scaffold
 from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env, shown
-from grpc_model.src.metadata import BundleError, available_versions, check_bundle, load_bundle, load_test_cases
+from grpc_model.src.metadata import (
+    BundleError,
+    available_versions,
+    check_bundle,
+    load_bundle,
+    load_test_cases,
+    older_bundle_warning,
+)
 from grpc_model.src.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -250,6 +257,9 @@ def run_tests(
 
     settings = settings_from_env()
     report = check_bundle(settings.asset_bundle_dir, settings.model_version)
+    older = older_bundle_warning(report.bundle) if report.bundle is not None else None
+    if older:
+        console.print(f"[yellow]warning:[/yellow] {escape(older)}")
     with tempfile.TemporaryDirectory() as scratch:
         unit_junit = Path(scratch) / "unit.xml" if junit else None
         console.rule("unit tests: model_lib/tests")
@@ -278,6 +288,8 @@ def run_tests(
         if junit:
             testing.write_junit(junit, suites, unit_junit)
     _print_suites(suites)
+    if older:  # again under the summary, where a failure of the older cases is read
+        console.print(f"[yellow]warning:[/yellow] {escape(older)}")
     if not all(suite.passed for suite in suites):
         raise typer.Exit(1)
 

@@ -90,6 +90,13 @@ def score(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on every call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on every call.")] = False,
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some items failed.")] = False,
+    allow_paths_outside: Annotated[
+        bool,
+        typer.Option(
+            help="Read files outside the inputs folder (or the CSV/JSONL file's folder) that links or paths "
+            "name; without it they are refused."
+        ),
+    ] = False,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -111,7 +118,9 @@ def score(
     from grpc_model.src.client import TargetError, server_list
 
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    options = scoring.Options(batch_size, concurrency, timeout, detect_drift, explain, security)
+    options = scoring.Options(
+        batch_size, concurrency, timeout, detect_drift, explain, security, paths_outside=allow_paths_outside
+    )
     settings = settings_from_env()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
     targets = server_list(server or ["localhost:45000"])

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from grpc_model.src.cli.score_io import not_plain
 from grpc_model.src.client import PLAINTEXT, InputError, ModelClient, read_inputs, render
 from grpc_model.src.security.channel import ClientSecurity
 
@@ -60,10 +61,18 @@ def call_once(
         console.print(f"[red]no output: {response.status_code} {escape(response.message)}[/red]")
         return 1
     output = response.outputs[0]
+    if output_dir is not None and output.success:
+        odd = [f"{name!r} ({why})" for name in output.output if (why := not_plain(name)) is not None]
+        if odd:  # a server's name must not choose where its bytes land: `..`, `a/x`, or one file for two outputs
+            console.print(
+                f"[red]error:[/red] the server answered outputs that are not plain file names, "
+                f"nothing was written: {escape(', '.join(odd))}"
+            )
+            return 2
     console.print("[green]success[/green]" if output.success else "[red]failed[/red]")
     for name, content in output.output.items():
         if output_dir is not None and output.success:
-            path = output_dir / Path(name).name  # never outside output_dir, whatever the server names it
+            path = output_dir / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
             console.print(f"  {escape(name)} -> {escape(str(path))} ({len(content)} bytes)")

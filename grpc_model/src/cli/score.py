@@ -4,7 +4,7 @@ Items go out in calls of `batch_size` items, `concurrency` calls at a time, spre
 servers given by gRPC's round robin (the reference client's channel). RESOURCE_EXHAUSTED and
 UNAVAILABLE are retried with back-off until a server answers (an item is never dropped); any
 other error fails that call's items with its message.
-Each answer is written as it arrives (score_io.py), so Ctrl-C or a kill loses nothing that was
+Each answer is written as it arrives (score_results.py), so Ctrl-C or a kill loses nothing that was
 answered, and running again with the same results file scores only what is missing.
 """
 
@@ -26,7 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
-from grpc_model.src.cli.score_io import ERROR, Item, ResultWriter, ScoreInputError, one_line, read_items
+from grpc_model.src.cli.score_io import ERROR, ID, SUCCESS, Item, ScoreInputError, check_declared, one_line, read_items
+from grpc_model.src.cli.score_results import ResultWriter
 from grpc_model.src.client import PLAINTEXT, channel_options, channel_target, open_channel, server_list
 from grpc_model.src.security.channel import ClientSecurity
 
@@ -49,6 +50,7 @@ class Options:
     detect_drift: bool = False
     explain: bool = False
     security: ClientSecurity = PLAINTEXT
+    paths_outside: bool = False  # read files outside the inputs' folder (links, paths in a CSV or JSONL)
 
 
 @dataclass
@@ -241,22 +243,25 @@ async def run_score(
     """The command: `targets` (servers), or `in_process` = (model class, asset bundle dir, version)."""
     tally = Tally()
     servers = None
-    if in_process is not None:
-        from grpc_model.src.cli.score_local import local_backend  # the model's imports, only in-process
-
-        input_names, output_names, backend = local_backend(*in_process, options)
-    else:
-        servers = Servers(targets, options, tally)
-        status = await servers.status()
-        if status.status_code != 200:
-            await servers.close()
-            raise ScoreInputError(f"{targets[0]}: Status answered {status.status_code}: {status.message}")
-        input_names = [i.filename for i in status.inputs]
-        output_names = [o.filename for o in status.outputs]
-        backend = servers.run
     try:
-        items = read_items(inputs, input_names)
-        writer = ResultWriter(out, output_names)
+        if in_process is not None:
+            from grpc_model.src.cli.score_local import local_backend  # the model's imports, only in-process
+
+            input_names, output_names, backend = local_backend(*in_process, options)
+            who = "the served model's model.yaml"
+        else:
+            servers = Servers(targets, options, tally)
+            status = await servers.status()
+            if status.status_code != 200:
+                raise ScoreInputError(f"{targets[0]}: Status answered {status.status_code}: {status.message}")
+            input_names = [i.filename for i in status.inputs]
+            output_names = [o.filename for o in status.outputs]
+            backend = servers.run
+            who = f"{','.join(targets)}: the server"
+        check_declared(who, "input", input_names)  # a server's names never pick a file to read or write
+        check_declared(who, "output", output_names, reserved=(ID, SUCCESS, ERROR))  # a row's own columns
+        items = read_items(inputs, input_names, options.paths_outside)
+        writer = ResultWriter(out, output_names, [item.id for item in items])
         tally.total = len(items)
         tally.skipped = sum(item.id in writer.done for item in items)
         reporter = Reporter(errors, tally.total, tally.skipped)

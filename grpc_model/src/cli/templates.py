@@ -173,18 +173,27 @@ id: {model_id}
 def test_cases_note(inputs: "list[FileSpec]", outputs: "list[FileSpec]") -> str:
     input_names = ", ".join(f"`{f.name}`" for f in inputs)
     output_names = ", ".join(f"`{f.name}`" for f in outputs)
+    first_output = _yaml_key(outputs[0].name)
     return f"""# Functional test cases
 
 One directory per case, for example `0001-short-text/`, holding:
 
 - every input file declared under `inputs` in `../model.yaml`: {input_names};
 - at least one expected output file declared under `outputs`: {output_names};
-- optionally `case.yaml`, a numeric tolerance for JSON outputs:
-  `tolerance: 0.001` (absolute) or `tolerance: {{absolute: 0.001, relative: 0.0001}}`, for the
-  whole case or per output file under `outputs: {{results.json: {{tolerance: ...}}}}`.
+- optionally `case.yaml`, every key optional:
 
-JSON outputs are compared as parsed JSON, other files byte for byte. Every case must
-succeed; test how the model fails on bad input in `model_lib/tests/`.
+  ```yaml
+  detect_drift: false   # the Run call's flags for this case (default false)
+  explain: false
+  tolerance: 0.001      # JSON outputs: numbers may differ by this much (absolute)
+  outputs:
+    {first_output}:
+      tolerance: {{absolute: 1.0e-6, relative: 1.0e-4}}   # this output only; overrides the case's
+  ```
+
+JSON outputs are compared as parsed JSON (with a tolerance, two numbers match when
+`|got - expected| <= absolute + relative * |expected|`), other files byte for byte. Every
+case must succeed; test how the model fails on bad input in `model_lib/tests/`.
 
 `grpc-model validate` checks the cases; `grpc-model test` runs them through the model.
 """

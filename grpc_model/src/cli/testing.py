@@ -66,8 +66,8 @@ def run_unit_tests(root: Path, junit: Path | None) -> Outcome:
 
 
 def run_cases_in_process(bundle: AssetBundle, cases: list[TestCase], model_class: str) -> list[Outcome]:
-    """Each case through the wrapper's single-item method (or the runtime model.yaml names), then all of them
-    in one batch call."""
+    """Each case through the wrapper's single-item method (or the runtime model.yaml names), then those that
+    passed in one batch call."""
     started = time.monotonic()
     try:
         source = model_source(bundle, model_class)
@@ -86,8 +86,9 @@ def run_cases_in_process(bundle: AssetBundle, cases: list[TestCase], model_class
             result = process_items(model, [case.inputs], case.detect_drift, case.explain)[0]
             problems = case.differences(result.output) if result.success else [_error_of(result.output)]
         outcomes.append(Outcome(case.name, problems, time.monotonic() - started))
-    if model.batch is not None and cases:
-        outcomes += _batch_outcomes(model, cases)
+    passed = {outcome.name for outcome in outcomes if outcome.passed}
+    if model.batch is not None and cases:  # a failed case is reported once, by its own outcome above
+        outcomes += _batch_outcomes(model, [case for case in cases if case.name in passed])
     return outcomes
 
 

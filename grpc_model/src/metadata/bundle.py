@@ -5,10 +5,12 @@ was expected, because the person reading it is a model author at start-up, not a
 developer reading a traceback.
 """
 
+import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -76,6 +78,20 @@ def load_bundle(root: Path, version: str = "") -> AssetBundle:
     return AssetBundle(path=path, spec=spec, docker=docker)
 
 
+def older_bundle_warning(bundle: AssetBundle) -> str | None:
+    """Why serving `bundle` may surprise, when a newer bundle sits beside it: only the metadata and test cases
+    are that version's, the code in model_lib/ is today's, so the older cases may fail against it."""
+    newest = available_versions(bundle.path.parent)[-1:]
+    if not newest or version_key(bundle.version) >= version_key(newest[0]):
+        return None
+    return (
+        f"serving asset bundle {bundle.version}, but {newest[0]} is the newest under {bundle.path.parent}: "
+        f"model.yaml and the test cases are {bundle.version}'s, the code is today's: code is not versioned with "
+        f"bundles, so {bundle.version}'s test cases may fail. Unset GRPC_MODEL_MODEL_VERSION (--model-version) "
+        "to serve the newest"
+    )
+
+
 def newest_version(root: Path) -> str:
     """The served version by default: the newest `<x.y.z>/` under `root`, so a release is one new directory."""
     versions = available_versions(root)
@@ -114,17 +130,64 @@ def parse_file(path: Path, schema: type[_Model]) -> _Model:
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        raise BundleError(f"{path}: {len(error.errors())} problem(s):\n{describe_errors(error)}") from None
+        raise BundleError(f"{path}: {len(error.errors())} problem(s):\n{describe_errors(error, schema)}") from None
 
 
-def describe_errors(error: ValidationError) -> str:
-    """One line per problem: the key path, pydantic's message and (shortened) what was given."""
+def describe_errors(error: ValidationError, schema: type[BaseModel]) -> str:
+    """One line per problem: the key path, pydantic's message and (shortened) what was given.
+
+    An unknown key is most often a typo, so it names the key of `schema` it probably meant.
+    """
     lines = []
     for problem in error.errors():
         key_path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key_path}: {_unknown_key(schema, problem['loc'])}")
+            continue
         given = "" if problem["type"] == "missing" else f" (got {_shorten(repr(problem['input']))})"
         lines.append(f"  {key_path}: {problem['msg']}{given}")
     return "\n".join(lines)
+
+
+def _unknown_key(schema: type[BaseModel], location: Sequence[int | str]) -> str:
+    *parents, key = location
+    allowed = _keys_at(schema, parents)
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return f"unknown key; the keys here are: {', '.join(allowed)}" if allowed else "unknown key"
+
+
+def _keys_at(schema: type[BaseModel], parents: Sequence[int | str]) -> list[str]:
+    """The keys `schema` allows in the mapping at `parents`, a key path whose file names and list indices
+    (`inputs.input.txt`, `filters.0`) step into a dict's or list's values."""
+    annotation: Any = schema
+    for part in parents:
+        model = _model_in(annotation)
+        if model is not None:
+            field = model.model_fields.get(str(part))
+            annotation = None if field is None else field.annotation
+        else:
+            annotation = _values_type(annotation)
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _values_type(annotation: Any) -> Any:
+    """X of `dict[str, X]` or `list[X]`, also in a union with None; None for anything else."""
+    if get_origin(annotation) in (dict, list):
+        return get_args(annotation)[-1]
+    found = [_values_type(option) for option in get_args(annotation) if option is not type(None)]
+    return next((option for option in found if option is not None), None)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The schema class an annotation stands for: the class itself, or the class of `X | None`."""
+    options = () if get_origin(annotation) in (dict, list) else get_args(annotation)
+    for candidate in (annotation, *options):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _shorten(text: str, limit: int = 80) -> str:

@@ -195,14 +195,30 @@ def _json_differences(expected: Any, actual: Any, tolerance: Tolerance | None, p
     same = expected == actual and isinstance(expected, bool) == isinstance(actual, bool)  # JSON: true is not 1
     if same or (tolerance is not None and _close(expected, actual, tolerance)):
         return []
-    return [f"{where.removesuffix('.')}: expected {_json_preview(expected)}, got {_json_preview(actual)}"]
+    values = f"expected {_json_preview(expected)}, got {_json_preview(actual)}"
+    return [f"{where.removesuffix('.')}: {values}{_number_note(expected, actual, tolerance)}"]
+
+
+def _number_note(expected: Any, actual: Any, tolerance: Tolerance | None) -> str:
+    """How far off a number is and the tolerance it failed, so the author sees whether to fix the model or the
+    tolerance; empty for values that are not both finite numbers."""
+    if not _finite_numbers(expected, actual):
+        return ""
+    off = f"off by {abs(actual - expected):.6g}"
+    if tolerance is None:
+        return f" ({off}; compared exactly: case.yaml sets no tolerance)"
+    bound = tolerance.absolute + tolerance.relative * abs(expected)
+    limits = f"absolute {tolerance.absolute:g}, relative {tolerance.relative:g}"
+    return f" ({off}; tolerance: {limits}, so at most {bound:.6g} here)"
 
 
 def _close(expected: Any, actual: Any, tolerance: Tolerance) -> bool:
-    numbers = all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (expected, actual)
-    )
-    return numbers and tolerance.allows(expected, actual)
+    return _finite_numbers(expected, actual) and tolerance.allows(expected, actual)
+
+
+def _finite_numbers(*values: Any) -> bool:
+    """Whether a tolerance applies: JSON numbers that are finite (true is not 1 in JSON)."""
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def _json_preview(value: Any, limit: int = 200) -> str:

@@ -14,15 +14,15 @@ when Prometheus scrapes. Rare events from other threads (worker restarts) take a
 `Recorder` is the no-op the engine calls when metrics are off; `Metrics` records.
 """
 
+import asyncio
 import bisect
 import itertools
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from http import HTTPStatus
+from typing import Protocol, cast
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,13 +30,18 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 PATH = "/metrics"
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = ("ok", "failed", "invalid", "refused")
+HEAD_LIMIT = 8192  # bytes of a scrape's request line and headers
+TEXT = "text/plain; charset=utf-8"
+AUTHORIZATION = b"authorization"
+Refusal = Callable[[Sequence[bytes]], str | None]
+"""Why a request's `authorization` header values are refused, or None (security.auth.TokenCheck.refusal)."""
 
 
 class _HasResult(Protocol):
@@ -220,33 +225,66 @@ class _Collector:
         return self.metrics.families()
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not worth a log line each."""
+class Scrape(asyncio.Protocol):
+    """One scrape per connection, on the event loop: the head of a GET within `read_seconds`, the answer, close.
 
+    On the loop, a scrape reads the counters on the thread that writes them. With `refusal` (the gRPC port's
+    token check), a request without an accepted `Authorization: Bearer` header gets 401, whatever its path.
+    """
 
-class MetricsServer:
-    """The /metrics endpoint on its own port, served by a thread of the server process."""
+    def __init__(self, registry: CollectorRegistry, refusal: Refusal | None, read_seconds: float) -> None:
+        self._registry = registry
+        self._refusal = refusal
+        self._read_seconds = read_seconds
+        self._head = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        server_class = type("_Server", (ThreadingWSGIServer,), {"address_family": family})
-        app = make_wsgi_app(registry)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(self._read_seconds, self._transport.close)
 
-        def only_metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") != PATH:
-                start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [f"metrics are at {PATH}\n".encode()]
-            served: Iterable[bytes] = app(environ, start_response)
-            return served
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0:
+            self._send(*self._answer(bytes(self._head[:end])))
+        elif len(self._head) > HEAD_LIMIT:
+            self._send(431, f"the request head is over {HEAD_LIMIT} bytes\n".encode())
 
-        self._httpd: WSGIServer = make_server(address, port, only_metrics, server_class, handler_class=_Quiet)
-        self.port: int = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
-        self._thread.start()
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+    def _answer(self, head: bytes) -> tuple[int, bytes, str, tuple[str, ...]]:
+        lines = head.split(b"\r\n")
+        request = lines[0].split(b" ")
+        if len(request) != 3 or not request[2].startswith(b"HTTP/1."):
+            return 400, b"expected an HTTP/1.x request line\n", TEXT, ()
+        method, target, _ = request
+        fields = [line.partition(b":") for line in lines[1:]]
+        if self._refusal is not None:
+            why = self._refusal([value.strip() for name, _, value in fields if name.strip().lower() == AUTHORIZATION])
+            if why is not None:
+                return 401, f"{why}\n".encode(), TEXT, ("WWW-Authenticate: Bearer",)
+        if target.partition(b"?")[0] != PATH.encode():
+            return 404, f"metrics are at {PATH}\n".encode(), TEXT, ()
+        if method != b"GET":
+            return 405, b"metrics answer GET\n", TEXT, ("Allow: GET",)
+        accept = b",".join(value.strip() for name, _, value in fields if name.strip().lower() == b"accept")
+        encode, content_type = choose_encoder(accept.decode("latin-1"))
+        return 200, encode(self._registry), content_type, ()
+
+    def _send(self, status: int, body: bytes, content_type: str = TEXT, headers: tuple[str, ...] = ()) -> None:
+        assert self._transport is not None
+        head = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",  # one scrape per connection: nothing to keep alive or time out between scrapes
+            *headers,
+        ]
+        self._transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self._transport.close()

@@ -6,6 +6,7 @@ the wrapper does.
 """
 
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,25 @@ def process_items(
     """Runs one batch call when it can, else (or when it misbehaves) one call per item."""
     if len(items) > 1 and model.batch is not None:
         batch_results = _try_batch(model, items, detect_drift, explain)
-        if batch_results is not None:
+        if isinstance(batch_results, list):
             return batch_results
+        results = [_single(model, item, detect_drift, explain) for item in items]
+        if batch_results is not None and all(result.success for result in results):
+            # No culprit item said why: the batch code itself is at fault, and every batch now costs a call per item.
+            logger.warning(
+                "%s batch method raised %s, though each of its %d items succeeds alone; they ran one at a time",
+                model.name,
+                describe(batch_results),
+                len(items),
+            )
+        return results
     return [_single(model, item, detect_drift, explain) for item in items]
 
 
 def _try_batch(
     model: LoadedModel, items: Sequence[ModelInput], detect_drift: bool, explain: bool
-) -> list[ItemResult] | None:
+) -> list[ItemResult] | BaseException | None:
+    """The batch's results; else None, or what the batch method raised, and its items are to run alone."""
     assert model.batch is not None
     try:
         outputs = model.batch(list(items), detect_drift, explain)
@@ -50,12 +62,15 @@ def _try_batch(
         return None
     # BaseException: a model calling sys.exit() must fail its items, not stop the server.
     except BaseException as error:
-        # One line: a culprit item raises again when it runs alone, and logs its traceback then.
-        logger.warning(
-            "%s batch method raised %s; processing %d items one at a time", model.name, describe(error), len(items)
+        # At DEBUG: a culprit item raises again when it runs alone and says why then, at WARNING.
+        logger.debug(
+            "%s batch method raised %s; processing %d items one at a time",
+            model.name,
+            describe(error),
+            len(items),
+            exc_info=True,
         )
-        logger.debug("the batch method's traceback", exc_info=True)  # for a bug in the batch code itself
-        return None
+        return error
     if not isinstance(outputs, list | tuple) or len(outputs) != len(items):
         count = f"{len(outputs)} outputs" if isinstance(outputs, list | tuple) else type(outputs).__name__
         logger.error(
@@ -69,9 +84,36 @@ def _single(model: LoadedModel, item: ModelInput, detect_drift: bool, explain: b
     try:
         output = model.single(item, detect_drift, explain)
     except BaseException as error:
-        logger.exception("%s failed on an item", model.name)
+        _log_item_error(model.name, error)
         return ItemResult.failure(describe(error))
     return _checked(output, model.name)
+
+
+MAX_TRACEBACKS_SHOWN = 1000
+"""Distinct errors whose first traceback is shown; past that, every traceback is at DEBUG."""
+_tracebacks_shown: set[tuple[str, str, int]] = set()
+
+
+def _log_item_error(model_name: str, error: BaseException) -> None:
+    """One WARNING line per item the model raised for: a bad input is the client's problem, and the caller has
+    the error. The traceback comes with the first error of each type and place (a bug in the model shows its
+    stack once), later ones at DEBUG. A model that exits (SystemExit, KeyboardInterrupt) is an ERROR."""
+    if not isinstance(error, Exception):
+        logger.exception("%s failed on an item: %s", model_name, describe(error))
+        return
+    site = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    key = (type(error).__qualname__, site.filename if site else "", (site.lineno or 0) if site else 0)
+    if key not in _tracebacks_shown and len(_tracebacks_shown) < MAX_TRACEBACKS_SHOWN:
+        _tracebacks_shown.add(key)
+        logger.warning(
+            "%s failed on an item: %s; traceback below (once per error type and place; later ones at DEBUG)",
+            model_name,
+            describe(error),
+            exc_info=error,
+        )
+        return
+    logger.warning("%s failed on an item: %s", model_name, describe(error))
+    logger.debug("the traceback of %s on that item", model_name, exc_info=error)
 
 
 def describe(error: BaseException) -> str:

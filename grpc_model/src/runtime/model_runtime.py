@@ -187,7 +187,7 @@ class ModelRuntime:
         """One result per item, in order."""
         executor = self._executor
         if executor is None:
-            raise ModelNotLoadedError("the model is not loaded: call Status first, which loads it")
+            raise ModelNotLoadedError(self._not_loaded_reason())
         if items and not executor.available:
             raise ModelUnavailableError(executor.condition or "the model cannot take work now; retry shortly")
         if self._batcher is not None:
@@ -205,6 +205,13 @@ class ModelRuntime:
                 except TimeoutError:
                     break
         return results + [ItemResult.failure(TIMEOUT_MESSAGE)] * (len(items) - len(results))
+
+    def _not_loaded_reason(self) -> str:
+        """Why Run cannot run: a client that called Status and saw it fail is told that load's error again."""
+        if self.last_load_error is None:
+            return "the model is not loaded: call Status first, which loads it"
+        name = self.wrapper_class.__name__
+        return f"the model is not loaded: the last load failed: {self.last_load_error} (Status loads {name} again)"
 
     async def close(self) -> None:
         """Fails what is still queued and releases threads and worker processes."""

@@ -18,11 +18,24 @@ class TLSSetupError(Exception):
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials for the gRPC port, or None when `tls_cert` is not set (plaintext)."""
-    if not settings.tls_cert:
+    if https_context(settings) is None:  # the ssl module's checks, which name the setting at fault
         return None
     cert = _read_pem("tls_cert", settings.tls_cert)
     key = _read_pem("tls_key", settings.tls_key)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client_ca = _read_pem("tls_client_ca", settings.tls_client_ca) if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def https_context(settings: Settings) -> ssl.SSLContext | None:
+    """The gRPC port's TLS for the HTTP and metrics ports, from the same files (a client certificate required when
+    `tls_client_ca` is set), or None when `tls_cert` is not set."""
+    if not settings.tls_cert:
+        return None
+    _read_pem("tls_cert", settings.tls_cert)
+    _read_pem("tls_key", settings.tls_key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     except ssl.SSLError as error:
@@ -30,9 +43,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
             f"tls_cert {settings.tls_cert} and tls_key {settings.tls_key} do not make a certificate and its "
             f"key ({error.reason or error}); {_where('tls_cert')}, {_where('tls_key')}"
         ) from None
-    client_ca = None
     if settings.tls_client_ca:
-        client_ca = _read_pem("tls_client_ca", settings.tls_client_ca)
+        _read_pem("tls_client_ca", settings.tls_client_ca)
         try:
             context.load_verify_locations(cafile=settings.tls_client_ca)
         except ssl.SSLError as error:
@@ -40,9 +52,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
                 f"tls_client_ca {settings.tls_client_ca} holds no usable CA certificate ({error.reason or error}); "
                 f"{_where('tls_client_ca')}"
             ) from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _read_pem(setting: str, path: str) -> bytes:

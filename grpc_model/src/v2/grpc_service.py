@@ -10,15 +10,15 @@ from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.v2.tensors import (
-    BYTES,
     InferRequest,
     InferResponse,
+    InputTensor,
     Parameter,
     Problem,
-    Tensor,
     V2Error,
     joined_bytes,
-    split_bytes,
+    listed,
+    packed,
 )
 
 CONTENTS = {
@@ -44,6 +44,9 @@ CODES = {
     Problem.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
+MAX_DETAILS_BYTES = 4096
+"""The longest error message sent, as gRPC puts it in the trailer: percent-encoded, 3 bytes for each byte
+outside printable ASCII. Clients refuse a trailer past 8 KiB with RESOURCE_EXHAUSTED, hiding the real code."""
 
 
 class GRPCInferenceService:
@@ -60,7 +63,7 @@ class GRPCInferenceService:
         try:
             ready = await self.protocol.model_ready(request.name, request.version)
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
@@ -71,7 +74,7 @@ class GRPCInferenceService:
         try:
             metadata = await self.protocol.model_metadata(request.name, request.version)
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=metadata.name,
@@ -85,8 +88,29 @@ class GRPCInferenceService:
         try:
             response = await self.protocol.infer(infer_request(request))
         except V2Error as error:
-            await context.abort(CODES[error.problem], str(error))
+            await _abort(context, error)
         return infer_response(response, raw=len(request.raw_input_contents) > 0)
+
+
+async def _abort(context: Context, error: V2Error) -> None:
+    await context.abort(CODES[error.problem], details(str(error)))
+
+
+def details(message: str) -> str:
+    """The message, cut where gRPC's percent-encoding of it would pass MAX_DETAILS_BYTES."""
+    size = 0
+    for index, character in enumerate(message):
+        size += _encoded_size(character)
+        if size > MAX_DETAILS_BYTES:
+            return f"{message[:index]}... (cut: {len(message):,} characters in all)"
+    return message
+
+
+def _encoded_size(character: str) -> int:
+    """Bytes of one character in a percent-encoded grpc-message: printable ASCII but % as is, others as %XX."""
+    if " " <= character <= "~" and character != "%":
+        return 1
+    return 3 * len(character.encode(errors="replace"))
 
 
 def infer_request(request: pb.ModelInferRequest) -> InferRequest:
@@ -98,19 +122,7 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         )
     if raw and any(tensor.HasField("contents") for tensor in request.inputs):
         raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
-    inputs = []
-    for index, tensor in enumerate(request.inputs):
-        shape = list(tensor.shape)
-        if tensor.datatype == BYTES:
-            elements = split_bytes(tensor.name, raw[index]) if raw else list(tensor.contents.bytes_contents)
-            inputs.append(Tensor(tensor.name, BYTES, shape, elements))
-        elif tensor.datatype not in CONTENTS:  # refused, with the other problems, by the model's check
-            inputs.append(Tensor(tensor.name, tensor.datatype, shape, []))
-        elif raw:
-            inputs.append(Tensor(tensor.name, tensor.datatype, shape, [], raw=raw[index]))
-        else:
-            values = list(getattr(tensor.contents, CONTENTS[tensor.datatype]))
-            inputs.append(Tensor(tensor.name, tensor.datatype, shape, [], values=values))
+    inputs = [_input(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
     return InferRequest(
         request.model_name,
         request.model_version,
@@ -118,7 +130,21 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         [output.name for output in request.outputs],
         {name: _value(parameter) for name, parameter in request.parameters.items()},
         request.id,
+        request.ByteSize(),
     )
+
+
+def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InputTensor:
+    """A request tensor, read when the model asks: BYTES elements, or a runtime's numbers (v2/numeric.py)."""
+    shape = list(tensor.shape)
+    field = CONTENTS.get(tensor.datatype)
+    if field is None:
+        read = packed(tensor.name, raw) if raw is not None else listed(tensor.contents.bytes_contents)
+        return InputTensor(tensor.name, tensor.datatype, shape, read)
+    if raw is not None:
+        return InputTensor(tensor.name, tensor.datatype, shape, listed([]), raw=raw)
+    values = getattr(tensor.contents, field)
+    return InputTensor(tensor.name, tensor.datatype, shape, listed([]), read_values=lambda limit: values[:limit])
 
 
 def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:

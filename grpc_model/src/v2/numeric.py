@@ -13,11 +13,13 @@ from typing import Any
 
 from grpc_model.src.runtime import ItemResult, TensorSignature, TensorSpec
 from grpc_model.src.runtime.signature import BYTES, ITEM_SIZES
+from grpc_model.src.v2.quoting import quoted, quoted_list
 from grpc_model.src.v2.tensors import (
     ERROR_TENSOR,
     MAX_LISTED_FAILURES,
     InferRequest,
     InferResponse,
+    InputTensor,
     Problem,
     Tensor,
     V2Error,
@@ -74,9 +76,14 @@ def rows(model: V2Model, request: InferRequest, signature: TensorSignature) -> l
     """One row item per row of the input tensors; raises INVALID for tensors that do not fit the signature."""
     tensors = {tensor.name: tensor for tensor in request.inputs}
     names = [spec.name for spec in signature.inputs]
-    problems = [f"input tensor {name!r} appears more than once" for name in repeated_names(request.inputs)]
-    problems += [f"missing input tensor {name!r}" for name in names if name not in tensors]
-    problems += [f"the model has no input {name!r}; its inputs are {names}" for name in tensors if name not in names]
+    repeated = repeated_names([tensor.name for tensor in request.inputs])
+    missing = [name for name in names if name not in tensors]
+    unknown = [name for name in tensors if name not in names]
+    problems = [f"input tensor {quoted_list(repeated)} appears more than once"] if repeated else []
+    problems += [f"missing input tensor {quoted_list(missing)}"] if missing else []
+    problems += (
+        [f"the model has no input {quoted_list(unknown)}; its inputs are [{quoted_list(names)}]"] if unknown else []
+    )
     problems += [
         p for spec in signature.inputs if spec.name in tensors for p in _form_problems(tensors[spec.name], spec)
     ]
@@ -97,23 +104,25 @@ def rows(model: V2Model, request: InferRequest, signature: TensorSignature) -> l
     return [{name: data[name][i * sizes[name] : (i + 1) * sizes[name]] for name in names} for i in range(count)]
 
 
-def _form_problems(tensor: Tensor, spec: TensorSpec) -> list[str]:
+def _form_problems(tensor: InputTensor, spec: TensorSpec) -> list[str]:
     problems = []
     if tensor.datatype != spec.datatype and tensor.datatype not in spec.accepts:
         also = f" (or {', '.join(spec.accepts)})" if spec.accepts else ""
-        problems.append(f"input {spec.name!r} has datatype {tensor.datatype}; the model takes {spec.datatype}{also}")
+        problems.append(
+            f"input {spec.name!r} has datatype {quoted(tensor.datatype)}; the model takes {spec.datatype}{also}"
+        )
     fits = len(tensor.shape) == len(spec.shape) and all(
         want < 0 or got == want for got, want in zip(tensor.shape[1:], spec.shape[1:], strict=True)
     )
     if not fits or any(dimension < 0 for dimension in tensor.shape):
         width = f" ({spec.row_elements} values per row)" if len(spec.shape) == 2 else ""
         problems.append(
-            f"input {spec.name!r} has shape {list(tensor.shape)}; the model takes {shape_text(spec.shape)}{width}"
+            f"input {spec.name!r} has shape {quoted(tensor.shape)}; the model takes {shape_text(spec.shape)}{width}"
         )
     return problems
 
 
-def _data(tensor: Tensor, spec: TensorSpec) -> bytes:
+def _data(tensor: InputTensor, spec: TensorSpec) -> bytes:
     """The tensor's values as little-endian bytes of the spec's datatype, their count checked against the shape."""
     elements = element_count(tensor.shape)
     if tensor.raw is not None:
@@ -127,11 +136,11 @@ def _data(tensor: Tensor, spec: TensorSpec) -> bytes:
         if tensor.datatype == spec.datatype:
             return tensor.raw
         return encoded(array(ARRAY_CODES[spec.datatype], decoded(tensor.datatype, tensor.raw)))
-    values = tensor.values or []
+    values = tensor.read_values(elements + 1) if tensor.read_values is not None else []
     if len(values) != elements:
+        found = f"more than {elements}" if len(values) > elements else str(len(values))
         raise V2Error(
-            Problem.INVALID,
-            f"input {spec.name!r}: shape {list(tensor.shape)} is {elements} values, but it has {len(values)}",
+            Problem.INVALID, f"input {spec.name!r}: shape {list(tensor.shape)} is {elements} values, but it has {found}"
         )
     try:
         return encoded(array(ARRAY_CODES[spec.datatype], values))

@@ -40,11 +40,13 @@ class ModelMetadata:
 
 
 class V2Protocol:
-    def __init__(self, inference: Inference, spec: ModelSpec) -> None:
+    def __init__(self, inference: Inference, spec: ModelSpec, max_answer_bytes: int) -> None:
         self.inference = inference
         self.model = V2Model.of(spec)
         self.load_wait_seconds = spec.timeout.status_seconds
         """V2 clients never call Status: readiness and inference wait for a load as long as Status would."""
+        self.max_answer_bytes = max_answer_bytes
+        """max_send_message_bytes, for REST answers too: a larger answer is refused before it is built."""
 
     def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:
         """Name, version and extensions of the server."""
@@ -102,6 +104,7 @@ class V2Protocol:
         raises V2Error."""
         started = time.perf_counter()
         self.model.check(request.model_name, request.model_version)
+        self.model.check_outputs(request)
         signature = await self._signature()
         items = self.model.items(request) if signature is None else numeric.rows(self.model, request, signature)
         detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
@@ -122,6 +125,12 @@ class V2Protocol:
             response = self.model.response(request, results)
         else:
             response = numeric.response(self.model, request, results, signature)
+        if response.size > self.max_answer_bytes:
+            raise V2Error(
+                Problem.INVALID,
+                f"the answer would take at least {response.size} bytes, over max_send_message_bytes "
+                f"({self.max_answer_bytes} bytes): send fewer items per call, or ask for fewer outputs",
+            )
         if logger.isEnabledFor(logging.DEBUG):  # the access line: DEBUG, as Run's (docs/operations.md, Logs)
             failed = sum(not result.success for result in results)
             elapsed_ms = (time.perf_counter() - started) * 1000

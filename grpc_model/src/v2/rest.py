@@ -5,25 +5,30 @@ HTTP client sends by default), after the JSON header whose length the `Inference
 header gives, each element preceded by its 4-byte little-endian length.
 """
 
+import asyncio
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from grpc_model.src.inference import CHECK_INLINE_BYTES
+from grpc_model.src.runtime.signature import ITEM_SIZES
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
+from grpc_model.src.v2.quoting import quoted
 from grpc_model.src.v2.tensors import (
-    BYTES,
     InferRequest,
     InferResponse,
+    InputTensor,
     Problem,
-    Tensor,
     V2Error,
     flattened,
     joined_bytes,
-    split_bytes,
+    packed,
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -76,7 +81,9 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     async def infer(name: str, request: Request, version: str = "") -> Response:
         try:
             body = await request.body()
-            parsed, binary_outputs = infer_request(name, version, body, request.headers)
+            parse = functools.partial(infer_request, name, version, body, request.headers)
+            # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
+            parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
             return infer_response(await protocol.infer(parsed), binary_outputs)
         except V2Error as error:
             return _error(error)
@@ -105,7 +112,7 @@ def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, st
     """The transport-free request, and the outputs to send as binary data; raises V2Error."""
     if headers.get("content-encoding", "identity") != "identity":
         raise V2Error(
-            Problem.INVALID, f"Content-Encoding {headers['content-encoding']!r} is not supported: send it plain"
+            Problem.INVALID, f"Content-Encoding {quoted(headers['content-encoding'])} is not supported: send it plain"
         )
     header, binary = _split_body(body, headers.get(HEADER_LENGTH))
     try:
@@ -134,8 +141,9 @@ def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, st
     }
     if parameters.get("binary_data_output") is True:
         binary_outputs.add("*")
-    request = InferRequest(name, version, inputs, requested, parameters, str(document.get("id", "")))
-    return request, binary_outputs
+    request_id = str(document.get("id", ""))
+    _utf8(request_id, "id")  # echoed in the answer
+    return InferRequest(name, version, inputs, requested, parameters, request_id, len(body)), binary_outputs
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -147,39 +155,69 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         length = -1
     if not 0 <= length <= len(body):
         raise V2Error(
-            Problem.INVALID, f"{HEADER_LENGTH} is {header_length!r}: expected the JSON header's length in bytes"
+            Problem.INVALID, f"{HEADER_LENGTH} is {quoted(header_length)}: expected the JSON header's length in bytes"
         )
     return body[:length], body[length:]
 
 
-def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple[Tensor, int]:
+def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple[InputTensor, int]:
     """One input tensor, and how many bytes of the binary data it took."""
     name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise V2Error(Problem.INVALID, "every input needs a string name and datatype")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise V2Error(Problem.INVALID, f"input {name!r}: shape must be a list of integers")
+        raise V2Error(Problem.INVALID, f"input {quoted(name)}: shape must be a list of integers")
     size = _object(entry.get("parameters"), "parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
             raise V2Error(
                 Problem.INVALID,
-                f"input {name!r}: binary_data_size {size!r} does not fit the {len(binary) - offset} bytes left",
+                f"input {quoted(name)}: binary_data_size {quoted(size)} does not fit the {len(binary) - offset} "
+                "bytes left",
             )
         data = binary[offset : offset + size]
-        if datatype != BYTES:
-            return Tensor(name, datatype, shape, [], raw=data), size
-        return Tensor(name, datatype, shape, split_bytes(name, data)), size
+        if datatype in ITEM_SIZES:  # numbers, for a runtime's model (v2/numeric.py)
+            return InputTensor(name, datatype, shape, lambda limit: [], raw=data), size
+        return InputTensor(name, datatype, shape, packed(name, data)), size
+    json_data = entry.get("data", [])
+    if datatype in ITEM_SIZES:
+        return InputTensor(name, datatype, shape, lambda limit: [], read_values=_json_values(name, json_data)), 0
+    return InputTensor(name, datatype, shape, lambda limit: _json_elements(name, json_data, limit)), 0
+
+
+def _json_values(name: str, data: Any) -> Callable[[int], list[Any]]:
+    """Reads up to `limit` numbers of a JSON tensor's `data`, nested by shape or flat."""
+
+    def read(limit: int) -> list[Any]:
+        try:
+            return list(islice(flattened(data), limit))
+        except RecursionError:
+            raise V2Error(Problem.INVALID, f"input {quoted(name)}: data is nested too deeply") from None
+
+    return read
+
+
+def _json_elements(name: str, data: Any, limit: int) -> list[bytes]:
+    """Up to `limit` elements of a JSON tensor's `data`: strings, each the UTF-8 bytes of one file."""
     try:
-        values = list(flattened(entry.get("data", [])))
+        values = list(islice(flattened(data), limit))
     except RecursionError:
-        raise V2Error(Problem.INVALID, f"input {name!r}: data is nested too deeply") from None
-    if datatype != BYTES:  # numbers, checked against a runtime's tensors (and refused by a wrapper's check)
-        return Tensor(name, datatype, shape, [], values=values), 0
+        raise V2Error(Problem.INVALID, f"input {quoted(name)}: data is nested too deeply") from None
     texts = [value for value in values if isinstance(value, str)]
     if len(texts) != len(values):
-        raise V2Error(Problem.INVALID, f"input {name!r}: BYTES data must be strings (or use binary data)")
-    return Tensor(name, datatype, shape, [text.encode() for text in texts]), 0
+        raise V2Error(Problem.INVALID, f"input {quoted(name)}: BYTES data must be strings (or use binary data)")
+    return [_utf8(text, f"input {quoted(name)}: a string") for text in texts]
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """The UTF-8 bytes of a JSON string; raises INVALID for one that has none: a lone surrogate, which JSON
+    may escape (\\ud800)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise V2Error(
+            Problem.INVALID, f"{what} is not valid Unicode: it holds a lone surrogate (such as \\ud800)"
+        ) from None
 
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:
@@ -205,6 +243,7 @@ def infer_response(response: InferResponse, binary_outputs: set[str]) -> Respons
     for tensor in response.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         as_binary = bool({"*", tensor.name} & binary_outputs)
+        values: list[Any] | None
         if tensor.raw is not None:
             data, values = (tensor.raw, None) if as_binary else (b"", values_of(tensor))
         else:

@@ -6,13 +6,14 @@ and `InferResponse` back, so that both map tensors alike.
 """
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from grpc_model.src.metadata import ModelSpec, slug
 from grpc_model.src.runtime import ItemResult
+from grpc_model.src.v2.quoting import MAX_QUOTED, first_few, quoted, quoted_list
 
 BYTES = "BYTES"
 ERROR_TENSOR = "error"
@@ -21,6 +22,12 @@ FLAG_PARAMETERS = ("detect_drift", "explain", PARTIAL_RESULTS)
 MAX_LISTED_FAILURES = 10
 MAX_REASON_CHARS = 300  # gRPC carries the message in a trailer, which clients cap (8 KiB by default)
 LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in raw and binary tensor data
+COUNT_CEILING = 2**63
+"""Element counts are computed up to here: past it (a shape of 50,000 dimensions) the exact number does not matter."""
+ELEMENT_OVERHEAD_BYTES = 16
+TENSOR_OVERHEAD_BYTES = 64
+"""Framing in an answer per element (a tag and length, or a raw length) and per tensor or message (tags,
+lengths, datatype, shape), generous: the estimate is never below the wire size."""
 
 Parameter = bool | int | float | str
 
@@ -43,33 +50,50 @@ class V2Error(Exception):
 
 @dataclass
 class Tensor:
+    """An answer's tensor; a request's is an InputTensor, read only once it passed the model's bounds."""
+
     name: str
     datatype: str
     shape: list[int]
     elements: list[bytes]
     """A BYTES tensor's elements."""
     raw: bytes | None = None
-    """A numeric tensor's values as little-endian bytes (raw contents, binary data, a numeric output)."""
-    values: list[Any] | None = None
-    """A numeric tensor's values as the client listed them (typed contents, JSON data), row-major."""
+    """A numeric tensor's values as little-endian bytes (a runtime's outputs; v2/numeric.py)."""
+
+
+Read = Callable[[int], Sequence[bytes]]
+"""A request tensor's elements, at most as many as the argument says."""
+
+
+@dataclass
+class InputTensor:
+    """A request's tensor as it came: its header, and a way to read its elements.
+
+    The model reads a tensor only once its header passed every bound, and then no further than one
+    element past its shape: data of any length costs at most maxBatchSize + 1 elements to refuse.
+    """
+
+    name: str
+    datatype: str
+    shape: list[int]
+    read: Read
+    raw: bytes | None = None
+    """A numeric tensor's data as little-endian bytes (raw contents, binary data), for a runtime's model."""
+    read_values: Callable[[int], Sequence[Any]] | None = None
+    """A numeric tensor's values as the client listed them (typed contents, JSON data), at most as many as
+    the argument says."""
 
 
 @dataclass
 class InferRequest:
     model_name: str
     model_version: str
-    inputs: list[Tensor]
+    inputs: list[InputTensor]
     requested_outputs: list[str] = field(default_factory=list)
     parameters: Mapping[str, Parameter] = field(default_factory=dict)
     id: str = ""
-
-    @property
-    def size(self) -> int:
-        """Bytes held for the request: its elements and raw data, and 8 for each listed number."""
-        return sum(
-            sum(len(element) for element in tensor.elements) + len(tensor.raw or b"") + 8 * len(tensor.values or [])
-            for tensor in self.inputs
-        )
+    size: int = 0
+    """The whole request's bytes as received, counted against the budget of bytes in flight."""
 
 
 @dataclass
@@ -78,6 +102,15 @@ class InferResponse:
     model_version: str
     id: str
     outputs: list[Tensor]
+
+    @property
+    def size(self) -> int:
+        """At least the bytes the answer takes on the wire, counted before they are built (from references)."""
+        texts = [self.model_name, self.model_version, self.id, *(tensor.name for tensor in self.outputs)]
+        framing = TENSOR_OVERHEAD_BYTES * (1 + len(self.outputs))
+        elements = sum(len(element) + ELEMENT_OVERHEAD_BYTES for tensor in self.outputs for element in tensor.elements)
+        elements += sum(len(tensor.raw or b"") for tensor in self.outputs)
+        return framing + sum(len(text.encode()) for text in texts) + elements
 
 
 @dataclass(frozen=True)
@@ -97,35 +130,52 @@ class V2Model:
     def check(self, name: str, version: str = "") -> None:
         """Raises NOT_FOUND unless `name` and `version` (empty: the served one) name this model."""
         if name != self.name:
-            raise V2Error(Problem.NOT_FOUND, f"no model named {name!r}: this server serves {self.name!r}")
+            raise V2Error(Problem.NOT_FOUND, f"no model named {quoted(name)}: this server serves {self.name!r}")
         if version not in ("", self.version):
             raise V2Error(
-                Problem.NOT_FOUND, f"model {self.name!r} has no version {version!r}: this server serves {self.version}"
+                Problem.NOT_FOUND,
+                f"model {self.name!r} has no version {quoted(version)}: this server serves {self.version}",
             )
 
     def items(self, request: InferRequest) -> list[dict[str, bytes]]:
-        """One item per element index; raises INVALID for tensors that do not fit the model."""
-        tensors = {tensor.name: tensor for tensor in request.inputs}
-        problems = [f"input tensor {name!r} appears more than once" for name in repeated_names(request.inputs)]
-        problems += [f"missing input tensor {name!r}" for name in self.inputs if name not in tensors]
-        problems += [
-            f"the model has no input {name!r}; its inputs are {list(self.inputs)}"
-            for name in tensors
-            if name not in self.inputs
-        ]
-        problems += [
-            f"input {t.name!r} has datatype {t.datatype!r}: every input is BYTES (one file per element)"
-            for t in tensors.values()
-            if t.datatype != BYTES
-        ]
-        problems += [
-            f"input {t.name!r} has shape {t.shape} ({element_count(t.shape)} elements) but {len(t.elements)} elements"
-            for t in tensors.values()
-            if element_count(t.shape) != len(t.elements)
-        ]
+        """One item per element index; raises INVALID for tensors that do not fit the model.
+
+        Names, datatypes and counts are checked from the tensors' headers before any data is read.
+        """
+        tensors = self._inputs(request.inputs)
+        count = self._count(tensors)
+        elements = {name: _read(tensors[name], count) for name in self.inputs}
+        return [{name: elements[name][index] for name in self.inputs} for index in range(count)]
+
+    def _inputs(self, inputs: Sequence[InputTensor]) -> dict[str, InputTensor]:
+        """The request's inputs by name; raises INVALID for repeated, missing or unknown ones and other datatypes."""
+        tensors = {tensor.name: tensor for tensor in inputs}
+        repeated = repeated_names([tensor.name for tensor in inputs])
+        missing = [name for name in self.inputs if name not in tensors]
+        unknown = [name for name in tensors if name not in self.inputs]
+        typed = [tensor for tensor in tensors.values() if tensor.datatype != BYTES]
+        problems = []
+        if repeated:
+            problems.append(f"input tensor {quoted_list(repeated)} appears more than once")
+        if missing:
+            problems.append(f"missing input tensor {quoted_list(missing)}")
+        if unknown:
+            problems.append(
+                f"the model has no input {quoted_list(unknown)}; its inputs are [{quoted_list(self.inputs)}]"
+            )
+        if typed:
+            shown = [f"{quoted(t.name)} has datatype {quoted(t.datatype)}" for t in typed[:MAX_QUOTED]]
+            problems.append(f"input {first_few(shown, len(typed))}: every input is BYTES (one file per element)")
         if problems:
             raise V2Error(Problem.INVALID, "; ".join(problems))
-        counts = {name: len(tensors[name].elements) for name in self.inputs}
+        return tensors
+
+    def _count(self, tensors: Mapping[str, InputTensor]) -> int:
+        """The number of items, from the inputs' shapes alone; raises INVALID unless it is one to maxBatchSize."""
+        counts = {name: element_count(tensors[name].shape) for name in self.inputs}
+        negative = [f"{quoted(name)} has shape {quoted(tensors[name].shape)}" for name, n in counts.items() if n < 0]
+        if negative:
+            raise V2Error(Problem.INVALID, f"input {first_few(negative, len(negative))}: a dimension is negative")
         if len(set(counts.values())) > 1:
             raise V2Error(Problem.INVALID, f"every input needs one element per item; the element counts are {counts}")
         count = next(iter(counts.values()), 0)
@@ -134,9 +184,15 @@ class V2Model:
         if count > self.max_batch_size:
             raise V2Error(
                 Problem.INVALID,
-                f"{count} items in one request, over the model's maxBatchSize of {self.max_batch_size}",
+                f"{_count_text(count)} items in one request, over the model's maxBatchSize of {self.max_batch_size}",
             )
-        return [{name: tensors[name].elements[index] for name in self.inputs} for index in range(count)]
+        return count
+
+    def check_outputs(self, request: InferRequest) -> None:
+        """Raises INVALID for an output asked for twice: before the model runs, since each copy would be answered."""
+        repeated = repeated_names(request.requested_outputs)
+        if repeated:
+            raise V2Error(Problem.INVALID, f"output {quoted_list(repeated)} is asked for more than once")
 
     def response(self, request: InferRequest, results: Sequence[ItemResult]) -> InferResponse:
         """Output tensors from one result per item; raises INVALID for failed items unless partial results are asked."""
@@ -147,9 +203,13 @@ class V2Model:
         produced = list(self.outputs)
         produced += sorted({name for r in results if r.success for name in r.output} - set(produced))
         names = request.requested_outputs or produced
-        unknown = [name for name in names if name not in produced and not (partial and name == ERROR_TENSOR)]
+        answerable = {*produced, *([ERROR_TENSOR] if partial else [])}
+        unknown = [name for name in names if name not in answerable]
         if unknown:
-            raise V2Error(Problem.INVALID, f"the model has no output {unknown}; its outputs are {produced}")
+            raise V2Error(
+                Problem.INVALID,
+                f"the model has no output {quoted_list(unknown)}; its outputs are [{quoted_list(produced)}]",
+            )
         if partial and ERROR_TENSOR not in names:
             names = [*names, ERROR_TENSOR]
         return InferResponse(
@@ -158,6 +218,18 @@ class V2Model:
             request.id,
             [Tensor(name, BYTES, [len(results)], [_element(result, name) for result in results]) for name in names],
         )
+
+
+def _read(tensor: InputTensor, count: int) -> Sequence[bytes]:
+    """The tensor's `count` elements, reading at most one more; raises INVALID when its data holds another number."""
+    elements = tensor.read(count + 1)
+    if len(elements) != count:
+        found = f"more than {count}" if len(elements) > count else str(len(elements))
+        raise V2Error(
+            Problem.INVALID,
+            f"input {quoted(tensor.name)} has shape {quoted(tensor.shape)} ({count} elements) but {found} elements",
+        )
+    return elements
 
 
 def _element(result: ItemResult, name: str) -> bytes:
@@ -195,37 +267,58 @@ def flag(parameters: Mapping[str, Parameter], name: str) -> bool:
     """A boolean request parameter; raises INVALID for a value that is not a boolean."""
     value = parameters.get(name, False)
     if not isinstance(value, bool):
-        raise V2Error(Problem.INVALID, f"parameter {name!r} must be a boolean, got {value!r}")
+        raise V2Error(Problem.INVALID, f"parameter {quoted(name)} must be a boolean, got {quoted(value)}")
     return value
 
 
-def repeated_names(tensors: Sequence[Tensor]) -> list[str]:
+def repeated_names(names: Sequence[str]) -> list[str]:
+    """Each name that appears more than once, once, in order."""
     seen: set[str] = set()
-    repeated = []
-    for tensor in tensors:
-        if tensor.name in seen:
-            repeated.append(tensor.name)
-        seen.add(tensor.name)
-    return repeated
+    repeated: dict[str, None] = {}
+    for name in names:
+        if name in seen:
+            repeated[name] = None
+        seen.add(name)
+    return list(repeated)
 
 
 def element_count(shape: Sequence[int]) -> int:
+    """How many elements a shape declares, up to COUNT_CEILING; -1 when a dimension is negative."""
+    if any(dimension < 0 for dimension in shape):
+        return -1
+    if 0 in shape:
+        return 0
     count = 1
     for dimension in shape:
-        count *= dimension
-    return count if all(dimension >= 0 for dimension in shape) else -1
+        count = min(count * dimension, COUNT_CEILING)
+    return count
 
 
-def split_bytes(name: str, data: bytes) -> list[bytes]:
-    """BYTES elements from raw or binary tensor data: each a 4-byte little-endian length, then that many bytes."""
+def _count_text(count: int) -> str:
+    return str(count) if count < COUNT_CEILING else f"over {COUNT_CEILING}"
+
+
+def listed(elements: Sequence[bytes]) -> Read:
+    """Reads elements that came one by one (gRPC contents): a slice, whatever their number."""
+    return lambda limit: elements[:limit]
+
+
+def packed(name: str, data: bytes) -> Read:
+    """Reads BYTES elements from raw or binary tensor data (`split_bytes`) when the model asks."""
+    return lambda limit: split_bytes(name, data, limit)
+
+
+def split_bytes(name: str, data: bytes, limit: int) -> list[bytes]:
+    """Up to `limit` BYTES elements from raw or binary tensor data: each a 4-byte little-endian length, then
+    that many bytes. Stops at the limit, so a tensor of millions of elements costs no more than the limit."""
     elements: list[bytes] = []
     view = memoryview(data)
     offset = 0
-    while offset < len(view):
+    while offset < len(view) and len(elements) < limit:
         if offset + LENGTH.size > len(view):
             raise V2Error(
                 Problem.INVALID,
-                f"input {name!r}: the data ends inside the length of element {len(elements)} "
+                f"input {quoted(name)}: the data ends inside the length of element {len(elements)} "
                 "(BYTES data is a 4-byte little-endian length before each element)",
             )
         (length,) = LENGTH.unpack_from(view, offset)
@@ -233,7 +326,7 @@ def split_bytes(name: str, data: bytes) -> list[bytes]:
         if offset + length > len(view):
             raise V2Error(
                 Problem.INVALID,
-                f"input {name!r}: element {len(elements)} says {length} bytes but {len(view) - offset} remain",
+                f"input {quoted(name)}: element {len(elements)} says {length} bytes but {len(view) - offset} remain",
             )
         elements.append(view[offset : offset + length].tobytes())
         offset += length

@@ -4,12 +4,15 @@ The wiring passes each front end's router (the multipart endpoint here, V2 REST.
 protocol plugs in with one more router and this module never imports a front end.
 """
 
+import html
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +22,7 @@ from grpc_model.src.observability import logs
 
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID_HEADER = logs.REQUEST_ID_METADATA.encode()
+OFFLINE = "/static-offline-docs"  # where fastapi-offline serves Swagger UI's and ReDoc's assets
 OPEN_PATHS = ("/v2/health/",)
 """Paths served without a token, as gRPC's health service is: for probes that cannot send one."""
 Refusal = Callable[[Sequence[bytes]], str | None]
@@ -29,6 +33,9 @@ def create_app(
     spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes: int, refusal: Refusal | None = None
 ) -> FastAPI:
     app = FastAPIOffline(  # the /docs page's Swagger UI comes from the package, not a CDN
+        docs_url=None,  # its pages put the title into HTML as it is: ours escape it
+        redoc_url=None,
+        static_url=OFFLINE,
         title=f"{spec.name} {spec.version}",
         version=version("grpc-model"),
         description=f"{spec.description.summary}\n\nThe browser page is at [/](/); the endpoints are "
@@ -39,6 +46,7 @@ def create_app(
         app.add_middleware(BearerToken, refusal=refusal)
     app.add_middleware(RequestId)
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
+    _serve_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -47,6 +55,63 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """/docs, /redoc and /openapi.json, where model.yaml's text stays text.
+
+    The pages' titles are HTML-escaped. Every OpenAPI `description` is too, since ReDoc renders them as Markdown
+    with HTML allowed (`&lt;` shows as `<`); ReDoc also sanitizes the rest (`untrusted-spec`), such as a Markdown
+    link to `javascript:`. Swagger UI sanitizes its Markdown itself, and both show titles as text.
+    """
+    title = html.escape(app.title)
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{OFFLINE}/swagger-ui-bundle.js",
+            swagger_css_url=f"{OFFLINE}/swagger-ui.css",
+            swagger_favicon_url=f"{OFFLINE}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{OFFLINE}/redoc.standalone.js",
+            redoc_favicon_url=f"{OFFLINE}/favicon.png",
+            with_google_fonts=False,
+        )
+        return HTMLResponse(bytes(page.body).replace(b"<redoc ", b'<redoc untrusted-spec="true" ', 1))
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _inert(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _inert(node: Any) -> Any:
+    """`node` with every `description` string HTML-escaped (a property named `description` is a schema, kept; an
+    `example` value is shown as code, kept as it is)."""
+    if isinstance(node, dict):
+        return {
+            key: html.escape(value, quote=False)
+            if key == "description" and isinstance(value, str)
+            else value
+            if key == "example"
+            else _inert(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_inert(value) for value in node]
+    return node
 
 
 class RequestId:

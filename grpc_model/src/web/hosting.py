@@ -2,20 +2,43 @@
 
 Signals stay the gRPC server's: uvicorn installs no handlers of its own, and stops when the
 wiring's graceful shutdown tells it to, draining its requests within the same grace period.
+
+Hostile clients: the port's guard (security.connections) caps open connections and does TLS with a
+deadline; uvicorn's protocol with deadlines (deadlines.py) closes a connection that is idle or stalls.
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import socket
-import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from grpc_model.src.security.connections import Guarded, PortGuard
+from grpc_model.src.web import deadlines
+
 logger = logging.getLogger(__name__)
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's configuration, carrying what each connection's protocol needs besides."""
+
+    guard: PortGuard
+    read_seconds: float
+    parser: Callable[..., asyncio.Protocol]
+
+
+class _GuardedTimed(Guarded):
+    """What uvicorn makes for each connection, with its own arguments: its parser with deadlines, behind the guard."""
+
+    def __init__(self, config: _Config, **uvicorn_arguments: Any) -> None:
+        serve = functools.partial(config.parser, config=config, read_seconds=config.read_seconds, **uvicorn_arguments)
+        super().__init__(config.guard, serve)
 
 
 class _Server(uvicorn.Server):
@@ -32,42 +55,37 @@ class _Server(uvicorn.Server):
         self.listening.set()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on the gRPC server's host setting (`[::]` is every interface); raises OSError."""
-    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    family, _, _, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    dual_stack = family == socket.AF_INET6 and name == "::" and socket.has_dualstack_ipv6()
-    sock = socket.create_server(address[:2], family=family, dualstack_ipv6=dual_stack)
-    # Accepted connections inherit TCP_NODELAY. asyncio sets it only on sockets whose protocol number is TCP, and
-    # create_server's is 0: without this, Nagle's algorithm meets the client's delayed ACK and every answer on a
-    # kept-alive connection waits about 40 ms.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
 class HttpServer:
     """uvicorn serving `app` on an already bound socket, as a task on the running event loop.
 
-    With `tls` (certificate, key, and the CA of client certificates or ""), it speaks HTTPS as the gRPC
-    port speaks TLS, from the same files, requiring a client certificate when the gRPC port does.
+    The guard caps its connections and speaks TLS when the gRPC port does (security.connections); a connection
+    idle for `idle_seconds` between requests is closed, as is one whose request stalls for `read_seconds`.
     """
 
     def __init__(
-        self, app: FastAPI, sock: socket.socket, grace_seconds: float, tls: tuple[str, str, str] | None = None
+        self,
+        app: FastAPI,
+        sock: socket.socket,
+        grace_seconds: float,
+        guard: PortGuard,
+        idle_seconds: float,
+        read_seconds: float,
     ) -> None:
         self.port: int = sock.getsockname()[1]
         self.socket = sock
-        config = uvicorn.Config(
+        config = _Config(
             app,
             lifespan="off",
             log_config=None,  # the server's logging configuration applies
             access_log=False,
+            ws="none",  # no WebSocket routes: an upgrade would leave the guard
+            http=_GuardedTimed,
             timeout_graceful_shutdown=math.ceil(grace_seconds),
-            ssl_certfile=None if tls is None else tls[0],
-            ssl_keyfile=None if tls is None else tls[1],
-            ssl_ca_certs=tls[2] if tls and tls[2] else None,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls[2] else ssl.CERT_NONE,
+            timeout_keep_alive=idle_seconds,  # type: ignore[arg-type]  # uvicorn's timer takes a float
         )
+        config.guard = guard
+        config.read_seconds = read_seconds
+        config.parser = deadlines.PARSER
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -1,0 +1,1 @@
+"""The peer comparison (`scripts/bench.py --peers`): this server against MLServer, LitServe and BentoML."""
