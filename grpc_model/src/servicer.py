@@ -127,7 +127,10 @@ class ModzyModelService(ModzyModelServicer):
             return "Shutdown is disabled on this server (GRPC_MODEL_SHUTDOWN=disabled)"
         if self.shutdown_policy == "token":
             sent = dict(context.invocation_metadata() or ()).get(SHUTDOWN_TOKEN_METADATA)
-            if not isinstance(sent, str) or not hmac.compare_digest(sent, self.shutdown_token):
+            # Bytes, not str: compare_digest raises TypeError on a str that is not ASCII, and a client
+            # writing HTTP/2 by hand can send any bytes.
+            sent_bytes = sent.encode("utf-8", "surrogatepass") if isinstance(sent, str) else sent
+            if not isinstance(sent_bytes, bytes) or not hmac.compare_digest(sent_bytes, self.shutdown_token.encode()):
                 return f"Shutdown needs the server's token in the '{SHUTDOWN_TOKEN_METADATA}' call metadata"
         return None
 

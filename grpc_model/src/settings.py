@@ -8,12 +8,13 @@ which also answers to `PSC_MODEL_PORT`, the name the platform sets.
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import grpc_model
+from grpc_model.src.metadata.units import MAX_DURATION_SECONDS, Range
 
 ENV_PREFIX = "GRPC_MODEL_"
 PROJECT_ROOT = Path(grpc_model.__file__).resolve().parent.parent
@@ -21,6 +22,11 @@ MIB = 1024 * 1024
 INT32_MAX = 2**31 - 1  # gRPC's message size limits are C ints
 MAX_CONNECTION_AGE_SECONDS = (2**31 - 1) // 1000  # gRPC takes it in ms, as a C int
 MAX_PARALLEL = 1024  # model threads or worker processes: each is an OS thread or process, started at once
+MAX_BATCH_WAIT_MS = 60_000
+MAX_QUEUED_ITEMS = 10_000_000
+MAX_RAY_ONGOING_REQUESTS = 100_000
+MAX_INFLIGHT_BYTES = 1024**5  # 1 PiB
+Port = Annotated[int, Range(0, 65535, "(a TCP port number; 0 picks a free one)")]
 
 
 def _default_asset_bundle_dir() -> Path:
@@ -58,6 +64,13 @@ class Settings(BaseSettings):
             raise ValueError(f"health_port {self.health_port} is the gRPC port; give the health port its own")
         return self
 
+    @field_validator("shutdown_token", "auth_token")
+    @classmethod
+    def _sendable_token(cls, value: str) -> str:
+        if problem := token_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: Any) -> Any:
@@ -69,10 +82,8 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     host: str = Field(default="[::]", description="Address to listen on; `[::]` is every interface.")
-    port: int = Field(
+    port: Port = Field(
         default=45000,
-        ge=0,
-        le=65535,
         validation_alias=AliasChoices("PSC_MODEL_PORT", f"{ENV_PREFIX}PORT"),
         description="TCP port to listen on (0 picks a free one). Also read from `PSC_MODEL_PORT`.",
     )
@@ -82,9 +93,7 @@ class Settings(BaseSettings):
         "`auto` when the optional `http` dependency group is installed, `on` always (start-up fails when the "
         "group is missing), `off` never.",
     )
-    http_port: int = Field(
-        default=8080, ge=0, le=65535, description="TCP port of the HTTP server, on `host` (0 picks a free one)."
-    )
+    http_port: Port = Field(default=8080, description="TCP port of the HTTP server, on `host` (0 picks a free one).")
     model_class: str = Field(
         default="model_lib.src.model",
         description="The model wrapper to serve: `package.module:ClassName`, or `package.module` for the one "
@@ -102,32 +111,26 @@ class Settings(BaseSettings):
         default=False,
         description="Load the model when the server starts instead of on the first Status call.",
     )
-    max_receive_message_bytes: int = Field(
+    max_receive_message_bytes: Annotated[int, Range(0, INT32_MAX, "bytes")] = Field(
         default=0,
-        ge=0,
-        le=INT32_MAX,
         description="Largest request message accepted, in bytes, after decompression; 0 follows model.yaml: "
         "the inputs' maxSize summed, times features.maxBatchSize, plus protobuf overhead.",
     )
-    max_send_message_bytes: int = Field(
-        default=250 * MIB, gt=0, le=INT32_MAX, description="Largest response message sent, in bytes."
+    max_send_message_bytes: Annotated[int, Range(1, INT32_MAX, "bytes")] = Field(
+        default=250 * MIB, description="Largest response message sent, in bytes."
     )
     undeclared_inputs: Literal["reject", "ignore"] = Field(
         default="reject",
         description="An input file that model.yaml does not declare fails its item (`reject`) or is dropped "
         "before the model sees the item (`ignore`).",
     )
-    model_threads: int = Field(
+    model_threads: Annotated[int, Range(1, MAX_PARALLEL, "threads")] = Field(
         default=1,
-        ge=1,
-        le=MAX_PARALLEL,
         description="Model calls that may run at once in this process; above 1 needs `thread_safe = True` "
         "on the wrapper.",
     )
-    workers: int = Field(
+    workers: Annotated[int, Range(0, MAX_PARALLEL, "processes")] = Field(
         default=0,
-        ge=0,
-        le=MAX_PARALLEL,
         description="Worker processes, each running its own copy of the model (for models that hold the GIL); "
         "0 runs the model in the server process. Implies loading the model at start-up.",
     )
@@ -135,23 +138,19 @@ class Settings(BaseSettings):
         default=True,
         description="Combine items of concurrent Run calls into batch calls of up to `features.maxBatchSize`.",
     )
-    batch_wait_ms: float = Field(
+    batch_wait_ms: Annotated[float, Range(0, MAX_BATCH_WAIT_MS, "milliseconds")] = Field(
         default=5.0,
-        ge=0,
         description="Longest time a partial batch waits for more items while other batches run, in ms.",
     )
-    max_queued_items: int = Field(
+    max_queued_items: Annotated[int, Range(1, MAX_QUEUED_ITEMS, "items")] = Field(
         default=10_000,
-        ge=1,
         description="Items that may wait for the model; calls beyond it get RESOURCE_EXHAUSTED.",
     )
-    shutdown_grace_seconds: float = Field(
-        default=10.0, ge=0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
+    shutdown_grace_seconds: Annotated[float, Range(0, MAX_DURATION_SECONDS, "seconds")] = Field(
+        default=10.0, description="How long in-flight calls may finish after Shutdown or SIGTERM."
     )
-    max_connection_age_seconds: float = Field(
+    max_connection_age_seconds: Annotated[float, Range(0, MAX_CONNECTION_AGE_SECONDS, "seconds")] = Field(
         default=0,
-        ge=0,
-        le=MAX_CONNECTION_AGE_SECONDS,
         description="Close each client connection after this long (calls in flight finish first), so that "
         "clients balancing over DNS, such as a Kubernetes headless Service, resolve again and find new "
         "replicas; 0 keeps connections open.",
@@ -170,34 +169,29 @@ class Settings(BaseSettings):
         "(default http://localhost:4318); `console` prints one JSON line per span on stdout. Needs the `tracing` "
         "dependency group; the standard OTEL_* variables apply.",
     )
-    ray_replicas: int = Field(
+    ray_replicas: Annotated[int, Range(1, MAX_PARALLEL, "replicas")] = Field(
         default=1,
-        ge=1,
-        le=MAX_PARALLEL,
         description="Ray Serve only (`grpc-model ray-serve`): replicas of the model; the least when "
         "`ray_max_replicas` is larger.",
     )
-    ray_max_replicas: int = Field(
+    ray_max_replicas: Annotated[int, Range(0, MAX_PARALLEL, "replicas")] = Field(
         default=0,
-        ge=0,
-        le=MAX_PARALLEL,
         description="Ray Serve only: 0 keeps `ray_replicas` replicas; larger lets Ray Serve autoscale between "
         "`ray_replicas` and this many.",
     )
-    ray_max_ongoing_requests: int = Field(
+    ray_max_ongoing_requests: Annotated[int, Range(1, MAX_RAY_ONGOING_REQUESTS, "calls")] = Field(
         default=64,
-        ge=1,
         description="Ray Serve only: Run calls one replica takes at once (its batcher combines them); more wait "
         "in Ray's router.",
     )
-    ray_target_ongoing_requests: float = Field(
-        default=16,
-        gt=0,
-        description="Ray Serve only, when autoscaling: calls in flight per replica that Ray Serve scales towards.",
+    ray_target_ongoing_requests: Annotated[float, Range(0, MAX_RAY_ONGOING_REQUESTS, "calls", low_excluded=True)] = (
+        Field(
+            default=16,
+            description="Ray Serve only, when autoscaling: calls in flight per replica that Ray Serve scales towards.",
+        )
     )
-    max_inflight_request_bytes: int = Field(
+    max_inflight_request_bytes: Annotated[int, Range(0, MAX_INFLIGHT_BYTES, "bytes")] = Field(
         default=0,
-        ge=0,
         description="Bytes of requests that Run calls may hold at once (checking, queued, in the model); a call "
         "past it gets RESOURCE_EXHAUSTED. 0: a quarter of the memory limit (the cgroup's, else the machine's), "
         "and at least the largest request.",
@@ -222,10 +216,8 @@ class Settings(BaseSettings):
         description="A file of accepted bearer tokens, one a line (blank lines and `#` comments skipped); "
         "adds to `auth_token`.",
     )
-    health_port: int = Field(
+    health_port: Port = Field(
         default=0,
-        ge=0,
-        le=65535,
         description="A second, plaintext port serving only the gRPC health service, for probes that cannot "
         "speak TLS or send tokens (Kubernetes' grpc probe); 0: none.",
     )
@@ -240,32 +232,24 @@ class Settings(BaseSettings):
     metrics: bool = Field(
         default=True, description="Serve Prometheus metrics over HTTP on `metrics_port`; `--no-metrics` turns them off."
     )
-    metrics_port: int = Field(
+    metrics_port: Port = Field(
         default=9090,
-        ge=0,
-        le=65535,
         description="TCP port of the Prometheus metrics endpoint (path /metrics), on the same host as gRPC; "
         "0 picks a free one.",
     )
 
     # Hostile clients on the HTTP and metrics ports (docs/operations.md, "Connections")
-    http_max_connections: int = Field(
+    http_max_connections: Annotated[int, Range(0, 1_000_000, "connections")] = Field(
         default=0,
-        ge=0,
-        le=1_000_000,
         description="Open connections that the HTTP port, and the metrics port, may each hold (connections); "
         "more are closed at once. 0: an eighth of the open-file limit (128 with 1024).",
     )
-    http_idle_timeout_seconds: float = Field(
+    http_idle_timeout_seconds: Annotated[float, Range(0, 86_400, "seconds", low_excluded=True)] = Field(
         default=15.0,
-        gt=0,
-        le=86_400,
         description="An HTTP connection with no request in progress is closed after this many seconds.",
     )
-    http_read_timeout_seconds: float = Field(
+    http_read_timeout_seconds: Annotated[float, Range(0, 86_400, "seconds", low_excluded=True)] = Field(
         default=30.0,
-        gt=0,
-        le=86_400,
         description="In seconds, on the HTTP and metrics ports: how long a TLS handshake or a request's head may "
         "take, how long a request body may pause, and how long a client may leave an answer unread; the connection "
         "is closed after it.",
@@ -287,8 +271,19 @@ def describe_settings_error(error: ValidationError) -> str:
     for problem in error.errors(include_url=False):
         name = ".".join(str(part) for part in problem["loc"])
         given = f" (got {problem['input']!r})" if name and name not in SECRET_FIELDS else ""
-        lines.append(f"  {name or 'settings'}: {problem['msg']}{given}")
+        message = problem["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+        lines.append(f"  {name or 'settings'}: {message}{given}")
     return "\n".join(lines)
+
+
+def token_problem(token: str) -> str | None:
+    """Why no client could send `token`, or None; names a position, never a character of the secret.
+
+    gRPC metadata values are printable ASCII: a server token outside it would refuse every call."""
+    for position, character in enumerate(token, 1):
+        if not " " <= character <= "~":
+            return f"must be printable ASCII, as gRPC metadata is; character {position} is not"
+    return None
 
 
 def env_var(field: str) -> str:

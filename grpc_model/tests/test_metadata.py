@@ -76,7 +76,7 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"name": None}, "name: Field required"),
         ({"author": ""}, "author: String should have at least 1 character"),
         ({"features/maxBatchSize": "eight"}, "features.maxBatchSize: Input should be a valid integer"),
-        ({"features/maxBatchSize": 0}, "features.maxBatchSize: Input should be greater than or equal to 1"),
+        ({"features/maxBatchSize": 0}, "features.maxBatchSize: Value error, must be between 1 and 1000000 items"),
         ({"features/maxBatchSise": 4}, "features.maxBatchSise: unknown key; did you mean maxBatchSize?"),
         ({"inputs/input.txt/maxsize": "1M"}, "inputs.input.txt.maxsize: unknown key; did you mean maxSize?"),
         ({"resources/gpu/cuont": 1}, "resources.gpu.cuont: unknown key; did you mean count?"),
@@ -86,7 +86,7 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
         ({"inputs/input.txt/maxSize": None}, "inputs.input.txt.maxSize: Field required"),
         ({"inputs/input.txt/acceptedMediaTypes": [None]}, "inputs.input.txt.acceptedMediaTypes: List should have"),
         ({"outputs/results.json/mediaType": None}, "outputs.results.json.mediaType: Field required"),
-        ({"resources/gpu/count": -1}, "resources.gpu.count: Input should be greater than or equal to 0"),
+        ({"resources/gpu/count": -1}, "resources.gpu.count: Value error, must be between 0 and 1024 GPUs"),
         ({"type": "rest"}, "type: Input should be 'grpc' or 'file'"),
         ({"version": "1.0"}, "version: String should match pattern"),
         # Values the protobuf Status message cannot carry, and sizes and durations no number can hold.
@@ -97,10 +97,23 @@ def test_blank_optional_fields_get_defaults(bundle_root: Path) -> None:
             {"timeout/run": "600h"},
             "timeout.run: Value error, too long: a timeout is at most 2147483 s",
         ),  # poll() overflowed
-        ({"features/maxBatchSize": 3_000_000_000}, "features.maxBatchSize: Input should be less than or equal to"),
-        ({"resources/gpu/count": 3_000_000_000}, "resources.gpu.count: Input should be less than or equal to"),
-        ({"resources/cpu/count": 1e39}, "resources.cpu.count: Input should be less than or equal to"),
-        ({"resources/cpu/count": float("inf")}, "resources.cpu.count: Input should be a finite number"),
+        ({"features/maxBatchSize": 3_000_000_000}, "features.maxBatchSize: Value error, must be between 1 and 1000000"),
+        ({"resources/gpu/count": 3_000_000_000}, "resources.gpu.count: Value error, must be between 0 and 1024 GPUs"),
+        ({"resources/cpu/count": 1e39}, "resources.cpu.count: Value error, must be between 0 and 4096 CPUs"),
+        ({"resources/cpu/count": float("inf")}, "resources.cpu.count: Value error, must be between 0 and 4096 CPUs"),
+        ({"resources/cpu/count": float("nan")}, "resources.cpu.count: Value error, must be between 0 and 4096 CPUs"),
+        # Silly sizes: a memory of 400 digits either way, a file that can hold nothing, a metric of NaN.
+        (
+            {"resources/memory/size": "0." + "0" * 399 + "1"},
+            "resources.memory.size: Value error, too small: must be between 1048576 and 1125899906842624 bytes",
+        ),
+        ({"resources/memory/size": 10**400}, "resources.memory.size: Value error, too large: must be between"),
+        ({"inputs/input.txt/maxSize": "0"}, "inputs.input.txt.maxSize: Value error, too small: must be between 1 and"),
+        ({"metrics": [{"label": "F1", "value": float("nan")}]}, "metrics.0.value: Input should be a finite number"),
+        # File names that are no plain file name, and media types that are not RFC 6838 ones.
+        ({"outputs": {"../x.json": {"mediaType": "application/json", "maxSize": "1M"}}}, "outputs.../x.json.[key]"),
+        ({"outputs/results.json/mediaType": "text/plain\nx: 1"}, "outputs.results.json.mediaType: Value error, is not"),
+        ({"inputs/input.txt/acceptedMediaTypes": ["text"]}, "inputs.input.txt.acceptedMediaTypes.0: Value error"),
         ({"description/summary": "a\ud800"}, "description.summary: Value error, not valid Unicode"),
         ({"inputs/input.txt/description": "\udfff"}, "inputs.input.txt.description: Value error, not valid Unicode"),
     ],
@@ -286,8 +299,8 @@ def test_the_newest_version_is_served(tmp_path: Path) -> None:
 def test_the_largest_accepted_values_fit_the_status_message(bundle_root: Path) -> None:
     edit_model_yaml(
         bundle_root,
-        {"features/maxBatchSize": 2**31 - 1, "resources/gpu/count": 2**31 - 1, "resources/cpu/count": 3.4e38},
+        {"features/maxBatchSize": 1_000_000, "resources/gpu/count": 1024, "resources/cpu/count": 4096},
     )
     status = status_metadata(load_bundle(bundle_root, "0.1.0").spec)
-    assert (status.features.batch_size, status.resources.num_gpus) == (2**31 - 1, 2**31 - 1)
-    assert status.resources.num_cpus == pytest.approx(3.4e38)
+    assert (status.features.batch_size, status.resources.num_gpus) == (1_000_000, 1024)
+    assert status.resources.num_cpus == 4096

@@ -23,14 +23,15 @@ from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.cli import app
 from grpc_model.src.client import ModelClient
-from grpc_model.src.security.auth import AuthSetupError
+from grpc_model.src.security.auth import AuthSetupError, load_tokens
 from grpc_model.src.security.channel import ClientSecurity, ClientSecurityError
 from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import ListenError, start_server
-from grpc_model.src.settings import Settings
+from grpc_model.src.settings import Settings, flag
 from grpc_model.tests.certificates import TestPKI, make_pki
 from grpc_model.tests.conftest import ServerFactory, ServerProcess, ServerThread, start
 from grpc_model.tests.grpclib_client import HELLO, grpclib_context, grpclib_run, grpclib_status
+from grpc_model.tests.raw_h2_client import raw_unary_call
 
 TOKEN = "s3cret-token-value"
 
@@ -169,6 +170,27 @@ def test_tokens_from_a_file_without_tls(serve_greeter: ServerFactory, tmp_path: 
         )
 
 
+def test_non_ascii_tokens_from_a_client_are_wrong_tokens(serve_greeter: ServerFactory) -> None:
+    """gRPC libraries send ASCII only; a hand-written client sends raw UTF-8, which compare_digest refused as a str."""
+    server = serve_greeter(auth_token=TOKEN, shutdown="token", shutdown_token=TOKEN, load_model_at_startup=True)
+    port = server.running.port
+    status, shutdown = pb.StatusRequest().SerializeToString(), pb.ShutdownRequest().SerializeToString()
+    bearer = [(b"authorization", "Bearer s\u00e9cret".encode())]
+
+    refused_status = raw_unary_call(port, "/ModzyModel/Status", status, bearer)
+    code, answer = raw_unary_call(
+        port,
+        "/ModzyModel/Shutdown",
+        shutdown,
+        [(b"authorization", f"Bearer {TOKEN}".encode()), (b"shutdown-token", "s\u00e9cret".encode())],
+    )
+
+    assert refused_status[0] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert code == grpc.StatusCode.OK.value[0]
+    assert pb.ShutdownResponse.FromString(answer).status_code == 403  # as for a wrong token
+    assert server.client.health() == "SERVING"
+
+
 def test_the_reference_client_sends_tokens_over_tls_only() -> None:
     with pytest.raises(ClientSecurityError, match="sent over TLS only"):
         ModelClient("127.0.0.1:1", security=ClientSecurity(token=TOKEN))
@@ -212,9 +234,27 @@ def test_settings_errors_never_show_a_token(capsys: pytest.CaptureFixture[str]) 
     one = capsys.readouterr().err
 
     assert "tls_cert is set but tls_key is empty" in across
-    assert "port: Input should be less than or equal to 65535 (got '99999')" in one
+    assert "port: must be between 0 and 65535 (a TCP port number; 0 picks a free one) (got '99999')" in one
     assert TOKEN not in across + one
     assert TOKEN not in repr(ClientSecurity(tls=True, token=TOKEN))
+
+
+@pytest.mark.parametrize("field", ["shutdown_token", "auth_token"])
+@pytest.mark.parametrize("token", ["s\u00e9cret-value", "tab\tinside", "tr\u00e8s-secret"])
+def test_a_token_no_client_can_send_stops_the_start(field: str, token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """gRPC metadata carries printable ASCII only: a server token outside it would refuse every call."""
+    assert model_server.main(["--shutdown", "token", "--shutdown-token", TOKEN, flag(field), token]) == 2  # last wins
+    error = capsys.readouterr().err
+    assert f"{field}: " in error
+    assert "printable ASCII" in error
+    assert token not in error
+
+
+def test_a_tokens_file_line_no_client_can_send_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("good-token\nt\u00f6ken\n", encoding="utf-8")
+    with pytest.raises(AuthSetupError, match="tokens line 2 must be printable ASCII") as raised:
+        load_tokens(Settings(auth_tokens_file=str(tmp_path / "tokens")))
+    assert "t\u00f6ken" not in str(raised.value)
 
 
 def test_the_server_process_names_the_tls_file_it_cannot_read(

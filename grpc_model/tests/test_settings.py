@@ -5,7 +5,15 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var, flag, settings_from_args
+from grpc_model.src.metadata.units import Range
+from grpc_model.src.settings import (
+    PROJECT_ROOT,
+    Settings,
+    describe_settings_error,
+    env_var,
+    flag,
+    settings_from_args,
+)
 
 
 def test_defaults() -> None:
@@ -83,3 +91,34 @@ def test_a_bare_port_variable_is_not_ours(monkeypatch: pytest.MonkeyPatch) -> No
 def test_log_levels_are_the_documented_names_in_any_case() -> None:
     assert settings_from_args(["--log-level", "debug"]).log_level == "DEBUG"
     assert settings_from_args(["--log-level", "Warning"]).log_level == "WARNING"
+
+
+NUMBERS = {name: field for name, field in Settings.model_fields.items() if field.annotation in (int, float)}
+
+
+def test_every_number_has_a_range_with_a_unit() -> None:
+    unbounded = [name for name, field in NUMBERS.items() if not any(isinstance(m, Range) for m in field.metadata)]
+    assert NUMBERS
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_numbers_outside_their_range_name_the_range_and_unit(name: str) -> None:
+    (bounds,) = [m for m in NUMBERS[name].metadata if isinstance(m, Range)]
+    too_big = ["1e300", "inf", "nan", str(int(bounds.high) + 1), "9" * 400]
+    for value in too_big + ([] if bounds.low_excluded else [str(bounds.low - 1)]):
+        with pytest.raises(ValidationError) as raised:
+            settings_from_args([flag(name), value])
+        message = describe_settings_error(raised.value)
+        assert message.startswith(f"  {name}: "), message
+        if NUMBERS[name].annotation is float or value.lstrip("-").isdigit():  # an int field refuses '1e300' as text
+            assert f"must be {'more than' if bounds.low_excluded else 'between'} " in message
+            assert bounds.unit in message
+
+
+def test_silly_numbers_stop_the_start_with_their_unit() -> None:
+    with pytest.raises(ValidationError) as raised:
+        settings_from_args(["--batch-wait-ms", "1e300"])
+    assert describe_settings_error(raised.value) == (
+        "  batch_wait_ms: must be between 0 and 60000 milliseconds (got '1e300')"
+    )

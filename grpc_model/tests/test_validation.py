@@ -6,12 +6,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import ijson
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from grpc_model.src import validation
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.bundle import describe_errors
@@ -284,6 +286,38 @@ def test_a_large_item_is_checked_off_the_event_loop(
     finally:
         may_finish.set()
     assert call.result().outputs[0].success
+
+
+def test_a_large_json_item_is_parsed_in_small_chunks_that_let_other_threads_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The C parser holds the GIL while it parses a chunk: each chunk is small, and the GIL is handed over
+    after each one, so that the event loop never waits behind the check of a large item (issue 19, 14)."""
+    steps: list[int | str] = []
+    make_parser = ijson.basic_parse_coro
+
+    class RecordingParser:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.parser = make_parser(*args, **kwargs)
+
+        def send(self, chunk: bytes) -> None:
+            steps.append(len(chunk))
+            self.parser.send(chunk)
+
+        def close(self) -> None:
+            self.parser.close()
+
+    monkeypatch.setattr(ijson, "basic_parse_coro", RecordingParser)
+    monkeypatch.setattr(validation, "_let_others_run", lambda: steps.append("yield"), raising=False)
+    item = json.dumps([{"id": n, "values": [1.5, None, True, "text"]} for n in range(20_000)]).encode()
+
+    check = sniffer("application/json")
+    assert check is not None
+    assert check(item) is True
+    assert sum(step for step in steps if isinstance(step, int)) == len(item)
+    assert max(step for step in steps if isinstance(step, int)) <= 8 * 1024
+    assert steps[1::2] == ["yield"] * (len(steps) // 2)  # a hand-over after every chunk
+    assert len(steps) % 2 == 0
 
 
 def test_an_unknown_media_type_passes_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

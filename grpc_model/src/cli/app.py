@@ -79,8 +79,12 @@ def init(
         _init_from_model(name, version, model_file, sample, author, force, trusted, bool(inputs or outputs))
         return
     try:
-        input_files = [scaffold.FileSpec.parse(text) for text in inputs or ["input.txt=text/plain"]]
-        output_files = [scaffold.FileSpec.parse(text) for text in outputs or ["results.json=application/json"]]
+        input_files = [
+            scaffold.FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]
+        ]
+        output_files = [
+            scaffold.FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]
+        ]
         written = scaffold.init_model(
             PROJECT_ROOT, settings_from_env().asset_bundle_dir, name, version, input_files, output_files, author, force
         )

@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grpc_model.src.cli.score_io import not_plain
 from grpc_model.src.client import PLAINTEXT, InputError, ModelClient, read_inputs, render
+from grpc_model.src.metadata.names import file_name_problem
 from grpc_model.src.security.channel import ClientSecurity
 
 
@@ -62,7 +62,7 @@ def call_once(
         return 1
     output = response.outputs[0]
     if output_dir is not None and output.success:
-        odd = [f"{name!r} ({why})" for name in output.output if (why := not_plain(name)) is not None]
+        odd = [f"{name!r} {why}" for name in output.output if (why := file_name_problem(name)) is not None]
         if odd:  # a server's name must not choose where its bytes land: `..`, `a/x`, or one file for two outputs
             console.print(
                 f"[red]error:[/red] the server answered outputs that are not plain file names, "

@@ -20,6 +20,7 @@ from grpc_model.src.metadata.bundle import (
     newest_version,
     version_key,
 )
+from grpc_model.src.metadata.names import file_name_problem, media_type_problem
 from grpc_model.src.metadata.schema import SEMANTIC_VERSION, slug
 from grpc_model.src.metadata.test_cases import case_dirs
 
@@ -39,18 +40,25 @@ class FileSpec:
     media_type: str
 
     @classmethod
-    def parse(cls, text: str) -> "FileSpec":
+    def parse(cls, text: str, option: str, families: bool = False) -> "FileSpec":
+        """`FILE=MEDIA_TYPE` as given to `option`; refuses what model.yaml's schema would (names.py's rules).
+
+        `families` allows `image/*` and `*/*`, as an input's accepted types may be."""
         name, sep, media_type = text.partition("=")
-        if not sep or not name.strip() or "/" not in media_type:
-            raise ScaffoldError(f"{text!r} must look like FILE=MEDIA_TYPE, e.g. image.png=image/png")
-        if "/" in name or name in (".", ".."):
-            raise ScaffoldError(f"{name!r} must be a plain file name, without '/'")
-        return cls(name.strip(), media_type.strip())
+        if not sep:
+            raise ScaffoldError(f"{option} {text!r} must look like FILE=MEDIA_TYPE, e.g. image.png=image/png")
+        if problem := file_name_problem(name):
+            raise ScaffoldError(f"{option} {text!r}: the file name {name!r} {problem}")
+        if problem := media_type_problem(media_type.strip(), families):
+            raise ScaffoldError(f"{option} {text!r}: the media type {media_type!r} {problem}")
+        return cls(name, media_type.strip())
 
     @property
     def variable(self) -> str:
         """A Python name for the file's bytes in the generated wrapper: `input.txt` -> `input_txt`."""
-        name = re.sub(r"\W+", "_", self.name).strip("_").lower() or "data"
+        name = re.sub(r"\W+", "_", self.name).strip("_").lower()
+        if not name.isidentifier():  # \w has characters identifiers do not, such as "²"
+            name = re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "data"
         return f"file_{name}" if name[0].isdigit() or keyword.iskeyword(name) else name
 
 
@@ -73,6 +81,9 @@ def init_model(
     check_version(version)
     if not name.strip():
         raise ScaffoldError("the model's NAME must not be blank")
+    for what, text in (("NAME", name), ("--author", author)):
+        if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+            raise ScaffoldError(f"{what} {text!r} is not valid Unicode (bytes that are not UTF-8?)")
     for kind, files in (("input", inputs), ("output", outputs)):
         names = [file.name for file in files]
         if len(set(names)) != len(names):

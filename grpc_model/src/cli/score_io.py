@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grpc_model.src.metadata.names import file_name_problem
+
 ID = "id"
 SUCCESS = "success"
 ERROR = "error"
-LONGEST_NAME = 255  # bytes in a file name on the common file systems
 OUTSIDE_HINT = "--allow-paths-outside reads it anyway"
 
 
@@ -43,28 +44,13 @@ class Item:
         return item
 
 
-def not_plain(name: str) -> str | None:
-    """Why `name` cannot be a file's name inside a folder (it would name another place), or None if it can."""
-    if not name:
-        return "it is empty"
-    if name in (".", ".."):
-        return "it names a folder"
-    if "/" in name or "\\" in name:
-        return "it holds a path separator"
-    if "\0" in name:
-        return "it holds a NUL character"
-    if len(name.encode("utf-8", "surrogatepass")) > LONGEST_NAME:
-        return f"it is longer than {LONGEST_NAME} bytes"
-    return None
-
-
 def check_declared(who: str, kind: str, names: Sequence[str], reserved: Sequence[str] = ()) -> None:
     """Refuses input or output names that are not plain file names, that differ only in case (a file
     system that folds case would read or write one file for both), or that are `reserved`, before
     anything is read or written."""
     for name in names:
         why = f"it is one of the results' own columns ({', '.join(reserved)})" if name in reserved else None
-        why = why or not_plain(name)
+        why = why or (f"it {problem}" if (problem := file_name_problem(name)) else None)
         if why is not None:
             raise ScoreInputError(
                 f"{who} declares an {kind} named {name!r}, which cannot be used ({why}): "

@@ -1,11 +1,16 @@
 """The text of the files `grpc-model init` writes, filled in from its arguments.
 
 Kept as plain text templates (not generated YAML) so the comments that teach the author
-each key survive in the files they edit.
+each key survive in the files they edit. Every value goes in through one of three quoting
+helpers, never pasted: `_py` (a Python string literal), `_yaml` (a YAML double-quoted scalar)
+and `_comment` (one line of printable text), so no value can end a line, a string or a comment.
 """
 
 import json
+import math
 from typing import TYPE_CHECKING
+
+import yaml
 
 if TYPE_CHECKING:
     from grpc_model.src.cli.scaffold import FileSpec
@@ -14,8 +19,8 @@ JSON_TYPES = ("application/json", "text/json")
 
 
 def wrapper(name: str, class_name: str, version: str, inputs: "list[FileSpec]", outputs: "list[FileSpec]") -> str:
-    title = " ".join(name.replace('"', "'").replace("\\", "/").split())  # safe inside the docstring
-    reads = "\n".join(f"        {f.variable} = model_input[{_py(f.name)}]  # {f.media_type}" for f in inputs)
+    title = _comment(name.replace('"', "'").replace("\\", "/"))  # safe inside the docstring
+    reads = "\n".join(f"        {f.variable} = model_input[{_py(f.name)}]  # {_comment(f.media_type)}" for f in inputs)
     sizes = ", ".join(f"{_py(f.name)}: len({f.variable})" for f in inputs)
     returns = "\n".join(f"            {_output_line(f)}" for f in outputs)
     return f'''"""The {title} model, wrapped for the server.
@@ -52,8 +57,19 @@ class {class_name}(ModelWrapper):
 
 
 def _py(text: str) -> str:
-    """A Python string literal as ruff formats it (a JSON string is one)."""
+    """A Python string literal as ruff formats it: a JSON string is one, with the same value, for every text
+    that can be written as UTF-8 (scaffold.py refuses lone surrogates)."""
     return json.dumps(text, ensure_ascii=False)
+
+
+def _comment(text: str) -> str:
+    """`text` on one line of printable characters, for a comment or a docstring: repr escapes the rest."""
+    return repr(text)[1:-1]
+
+
+def _yaml(text: str) -> str:
+    """A YAML double-quoted scalar holding `text`, whatever it holds (PyYAML escapes what YAML cannot carry)."""
+    return yaml.safe_dump(text, default_style='"', allow_unicode=True, width=math.inf).rstrip("\n")
 
 
 def _output_line(output: "FileSpec") -> str:
@@ -61,7 +77,7 @@ def _output_line(output: "FileSpec") -> str:
         return f"{_py(output.name)}: results_json(result),"
     if output.media_type.startswith("text/"):
         return f"{_py(output.name)}: str(result).encode(),"
-    return f'{_py(output.name)}: b"",  # the bytes of {output.name} ({output.media_type})'
+    return f'{_py(output.name)}: b"",  # the bytes of {_comment(output.name)} ({_comment(output.media_type)})'
 
 
 def unit_tests(class_name: str, inputs: "list[FileSpec]", outputs: "list[FileSpec]") -> str:
@@ -86,11 +102,13 @@ def _sample(media_type: str) -> str:
 
 def model_yaml(name: str, author: str, version: str, inputs: "list[FileSpec]", outputs: "list[FileSpec]") -> str:
     input_lines = "\n".join(
-        f"  {_yaml_key(f.name)}:\n    acceptedMediaTypes:\n      - {f.media_type}\n    maxSize: 1M\n    description: ''"
+        f"  {_yaml(f.name)}:\n    acceptedMediaTypes:\n      - {_yaml(f.media_type)}\n"
+        "    maxSize: 1M\n    description: ''"
         for f in inputs
     )
     output_lines = "\n".join(
-        f"  {_yaml_key(f.name)}:\n    mediaType: {f.media_type}\n    maxSize: 1M\n    description: ''" for f in outputs
+        f"  {_yaml(f.name)}:\n    mediaType: {_yaml(f.media_type)}\n    maxSize: 1M\n    description: ''"
+        for f in outputs
     )
     return f"""# yaml-language-server: $schema=../model.schema.json
 #
@@ -104,9 +122,9 @@ source: ''
 # Must equal this directory's name. REQUIRED.
 version: {version}
 # The human readable name of the model. REQUIRED.
-name: {json.dumps(name, ensure_ascii=False)}
+name: {_yaml(name)}
 # Who made the model. REQUIRED.
-author: {json.dumps(author, ensure_ascii=False)}
+author: {_yaml(author)}
 description:
   summary: ''
   details: ''
@@ -155,10 +173,6 @@ features:
 """
 
 
-def _yaml_key(name: str) -> str:
-    return json.dumps(name, ensure_ascii=False)  # a JSON string is a YAML string, whatever it holds
-
-
 def docker_metadata(model_id: str) -> str:
     return f"""# Where the release pipeline pushes this version's image: <registry>/<repo_prefix><id><repo_suffix>.
 dockerMetadata:
@@ -166,14 +180,14 @@ dockerMetadata:
     repo_prefix: models/
     repo_suffix: ''
 # The model's identifier on the platform.
-id: {model_id}
+id: {_yaml(model_id)}
 """
 
 
 def test_cases_note(inputs: "list[FileSpec]", outputs: "list[FileSpec]") -> str:
     input_names = ", ".join(f"`{f.name}`" for f in inputs)
     output_names = ", ".join(f"`{f.name}`" for f in outputs)
-    first_output = _yaml_key(outputs[0].name)
+    first_output = _yaml(outputs[0].name)
     return f"""# Functional test cases
 
 One directory per case, for example `0001-short-text/`, holding:

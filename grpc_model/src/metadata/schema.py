@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from grpc_model.src.metadata.units import parse_duration, parse_size
+from grpc_model.src.metadata.names import file_name_problem, media_type_problem
+from grpc_model.src.metadata.units import Range, parse_duration, parse_size
 
 SEMANTIC_VERSION = r"\d+\.\d+\.\d+"
 SemanticVersion = Annotated[str, StringConstraints(pattern=f"^{SEMANTIC_VERSION}$")]
@@ -19,7 +20,31 @@ NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 
 def _checked_size(text: str) -> str:
     if text:
-        parse_size(text)
+        parse_size(text, low=1)
+    return text
+
+
+def _checked_memory(text: str) -> str:
+    if text:
+        parse_size(text, low=MIN_MEMORY_BYTES, high=MAX_MEMORY_BYTES)
+    return text
+
+
+def _checked_file_name(name: str) -> str:
+    if problem := file_name_problem(name):
+        raise ValueError(problem)
+    return name
+
+
+def _checked_media_type(text: str) -> str:
+    if problem := media_type_problem(text):
+        raise ValueError(problem)
+    return text
+
+
+def _checked_media_range(text: str) -> str:
+    if problem := media_type_problem(text, families=True):
+        raise ValueError(problem)
     return text
 
 
@@ -29,15 +54,23 @@ def _checked_duration(text: str) -> str:
     return text
 
 
-Size = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_size)]
-"""A size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
 Duration = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_duration)]
 """A duration as written (`20s`, `1500ms`, `2m`); kept as text for Status, checked at load."""
+FileName = Annotated[str, AfterValidator(_checked_file_name)]
+MediaType = Annotated[NonBlank, AfterValidator(_checked_media_type)]
+MediaRange = Annotated[NonBlank, AfterValidator(_checked_media_range)]
+"""A media type, or a family of them (`image/*`, `*/*`): what an input accepts."""
 RequiredSize = Annotated[NonBlank, AfterValidator(_checked_size)]
+"""A file's size as written (`512K`, `1.5MB`, `1G`, bytes); kept as text for Status, checked at load."""
+MemorySize = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_checked_memory)]
+"""An instance's memory as written, blank for unknown; between 1 MiB and 1 PiB."""
 
-# The widest values the Status message's fields carry (protos/model2_template/model.proto).
-INT32_MAX = 2**31 - 1
-FLOAT32_MAX = 3.4028234663852886e38
+# Sensible bounds, well inside what the Status message's fields carry (int32, float32).
+MIN_MEMORY_BYTES = 1024**2
+MAX_MEMORY_BYTES = 1024**5  # 1 PiB
+MAX_CPUS = 4096
+MAX_GPUS = 1024
+MAX_BATCH_SIZE = 1_000_000
 
 
 class _Section(BaseModel):
@@ -91,12 +124,12 @@ class Filter(_Section):
 class Metric(_Section):
     label: str = ""
     type: str = ""
-    value: float | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)
     description: str = ""
 
 
 class InputFile(_Section):
-    acceptedMediaTypes: list[NonBlank] = Field(min_length=1)
+    acceptedMediaTypes: list[MediaRange] = Field(min_length=1)
     maxSize: RequiredSize
     description: str = ""
 
@@ -109,21 +142,21 @@ class InputFile(_Section):
 
 
 class OutputFile(_Section):
-    mediaType: NonBlank
+    mediaType: MediaType
     maxSize: RequiredSize
     description: str = ""
 
 
 class Memory(_Section):
-    size: Size = ""
+    size: MemorySize = ""
 
 
 class Cpu(_Section):
-    count: float = Field(default=1.0, ge=0, le=FLOAT32_MAX, allow_inf_nan=False)
+    count: Annotated[float, Range(0, MAX_CPUS, "CPUs")] = 1.0
 
 
 class Gpu(_Section):
-    count: int = Field(default=0, ge=0, le=INT32_MAX)
+    count: Annotated[int, Range(0, MAX_GPUS, "GPUs")] = 0
 
 
 class Resources(_Section):
@@ -155,7 +188,7 @@ class Internal(_Section):
 
 class Features(_Section):
     adversarialDefense: bool = False
-    maxBatchSize: int = Field(default=1, ge=1, le=INT32_MAX)
+    maxBatchSize: Annotated[int, Range(1, MAX_BATCH_SIZE, "items")] = 1
     retrainable: bool = False
     resultsFormat: str | None = None
     driftFormat: str | None = None
@@ -223,8 +256,8 @@ class ModelSpec(_Section):
     tags: list[str] = []
     filters: list[Filter] = []
     metrics: list[Metric] = []
-    inputs: dict[str, InputFile] = Field(min_length=1)
-    outputs: dict[str, OutputFile] = Field(min_length=1)
+    inputs: dict[FileName, InputFile] = Field(min_length=1)
+    outputs: dict[FileName, OutputFile] = Field(min_length=1)
     resources: Resources = Resources()
     timeout: Timeout = Timeout()
     internal: Internal = Internal()

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from grpc_model.src.settings import Settings, env_var, flag
+from grpc_model.src.settings import Settings, env_var, flag, token_problem
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ def load_tokens(settings: Settings) -> list[str]:
             reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
             raise AuthSetupError(f"auth_tokens_file: cannot read {path}: {reason}; {where}") from None
         found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        for number, line in enumerate(lines, 1):
+            if (problem := token_problem(line.strip())) and not line.strip().startswith("#"):
+                raise AuthSetupError(f"auth_tokens_file: {path} line {number} {problem}; {where}")
         if not found:
             raise AuthSetupError(f"auth_tokens_file: {path} holds no token (one a line); {where}")
         tokens += found
@@ -58,7 +61,7 @@ class TokenCheck:
         """Why the call may not go on, or None; never says anything about the token sent."""
         if not values:
             return f"this server needs a bearer token: send '{AUTHORIZATION}: Bearer <token>' call metadata"
-        value = values[0].encode() if isinstance(values[0], str) else values[0]
+        value = values[0].encode("utf-8", "surrogatepass") if isinstance(values[0], str) else values[0]
         if len(values) > 1 or value[: len(SCHEME)].lower() != SCHEME.encode():
             return f"the '{AUTHORIZATION}' call metadata must be one 'Bearer <token>'"
         sent = value[len(SCHEME) :].strip()
