@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
-from grpc_model.src.grpc_methods import add_unary_service
+from grpc_model.src.grpc_methods import add_unary_service, request_size
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.modzy_messages import loaded_status, run_response, status_metadata
@@ -79,7 +79,7 @@ class ModzyModelService(ModzyModelServicer):
         count = len(request.inputs)
         try:
             items = [item.input for item in request.inputs]
-            results = await self.inference.run(items, request.detect_drift, request.explain, request.ByteSize())
+            results = await self.inference.run(items, request.detect_drift, request.explain, request_size(request))
         except ModelNotLoadedError as error:
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]

@@ -135,6 +135,36 @@ def test_bytes_outside_the_tensors_count_against_the_budget(serve_wrapper: Serve
     assert elements(infer(server, texts("a", b"later"), **fields), "a") == [b"later"]  # alone, it fits
 
 
+def test_the_budget_counts_the_bytes_that_arrived_not_the_parsed_message(serve_wrapper: ServerFactory) -> None:
+    """A field sent twice keeps only its last value once parsed: 500 bytes of a first `id` are gone from the message
+    (and from its ByteSize) but were received, and held, all the same. The budget counts what arrived."""
+    Gated.reset()
+    server = serve_wrapper(
+        "Gated", max_receive_message_bytes=1000, max_inflight_request_bytes=1000, undeclared_inputs="ignore"
+    )
+    server.client.status()  # loads the model
+    request = pb.ModelInferRequest(model_name=MODEL, inputs=[texts("a", b"x")], id="x")
+    wire = pb.ModelInferRequest(id="f" * 500).SerializeToString() + request.SerializeToString()
+    assert pb.ModelInferRequest.FromString(wire).ByteSize() < 100
+    with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
+        send = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer", response_deserializer=pb.ModelInferResponse.FromString
+        )
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(server.client.run, [{"a": b"hold", "pad": b"p" * 600}])
+                assert Gated.holding.wait(PATIENCE_SECONDS)
+                with pytest.raises(grpc.RpcError) as refused_call:
+                    send(wire, timeout=PATIENCE_SECONDS)
+                Gated.release.set()
+                assert held.result(timeout=PATIENCE_SECONDS).outputs[0].success
+        finally:
+            Gated.release.set()
+
+    assert refused_call.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "would pass max_inflight_request_bytes (1000 bytes)" in str(refused_call.value.details())
+
+
 # 5. Element counts come from the shapes, before any data is split
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import grpc
 
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
-from grpc_model.src.grpc_methods import add_unary_service
+from grpc_model.src.grpc_methods import add_unary_service, request_size
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
@@ -130,7 +130,7 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         [output.name for output in request.outputs],
         {name: _value(parameter) for name, parameter in request.parameters.items()},
         request.id,
-        request.ByteSize(),
+        request_size(request),
     )
 
 
