@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2_pb
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -258,3 +259,20 @@ def test_json_data_and_typed_contents_carry_numbers_too(serve: ServerFactory, tm
     assert list(typed["predict"].contents.int64_contents) == expected["predict"].tolist()
     assert_close(typed["predict_proba"].contents.fp64_contents, expected["predict_proba"].reshape(-1))
     assert list(typed["predict_proba"].shape) == [2, 3]
+
+
+def test_onnx_threads_come_from_the_cpus_and_a_gpu_only_where_onnxruntime_has_cuda(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx runtime's library (group onnx)")
+    root, _ = trained_bundle(tmp_path, "onnx", ROWS[:1])
+    spec = yaml.safe_load((root / TEST_VERSION / "model.yaml").read_text())
+    spec["resources"] = {"cpu": {"count": 2.5}, "gpu": {"count": 1}}
+    (root / TEST_VERSION / "model.yaml").write_text(yaml.safe_dump(spec))
+    session = source_of(root).load().instance.session
+    assert session.get_session_options().intra_op_num_threads == 2
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert session.get_providers()[0] == "CUDAExecutionProvider"
+    else:
+        assert session.get_providers() == ["CPUExecutionProvider"]
+        assert "asks for a GPU but onnxruntime has no CUDAExecutionProvider" in caplog.text
