@@ -165,12 +165,12 @@ def test_a_model_file_that_does_not_load_fails_the_load_with_the_reason(tmp_path
     assert len(str(failure.value)) > len("failed to load: ") + 20, "the library's reason"
 
 
-def test_a_missing_library_names_the_group_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_library_names_the_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / TEST_VERSION).mkdir()
     (tmp_path / TEST_VERSION / "model.json").write_bytes(b"{}")
     bundle = load_bundle(write_runtime_bundle(tmp_path, "xgboost", "model.json"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(WrapperImportError, match="needs the optional dependency group `xgboost`"):
+    with pytest.raises(WrapperImportError, match=r"needs the package's optional extra `xgboost`.*`grpc-model\[xgboost\]`"):
         wrapper_source(bundle)
 
 
