@@ -170,7 +170,7 @@ def test_a_missing_library_names_the_extra_to_install(tmp_path: Path, monkeypatc
     (tmp_path / TEST_VERSION / "model.json").write_bytes(b"{}")
     bundle = load_bundle(write_runtime_bundle(tmp_path, "xgboost", "model.json"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(WrapperImportError, match=r"needs the package's optional extra `xgboost`.*`grpc-model\[xgboost\]`"):
+    with pytest.raises(WrapperImportError, match=r"optional extra `xgboost`.*grpc-model\[xgboost\]"):
         wrapper_source(bundle)
 
 

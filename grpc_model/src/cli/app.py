@@ -47,20 +47,9 @@ def init(
     outputs: project.Outputs = None,
     author: project.Author = "unknown",
     force: Annotated[bool, typer.Option(help="Replace existing files (such as the example model).")] = False,
-    model_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--from",
-            help="Serve this trained model file with no code: scikit-learn (.joblib/.pkl), XGBoost (.json/.ubj), "
-            "LightGBM (.txt) or ONNX (.onnx); docs/runtimes.md.",
-        ),
-    ] = None,
-    sample: Annotated[
-        Path | None, typer.Option(help="With --from: a CSV of rows (with a header) to make a test case from.")
-    ] = None,
-    trusted: Annotated[
-        bool, typer.Option(help="With --from a pickle (.joblib/.pkl): you trust it, since loading it runs code.")
-    ] = False,
+    model_file: project.ModelFile = None,
+    sample: project.Sample = None,
+    trusted: project.Trusted = False,
 ) -> None:
     """Start a new model: a wrapper skeleton, its unit test, model.yaml, docker_metadata.yaml and an empty
     test case folder, all under model_lib/ and asset_bundle/; or, with --from, a bundle that serves a model
@@ -106,7 +95,7 @@ def _init_from_model(
     from grpc_model.src.cli import from_model  # the runtimes, only for --from
 
     if files_given:
-        raise fail("--from serves the model file's rows as input.csv and results.json: drop --input/--output", USAGE)
+        raise fail(project.FROM_FILES, USAGE)
     bundles = settings_from_env().asset_bundle_dir
     try:
         written = from_model.init_from_model(bundles, name, version, model_file, sample, author, force, trusted)
@@ -333,7 +322,7 @@ def ray_serve(ctx: typer.Context) -> None:
     try:
         from grpc_model.src.ray_serve import command  # Ray, only when serving on it
     except ImportError as error:
-        raise fail(f"Ray Serve is not installed ({error}): pip install 'grpc-model[ray]' (docs/package.md)", USAGE) from None
+        raise fail(f"Ray Serve is not installed ({error}): the `ray` extra, docs/package.md", USAGE) from None
 
     raise typer.Exit(command.main(ctx.args))
 
