@@ -77,7 +77,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def framework(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A clean environment with the wheel alone installed: its `grpc-model` and poetry on the PATH."""
+    """A clean environment with the wheel alone installed (runtime_project adds the `sklearn` extra to it, as an
+    author of a model file would): its `grpc-model` and poetry on the PATH."""
     root = tmp_path_factory.mktemp("framework")
     run([sys.executable, "-m", "venv", str(root)], root, clean_env())
     run([str(root / "bin/pip"), "install", "--quiet", str(wheel)], root, clean_env())
@@ -104,6 +105,8 @@ def runtime_project(wheel: Path, framework: dict[str, str], tmp_path_factory: py
     test case, installed with its lock: the framework and the `sklearn` extra's libraries, from the wheel's
     metadata (the scikit-learn the lock resolves is the newest, as here, so the pickle loads)."""
     root = tmp_path_factory.mktemp("runtime-author")
+    # `new --from` reads the model with its library: the author's environment has the framework with the extra.
+    run(["pip", "install", "--quiet", f"{wheel}[sklearn]"], root, framework)
     file, _ = TRAINERS["sklearn"](root, iris()[0][:1])
     sample = sample_csv(root / "rows.csv")
     made = ["grpc-model", "new", "iris", "--from", file, "--sample", sample.name, "--trusted"]

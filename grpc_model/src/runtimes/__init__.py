@@ -31,7 +31,7 @@ class RuntimeModule:
     extra: str
     """The package's extra (pyproject.toml's optional-dependencies) that installs its library."""
     modules: tuple[str, ...]
-    """What it imports from that group."""
+    """What it imports from that extra."""
 
 
 RUNTIMES: dict[str, RuntimeModule] = {
@@ -66,8 +66,9 @@ def wrapper_source(bundle: AssetBundle) -> WrapperSource | None:
     if missing:
         raise WrapperImportError(
             f"model.yaml's runtime.kind {runtime.kind} needs the package's optional extra `{module.extra}` "
-            f"({', '.join(missing)} not installed): depend on `grpc-model[{module.extra}]` (docs/package.md), "
-            f"or in the template repository `scripts/dev.sh install --add {module.extra}`"
+            f'({", ".join(missing)} not installed): `pip install "grpc-model[{module.extra}]"`, or in a project '
+            f"the dependency `grpc-model[{module.extra}]` (docs/package.md); in the template repository "
+            f"`scripts/dev.sh install --add {module.extra}`"
         )
     resources = bundle.spec.resources
     config = RuntimeConfig(
