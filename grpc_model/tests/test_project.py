@@ -2,8 +2,9 @@
 
 The wheel is built from this source, installed alone into a clean virtual environment, and that environment's
 `grpc-model new` starts a project; the project installs the framework from the wheel it was given (its lock, its
-own .venv/) and every author command runs there, from the project's directory. Slow (a wheel, two environments,
-a lock): the steps share one project, made once for the module.
+own .venv/) and every author command runs there, from the project's directory. A second project, made by
+`grpc-model new --from` a model file, depends on the framework with its runtime's extra and installs it from the
+wheel's metadata. Slow (a wheel, three environments, two locks): each project is made once for the module.
 """
 
 import os
