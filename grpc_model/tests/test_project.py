@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app, project_files
-from grpc_model.src.cli.engine import default_tag
+from grpc_model.src.cli import app
+from grpc_model.src.cli.author import project_files
+from grpc_model.src.cli.author.engine import default_tag
 from grpc_model.src.runtime.loader import import_wrapper_class
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerProcess

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from grpc_model.src.cli import calling, engine, project, scaffold
+from grpc_model.src.cli.author import engine, project, scaffold
+from grpc_model.src.cli.calls import commands as calling
 from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
 from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env, shown
 from grpc_model.src.metadata import (
@@ -26,7 +27,7 @@ from grpc_model.src.metadata import (
 from grpc_model.src.settings import project_dir
 
 if TYPE_CHECKING:
-    from grpc_model.src.cli import testing
+    from grpc_model.src.cli.author import testing
 
 app = typer.Typer(
     name="grpc-model",
@@ -155,8 +156,8 @@ def kubernetes(
 
     Example: `grpc-model k8s && kubectl apply -k deploy/kubernetes/overlays/hpa`
     """
-    from grpc_model.src.cli import kubernetes_layout as layout
-    from grpc_model.src.cli.kubernetes import Target, default_image
+    from grpc_model.src.cli.deployment import kubernetes_layout as layout
+    from grpc_model.src.cli.deployment.kubernetes import Target, default_image
 
     settings = settings_from_env()
     out = out or project_dir() / "deploy" / "kubernetes"
@@ -205,7 +206,7 @@ def run_tests(
     """
     if server and image:
         raise fail("choose --server or --image, not both", USAGE)
-    from grpc_model.src.cli import testing  # gRPC and the runtime, only when testing
+    from grpc_model.src.cli.author import testing  # gRPC and the runtime, only when testing
     from grpc_model.src.client import server_list
 
     settings = settings_from_env()

@@ -32,7 +32,7 @@ def status(
 
     Example: `grpc-model status localhost:45000`
     """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
+    from grpc_model.src.cli.calls import remote  # gRPC, only when calling a server
 
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
     raise typer.Exit(remote.show_status(console, target, timeout, security))
@@ -60,7 +60,7 @@ def call(
 
     Example: `grpc-model call localhost:45000 --input input.txt=hello.txt`
     """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
+    from grpc_model.src.cli.calls import remote  # gRPC, only when calling a server
 
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
     raise typer.Exit(
@@ -113,8 +113,8 @@ def score(
     """
     import grpc
 
-    from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
-    from grpc_model.src.cli.score_io import ScoreInputError
+    from grpc_model.src.cli.scoring import score as scoring  # gRPC, only when scoring
+    from grpc_model.src.cli.scoring.score_io import ScoreInputError
     from grpc_model.src.client import TargetError, server_list
 
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))

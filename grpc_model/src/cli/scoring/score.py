@@ -26,8 +26,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
-from grpc_model.src.cli.score_io import ERROR, ID, SUCCESS, Item, ScoreInputError, check_declared, one_line, read_items
-from grpc_model.src.cli.score_results import ResultWriter
+from grpc_model.src.cli.scoring.score_io import (
+    ERROR,
+    ID,
+    SUCCESS,
+    Item,
+    ScoreInputError,
+    check_declared,
+    one_line,
+    read_items,
+)
+from grpc_model.src.cli.scoring.score_results import ResultWriter
 from grpc_model.src.client import PLAINTEXT, channel_options, channel_target, open_channel, server_list
 from grpc_model.src.security.channel import ClientSecurity
 
@@ -245,7 +254,7 @@ async def run_score(
     servers = None
     try:
         if in_process is not None:
-            from grpc_model.src.cli.score_local import local_backend  # the model's imports, only in-process
+            from grpc_model.src.cli.scoring.score_local import local_backend  # the model's imports, only in-process
 
             input_names, output_names, backend = local_backend(*in_process, options)
             who = "the served model's model.yaml"

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from grpc_model.src.cli import project_files, scaffold
+from grpc_model.src.cli.author import project_files, scaffold
 from grpc_model.src.cli.output import USAGE, console, errors, fail, shown
 from grpc_model.src.metadata.schema import json_schema_text, slug
 from grpc_model.src.settings import PROJECT_ROOT

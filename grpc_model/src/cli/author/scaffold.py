@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpc_model.src.cli import templates
+from grpc_model.src.cli.author import templates
 from grpc_model.src.metadata.bundle import (
     DOCKER_METADATA_YAML,
     MODEL_YAML,
