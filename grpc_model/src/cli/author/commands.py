@@ -1,7 +1,6 @@
-"""The author's commands that string several steps together: `init`, `new-version`, `validate`, `version`
-and `test`; registered on the app by app.py (`new` and `build` live beside their work, in project.py and
-engine.py). Those that need gRPC import it when they run, so `version` and `validate` start in a fraction of a
-second.
+"""The author's commands `init`, `new-version`, `validate`, `version` and `test`, registered on the app by app.py
+(`new` and `build` live beside their work, in project.py and engine.py). Those that need gRPC import it when they
+run, so `version` and `validate` start in a fraction of a second.
 """
 
 import tempfile
