@@ -32,8 +32,13 @@ COPY examples ./examples
 # (directories with an __init__.py) go into the image beside the framework.
 ARG MODEL_DIR=.
 ARG MODEL_VERSION=""
+# A bundle whose model.yaml names a runtime (docs/runtimes.md) gets that runtime's group (sklearn, xgboost,
+# lightgbm or onnx) added to POETRY_GROUPS', and nothing else.
 RUN export GRPC_MODEL_MODEL_VERSION="$MODEL_VERSION" GRPC_MODEL_ASSET_BUNDLE_DIR="$MODEL_DIR/asset_bundle" && \
     /venv/bin/python -m grpc_model validate && version=$(/venv/bin/python -m grpc_model version) && \
+    runtime_group=$(/venv/bin/python -m grpc_model.src.runtimes) && \
+    if [ -n "$runtime_group" ]; then VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync \
+        --only "main${POETRY_GROUPS:+,$POETRY_GROUPS},$runtime_group" --no-root --no-interaction; fi && \
     mkdir /bundle /packages && cp -r "$MODEL_DIR/asset_bundle/$version" /bundle/ && \
     if [ "$MODEL_DIR" != . ]; then for init in "$MODEL_DIR"/*/__init__.py; do cp -r "${init%/__init__.py}" /packages/; done; fi
 

@@ -95,7 +95,7 @@ case "$command" in
     install "$@"
     ;;
   test)
-    install --add examples,examples-train,http,tracing,ray # the tests of the digits example, HTTP, tracing and Ray Serve
+    install --add examples,examples-train,http,tracing,ray,sklearn,xgboost,lightgbm,onnx # the tests of the digits example, HTTP, tracing, Ray Serve and the runtimes
     install_browser
     use_container_engine
     echo "== ruff check" && .venv/bin/ruff check .

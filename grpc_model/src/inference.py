@@ -7,10 +7,11 @@ results back into its own answer, so items from every protocol share the one run
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.metadata import AssetBundle
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
-from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime
+from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime, TensorSignature
+from grpc_model.src.runtimes import model_source
 from grpc_model.src.security.limits import InflightBudget, OverBudgetError
 from grpc_model.src.settings import Settings
 from grpc_model.src.validation import CheckedItem, InputValidator
@@ -69,6 +70,16 @@ class Inference:
         if await self.runtime.load() and self.on_loaded is not None:
             await self.on_loaded()
 
+    @property
+    def declares_tensors(self) -> bool:
+        """Whether the model takes numeric tensors (a runtime), known before it loads."""
+        return self.runtime.declares_tensors
+
+    @property
+    def signature(self) -> TensorSignature | None:
+        """The loaded model's numeric tensors: what `run_rows` takes; None before it loads or for a wrapper."""
+        return self.runtime.signature
+
     async def run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int
     ) -> list[ItemResult]:
@@ -78,11 +89,26 @@ class Inference:
         OverBudgetError, which concern the whole call; `request_bytes` (the request's size) counts
         against the budget of bytes in flight and decides where items are checked.
         """
+        return await self._run(items, detect_drift, explain, request_bytes, sized=False)
+
+    async def run_rows(
+        self, rows: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int
+    ) -> list[ItemResult]:
+        """`run` for row items of the `signature`'s tensors, which the caller has sized to it (files are
+        what model.yaml's rules check; a row is checked by its size alone)."""
+        return await self._run(rows, detect_drift, explain, request_bytes, sized=True)
+
+    async def _run(
+        self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int, sized: bool
+    ) -> list[ItemResult]:
         self.metrics.items_arrived(len(items))
         try:
             with self.budget.hold(request_bytes):
-                with tracing.span(tracing.VALIDATE, len(items)):
-                    checked = await self._check(items, request_bytes)
+                if sized:
+                    checked: list[CheckedItem] = [(dict(item), None) for item in items]
+                else:
+                    with tracing.span(tracing.VALIDATE, len(items)):
+                        checked = await self._check(items, request_bytes)
                 valid = [item for item, error in checked if error is None]
                 answers = iter(await self.runtime.run(valid, detect_drift, explain))
                 results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
@@ -105,12 +131,14 @@ def _retrieve_exception(task: "asyncio.Future[None]") -> None:
 
 
 def build_inference(
-    settings: Settings, spec: ModelSpec, metrics: Recorder = NO_METRICS, budget: InflightBudget | None = None
+    settings: Settings, bundle: AssetBundle, metrics: Recorder = NO_METRICS, budget: InflightBudget | None = None
 ) -> Inference:
-    """The data plane as the settings and model.yaml configure it, its model not loaded yet.
+    """The data plane as the settings and model.yaml configure it, its model not loaded yet: the runtime
+    model.yaml names, else the settings' model class.
 
     Raises WrapperImportError when the model class cannot be imported or configured.
     """
+    spec = bundle.spec
     options = EngineOptions(
         max_batch_size=spec.features.maxBatchSize,
         model_threads=settings.model_threads,
@@ -121,4 +149,5 @@ def build_inference(
         run_timeout_seconds=spec.timeout.run_seconds,
     )
     validator = InputValidator(spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    return Inference(ModelRuntime(settings.model_class, options, metrics), validator, metrics, budget)
+    runtime = ModelRuntime(model_source(bundle, settings.model_class), options, metrics)
+    return Inference(runtime, validator, metrics, budget)

@@ -109,7 +109,7 @@ async def start_server(settings: Settings) -> RunningServer:
     if tokens and credentials is None:
         logger.warning("bearer tokens travel in plaintext: set tls_cert and tls_key, or put TLS in front")
     metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
-    inference = build_inference(settings, bundle.spec, metrics, budget)
+    inference = build_inference(settings, bundle, metrics, budget)
     runtime = inference.runtime
     health_servicer = health.aio.HealthServicer()
     for name in HEALTH_SERVICES:

@@ -172,6 +172,7 @@ def _let_others_run() -> None:
 # text/plain and text/csv, which are checked in their declared charset (see `sniffer`).
 SNIFFERS: dict[str, Sniffer] = {
     "application/json": _is_json,
+    "text/csv": functools.partial(_is_text, encoding="utf-8"),  # RFC 7111's default charset; a runtime's rows
     "image/png": lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"),
     "image/jpeg": lambda b: b.startswith(b"\xff\xd8\xff"),
     "image/gif": lambda b: b.startswith((b"GIF87a", b"GIF89a")),

@@ -52,6 +52,18 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.observability", "grpc_model.src.runtime"),  # every layer reports into it, so it sits below
         ("grpc_model.src.observability", "grpc_model.src.servicer"),
         ("grpc_model.src.observability", "grpc_model.src.server"),
+        ("grpc_model.src.runtimes", "grpc"),  # the runtimes are wrappers the framework ships: below the runtime...
+        ("grpc_model.src.runtimes", "grpc_model.src.inference"),
+        ("grpc_model.src.runtimes", "grpc_model.src.servicer"),
+        ("grpc_model.src.runtimes", "grpc_model.src.server"),
+        ("grpc_model.src.runtimes", "grpc_model.src.v2"),
+        ("grpc_model.src.runtimes", "grpc_model.src.web"),
+        ("grpc_model.src.runtimes", "grpc_model.src.cli"),
+        ("grpc_model.src.runtime", "grpc_model.src.runtimes"),  # ...which loads them by path, as a user's wrapper
+        ("grpc_model.src.metadata", "grpc_model.src.runtimes"),
+        ("grpc_model.src.v2", "grpc_model.src.runtimes"),  # front ends see a runtime's tensors via the data plane
+        ("grpc_model.src.web", "grpc_model.src.runtimes"),
+        ("grpc_model.src.ray_serve", "grpc_model.src.runtimes"),
     ],
 )
 def test_layers_do_not_import_upwards(package: str, forbidden: str) -> None:
@@ -65,6 +77,12 @@ def test_the_model_sees_only_the_public_contract() -> None:
     # The user's room knows the framework only by its public wrapper module, which ships in the package: a model
     # project that depends on the package sees nothing else, and the template's model must run there too.
     assert set(imported(modules("model_lib"), "grpc_model")) <= {"grpc_model.wrapper"}
+
+
+def test_the_framework_never_imports_the_authors_package() -> None:
+    # The wheel ships no model_lib: an import of it works in the template and breaks in every installed project.
+    # (Generated text that names it, such as init's unit-test template, is a string, not an import.)
+    assert imported(modules("grpc_model"), "model_lib") == []
 
 
 def test_the_public_contract_imports_nothing_of_the_framework() -> None:
@@ -122,10 +140,23 @@ def test_the_data_plane_knows_no_transport() -> None:
         "grpc_model.src.observability",
         "grpc_model.src.observability.metrics",
         "grpc_model.src.runtime",
+        "grpc_model.src.runtimes",
         "grpc_model.src.security.limits",
         "grpc_model.src.settings",
         "grpc_model.src.validation",
     }
+
+
+def test_only_the_runtimes_import_their_libraries() -> None:
+    """Each library is an optional group: nothing else may import one, nor numpy (the default install has none)."""
+    libraries = ("numpy", "sklearn", "joblib", "xgboost", "lightgbm", "onnxruntime", "pandas")
+    outside = [path for path in SOURCE.rglob("*.py") if "runtimes" not in path.parts]
+    assert [name for name in imported(outside, "") if name.split(".")[0] in libraries] == []
+    assert "grpc_model.src.runtimes.tabular" not in imports_of(SOURCE / "runtimes" / "__init__.py")
+
+
+def test_servicer_imports_no_runtime() -> None:
+    assert "grpc_model.src.runtimes" not in imports_of(SOURCE / "servicer.py")
 
 
 def test_only_observability_imports_opentelemetry() -> None:

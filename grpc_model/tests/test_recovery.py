@@ -11,6 +11,7 @@ import pytest
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.runtime import workers
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE
+from grpc_model.src.runtime.loader import WrapperSource
 from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread, wait_until_serving_again, write_test_bundle
 from grpc_model.tests.fault_wrappers import LOAD_BLOCKER
 from grpc_model.tests.wrappers import Slow
@@ -118,7 +119,7 @@ def test_items_nobody_waits_for_are_not_retried_after_a_hang(
 
 def test_the_pool_clamps_a_hang_limit_that_poll_cannot_take() -> None:
     # model.yaml refuses timeouts past poll()'s limit (test_metadata); the pool clamps whatever it is given too.
-    pool = workers.WorkerPool(f"{TESTS}:Echo", 1, loaded=None, hang_seconds=600 * 3600)
+    pool = workers.WorkerPool(WrapperSource(f"{TESTS}:Echo"), 1, loaded=None, hang_seconds=600 * 3600)
     assert pool.hang_seconds == workers.MAX_HANG_SECONDS < 2**31 / 1000
 
 

@@ -9,7 +9,7 @@ from grpc_model.src.metadata.bundle import (
     older_bundle_warning,
 )
 from grpc_model.src.metadata.checks import BundleReport, check_bundle
-from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec, slug
+from grpc_model.src.metadata.schema import DockerMetadata, ModelSpec, Runtime, RuntimeKind, slug
 from grpc_model.src.metadata.test_cases import (
     TestCase,
     Tolerance,
@@ -24,6 +24,8 @@ __all__ = [
     "BundleReport",
     "DockerMetadata",
     "ModelSpec",
+    "Runtime",
+    "RuntimeKind",
     "TestCase",
     "Tolerance",
     "available_versions",

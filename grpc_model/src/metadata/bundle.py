@@ -68,6 +68,11 @@ def load_bundle(root: Path, version: str = "") -> AssetBundle:
             f"{path / MODEL_YAML}: version: is {spec.version} but the file is in {path.name}/; "
             f"set `version: {version}`."
         )
+    if spec.runtime is not None and not (path / spec.runtime.file).is_file():
+        raise BundleError(
+            f"{path / MODEL_YAML}: runtime.file: {spec.runtime.file} is not a file in {path}; put the model file "
+            "there (the bundle directory travels into the image with it)"
+        )
     docker_path = path / DOCKER_METADATA_YAML
     docker = parse_file(docker_path, DockerMetadata) if docker_path.exists() else None
     return AssetBundle(path=path, spec=spec, docker=docker)

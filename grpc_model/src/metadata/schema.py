@@ -6,6 +6,7 @@ JSON Schema speak the user's language: `features.maxBatchSize`, not `max_batch_s
 
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -195,6 +196,53 @@ class Features(_Section):
     explanationFormat: str | None = None
 
 
+RuntimeKind = Literal["sklearn", "xgboost", "lightgbm", "onnx"]
+"""The model libraries the framework serves from a file, with no wrapper code (docs/runtimes.md)."""
+PICKLE_KINDS = ("sklearn",)
+"""Kinds whose files are pickles: loading one runs whatever code the file holds."""
+
+
+def _relative_path(text: str) -> str:
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts or "\\" in text:
+        raise ValueError("must be a path relative to this bundle directory, inside it (e.g. model.onnx)")
+    return text
+
+
+class Runtime(_Section):
+    """Serve a model file with a runtime the framework ships instead of a `model_lib` wrapper."""
+
+    kind: RuntimeKind = Field(description="The library that reads the file: sklearn, xgboost, lightgbm or onnx.")
+    file: Annotated[NonBlank, AfterValidator(_relative_path)] = Field(
+        description="The model file, relative to this bundle directory: a joblib or pickle file (sklearn), "
+        "XGBoost's JSON or UBJ, LightGBM's text model, or an ONNX graph."
+    )
+    trusted: bool = Field(
+        default=False,
+        description="Required for pickle and joblib files (sklearn): loading one runs any code it holds, "
+        "so say that you trust where it came from.",
+    )
+    features: list[NonBlank] = Field(
+        default=[],
+        description="The feature (column) names in the order the model takes them; empty: the model's own names, "
+        "else x0, x1, ...",
+    )
+
+    @model_validator(mode="after")
+    def _trusted_pickle(self) -> "Runtime":
+        if self.kind in PICKLE_KINDS and not self.trusted:
+            raise ValueError(
+                f"a {self.kind} model file is a pickle, and loading a pickle runs any code it holds: set "
+                "`runtime.trusted: true` if you trust where the file came from (or export the model to ONNX "
+                "and use kind: onnx)"
+            )
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(
+                f"features: names repeat: {sorted({n for n in self.features if self.features.count(n) > 1})}"
+            )
+        return self
+
+
 class ModelSpec(_Section):
     """`asset_bundle/<version>/model.yaml`."""
 
@@ -215,6 +263,17 @@ class ModelSpec(_Section):
     timeout: Timeout = Timeout()
     internal: Internal = Internal()
     features: Features = Features()
+    runtime: Runtime | None = None
+    """Set: the model is this file, served by a runtime the framework ships; no model_lib code runs."""
+
+    @model_validator(mode="after")
+    def _runtime_input(self) -> "ModelSpec":
+        if self.runtime is not None and len(self.inputs) != 1:
+            raise ValueError(
+                "runtime: a runtime reads one input file per item (rows as CSV or JSON); "
+                f"inputs has {len(self.inputs)}: {sorted(self.inputs)}"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

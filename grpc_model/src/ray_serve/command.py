@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "grpc-model ray-serve") 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:  # what the replicas would fail on, found before Ray starts
         bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
-        import_wrapper_class(settings.model_class)
+        if bundle.spec.runtime is None:  # else model.yaml names a runtime, which the replicas load
+            import_wrapper_class(settings.model_class)
     except (BundleError, WrapperImportError) as error:
         logger.critical("cannot start: %s", error)
         return 2

@@ -40,8 +40,9 @@ class ModzyModelDeployment:
         """Loads the model before the replica takes calls; a load that fails fails the replica, which Ray
         reports (`serve status`) and starts again."""
         logging.getLogger("grpc_model").setLevel(settings.log_level)
-        spec = load_bundle(settings.asset_bundle_dir, settings.model_version).spec
-        self.inference = build_inference(settings, spec)
+        bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+        spec = bundle.spec
+        self.inference = build_inference(settings, bundle)
         self.runtime = self.inference.runtime
         self.runtime.may_fork = False  # a replica has Ray's threads: worker processes are spawned, never forked
         self.metadata = status_metadata(spec)

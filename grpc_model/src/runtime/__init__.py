@@ -2,7 +2,7 @@
 
 from grpc_model.src.runtime.batching import QueueFullError
 from grpc_model.src.runtime.items import ItemResult
-from grpc_model.src.runtime.loader import WrapperImportError
+from grpc_model.src.runtime.loader import WrapperImportError, WrapperSource
 from grpc_model.src.runtime.model_runtime import (
     EngineOptions,
     ModelLoadError,
@@ -10,6 +10,7 @@ from grpc_model.src.runtime.model_runtime import (
     ModelRuntime,
     ModelUnavailableError,
 )
+from grpc_model.src.runtime.signature import TensorSignature, TensorSpec
 
 __all__ = [
     "EngineOptions",
@@ -19,5 +20,8 @@ __all__ = [
     "ModelRuntime",
     "ModelUnavailableError",
     "QueueFullError",
+    "TensorSignature",
+    "TensorSpec",
     "WrapperImportError",
+    "WrapperSource",
 ]

@@ -1,4 +1,4 @@
-"""Finding and instantiating the user's model wrapper class."""
+"""Finding and instantiating the model wrapper class: the user's, or a runtime the framework ships."""
 
 import importlib
 import os
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from grpc_model.src.runtime.signature import TensorSignature
 from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper
 
 SingleMethod = Callable[[ModelInput, bool, bool], ModelOutput]
@@ -23,6 +24,21 @@ class WrapperImportError(Exception):
 
 
 @dataclass(frozen=True)
+class WrapperSource:
+    """What to load, in a form that crosses to a spawned worker process (picklable).
+
+    A user's wrapper is its class's path, and its `__init__` takes nothing; a runtime the framework
+    ships is its class's path and its configuration (from model.yaml), which its `__init__` takes.
+    """
+
+    path: str
+    config: object | None = None
+
+    def load(self) -> "LoadedModel":
+        return instantiate(import_wrapper_class(self.path), self.config)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A wrapper instance with its methods resolved once, at load time."""
 
@@ -30,6 +46,8 @@ class LoadedModel:
     instance: Any
     single: SingleMethod
     batch: BatchMethod | None
+    signature: TensorSignature | None = None
+    """The numeric tensors it takes as row items, when it declares them (the runtimes do)."""
 
 
 def import_wrapper_class(path: str) -> type:
@@ -95,9 +113,13 @@ def _wrapper_classes(module: ModuleType) -> list[type]:
     return [cls for cls in candidates if not any(other is not cls and issubclass(other, cls) for other in candidates)]
 
 
-def instantiate(wrapper_class: type) -> LoadedModel:
+def instantiate(wrapper_class: type, config: object | None = None) -> LoadedModel:
     """Runs the wrapper's `__init__` (the one-time load) and resolves its methods."""
-    instance = wrapper_class()
+    instance = wrapper_class() if config is None else wrapper_class(config)
+    declare = getattr(instance, "tensor_signature", None)
+    signature = declare() if callable(declare) else None
+    if signature is not None and not isinstance(signature, TensorSignature):
+        raise WrapperImportError(f"{wrapper_class.__name__}.tensor_signature() returned {type(signature).__name__}")
     single_name = _user_method(wrapper_class, SINGLE_METHOD_NAMES)
     batch_name = _user_method(wrapper_class, BATCH_METHOD_NAMES)
     assert single_name is not None  # checked by import_wrapper_class
@@ -106,6 +128,7 @@ def instantiate(wrapper_class: type) -> LoadedModel:
         instance=instance,
         single=getattr(instance, single_name),
         batch=getattr(instance, batch_name) if batch_name else None,
+        signature=signature,
     )
 
 

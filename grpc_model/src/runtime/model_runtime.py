@@ -6,7 +6,6 @@ processes, with an adaptive batcher in front unless batching is switched off.
 """
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +16,8 @@ from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher
 from grpc_model.src.runtime.execution import InlineExecutor, ModelExecutor, ThreadExecutor, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe
-from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, import_wrapper_class, instantiate
+from grpc_model.src.runtime.loader import LoadedModel, WrapperImportError, WrapperSource, import_wrapper_class
+from grpc_model.src.runtime.signature import TensorSignature
 from grpc_model.src.runtime.workers import WorkerPool, WorkerStartError
 from grpc_model.wrapper import ModelInput
 
@@ -50,11 +50,13 @@ class EngineOptions:
 
 
 class ModelRuntime:
-    def __init__(self, model_class: str, options: EngineOptions, metrics: Recorder = NO_METRICS) -> None:
+    def __init__(
+        self, model_class: str | WrapperSource, options: EngineOptions, metrics: Recorder = NO_METRICS
+    ) -> None:
         """Imports the wrapper class now, so a wrong name stops start-up, not the first call."""
-        self.model_class = model_class
+        self.source = model_class if isinstance(model_class, WrapperSource) else WrapperSource(model_class)
         self.metrics = metrics
-        self.wrapper_class = import_wrapper_class(model_class)
+        self.wrapper_class = import_wrapper_class(self.source.path)
         self.options = options
         thread_safe = bool(getattr(self.wrapper_class, "thread_safe", False))
         if options.model_threads > 1 and not thread_safe:
@@ -73,6 +75,17 @@ class ModelRuntime:
         self.last_load_error: str | None = None
         """Why the last load failed, for callers that give up waiting on the next one."""
         self._loading: asyncio.Task[ModelLoadError | None] | None = None
+        self._signature: TensorSignature | None = None
+
+    @property
+    def declares_tensors(self) -> bool:
+        """Whether the wrapper declares numeric tensors (known before it loads; which ones, only after)."""
+        return callable(getattr(self.wrapper_class, "tensor_signature", None))
+
+    @property
+    def signature(self) -> TensorSignature | None:
+        """The loaded model's numeric tensors; None before it loads or when it declares none."""
+        return self._signature
 
     @property
     def is_loaded(self) -> bool:
@@ -115,7 +128,7 @@ class ModelRuntime:
         name = self.wrapper_class.__name__
         started = time.perf_counter()
         try:
-            model = await in_daemon_thread(functools.partial(instantiate, self.wrapper_class), f"load-{name}")
+            model = await in_daemon_thread(self.source.load, f"load-{name}")
             executor = await self._start_executor(model)
         except asyncio.CancelledError:
             raise
@@ -140,6 +153,7 @@ class ModelRuntime:
                 self.metrics,
             )
         self._executor = executor
+        self._signature = model.signature
         self.metrics.model_loaded(time.perf_counter() - started)
         logger.info("model %s loaded; %d model call(s) at once", name, executor.slots)
         return None
@@ -152,7 +166,7 @@ class ModelRuntime:
             threads.on_capacity_change = self._capacity_changed
             return threads
         pool = WorkerPool(
-            self.model_class,
+            self.source,
             self.options.workers,
             loaded=model if self.may_fork else None,
             hang_seconds=self.options.run_timeout_seconds,

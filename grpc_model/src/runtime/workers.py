@@ -29,7 +29,7 @@ from grpc_model.src.observability import logs, tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.runtime.execution import Job, JobQueue, Wanted, in_daemon_thread
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
-from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
+from grpc_model.src.runtime.loader import LoadedModel, WrapperSource
 from grpc_model.wrapper import ModelInput
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class WorkerStartError(Exception):
 
 def _worker_main(
     conn: Connection,
-    model_class: str | None,
+    source: WrapperSource | None,
     server_pid: int,
     log_level: int,
     log_format: logs.LogFormat,
@@ -63,18 +63,18 @@ def _worker_main(
 ) -> None:
     """The worker's loop: receive a batch, run it, send the results back with the time the model took."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
-    if model_class is not None:  # spawned: nothing inherited
+    if source is not None:  # spawned: nothing inherited
         logs.configure(log_level, log_format)
     tracing.start_worker(trace_mode)
     try:
-        _serve_batches(conn, model_class, server_pid)
+        _serve_batches(conn, source, server_pid)
     finally:
         tracing.shutdown()  # exports the worker's last spans: a process ends without running atexit hooks
 
 
-def _serve_batches(conn: Connection, model_class: str | None, server_pid: int) -> None:
+def _serve_batches(conn: Connection, source: WrapperSource | None, server_pid: int) -> None:
     try:
-        model = _inherited_model if model_class is None else instantiate(import_wrapper_class(model_class))
+        model = _inherited_model if source is None else source.load()
         assert model is not None, "forked worker without an inherited model"
     except BaseException as error:
         conn.send(f"{type(error).__name__}: {error}")
@@ -100,13 +100,13 @@ def _serve_batches(conn: Connection, model_class: str | None, server_pid: int) -
 
 
 class _Worker:
-    def __init__(self, context: BaseContext, model_class: str | None) -> None:
+    def __init__(self, context: BaseContext, source: WrapperSource | None) -> None:
         self.conn, child_conn = context.Pipe()
         self.process: multiprocessing.process.BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_worker_main,
             args=(
                 child_conn,
-                model_class,
+                source,
                 os.getpid(),
                 logging.getLogger().getEffectiveLevel(),
                 logs.configured_format(),
@@ -182,14 +182,14 @@ class WorkerPool:
 
     def __init__(
         self,
-        model_class: str,
+        source: WrapperSource,
         count: int,
         loaded: LoadedModel | None,
         hang_seconds: float | None = None,
         retry_seconds: tuple[float, float] = RETRY_SECONDS,
         metrics: Recorder = NO_METRICS,
     ) -> None:
-        self.model_class = model_class
+        self.source = source
         self.hang_seconds = None if hang_seconds is None else min(hang_seconds, MAX_HANG_SECONDS)
         self.retry_seconds = retry_seconds
         """The first pause before retrying a slot whose replacement failed, and the longest (it doubles)."""
@@ -260,7 +260,7 @@ class WorkerPool:
             _inherited_model = self._loaded
             gc.freeze()  # keep the collector from touching (and so copying) the shared pages
         context = multiprocessing.get_context("fork" if fork else "spawn")
-        self._workers = [_Worker(context, None if fork else self.model_class) for _ in range(self.slots)]
+        self._workers = [_Worker(context, None if fork else self.source) for _ in range(self.slots)]
         try:
             await asyncio.gather(*(in_daemon_thread(worker.wait_ready, "worker-start") for worker in self._workers))
         except WorkerStartError:
@@ -365,7 +365,7 @@ class WorkerPool:
             return False
         self.metrics.worker_restarted()
         try:
-            worker = _Worker(multiprocessing.get_context("spawn"), self.model_class)
+            worker = _Worker(multiprocessing.get_context("spawn"), self.source)
             self._workers[index] = worker
             worker.wait_ready()
         except Exception as error:

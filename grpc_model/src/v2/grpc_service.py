@@ -7,6 +7,7 @@ import grpc
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
 from grpc_model.src.grpc_methods import add_unary_service, request_size
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
+from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
 from grpc_model.src.v2.tensors import (
     InferRequest,
@@ -20,6 +21,20 @@ from grpc_model.src.v2.tensors import (
     packed,
 )
 
+CONTENTS = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "BOOL": "bool_contents",
+}
+"""The InferTensorContents field that carries each numeric datatype."""
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 CODES = {
     Problem.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -57,7 +72,7 @@ class GRPCInferenceService:
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         try:
-            metadata = self.protocol.model_metadata(request.name, request.version)
+            metadata = await self.protocol.model_metadata(request.name, request.version)
         except V2Error as error:
             await _abort(context, error)
         tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -107,15 +122,7 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         )
     if raw and any(tensor.HasField("contents") for tensor in request.inputs):
         raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
-    inputs = [
-        InputTensor(
-            tensor.name,
-            tensor.datatype,
-            list(tensor.shape),
-            packed(tensor.name, raw[index]) if raw else listed(tensor.contents.bytes_contents),
-        )
-        for index, tensor in enumerate(request.inputs)
-    ]
+    inputs = [_input(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
     return InferRequest(
         request.model_name,
         request.model_version,
@@ -127,6 +134,19 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
     )
 
 
+def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InputTensor:
+    """A request tensor, read when the model asks: BYTES elements, or a runtime's numbers (v2/numeric.py)."""
+    shape = list(tensor.shape)
+    field = CONTENTS.get(tensor.datatype)
+    if field is None:
+        read = packed(tensor.name, raw) if raw is not None else listed(tensor.contents.bytes_contents)
+        return InputTensor(tensor.name, tensor.datatype, shape, read)
+    if raw is not None:
+        return InputTensor(tensor.name, tensor.datatype, shape, listed([]), raw=raw)
+    values = getattr(tensor.contents, field)
+    return InputTensor(tensor.name, tensor.datatype, shape, listed([]), read_values=lambda limit: values[:limit])
+
+
 def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
     """Outputs in raw_output_contents when the request came raw, as Triton answers (tritonclient under
     numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents."""
@@ -135,10 +155,14 @@ def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
     )
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        if raw:
+        if tensor.raw is None and raw:
             message.raw_output_contents.append(joined_bytes(tensor.elements))
-        else:
+        elif tensor.raw is None:
             output.contents.bytes_contents.extend(tensor.elements)
+        elif raw:
+            message.raw_output_contents.append(tensor.raw)
+        else:
+            getattr(output.contents, CONTENTS[tensor.datatype]).extend(values_of(tensor))
     return message
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from grpc_model.src.inference import Inference, OverBudgetError
 from grpc_model.src.metadata import ModelSpec
-from grpc_model.src.runtime import ModelLoadError, ModelNotLoadedError, ModelUnavailableError, QueueFullError
+from grpc_model.src.runtime import (
+    ModelLoadError,
+    ModelNotLoadedError,
+    ModelUnavailableError,
+    QueueFullError,
+    TensorSignature,
+)
+from grpc_model.src.v2 import numeric
 from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
 
 logger = logging.getLogger(__name__)
@@ -69,26 +76,44 @@ class V2Protocol:
         if not self.inference.runtime.is_loaded:
             await self.inference.ensure_loaded(self.load_wait_seconds)
 
-    def model_metadata(self, name: str, version: str) -> ModelMetadata:
+    async def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        """The model's tensors: a runtime's own (loading it, since they come from its file), else one BYTES
+        tensor per file."""
         self.model.check(name, version)
-        return ModelMetadata(
-            self.model.name,
-            (self.model.version,),
-            SERVER_NAME,
-            tuple(TensorMetadata(input_name, BYTES, (-1,)) for input_name in self.model.inputs),
-            tuple(TensorMetadata(output_name, BYTES, (-1,)) for output_name in self.model.outputs),
-        )
+        signature = await self._signature()
+        if signature is not None:
+            inputs = tuple(TensorMetadata(t.name, t.datatype, t.shape) for t in signature.inputs)
+            outputs = tuple(TensorMetadata(t.name, t.datatype, t.shape) for t in signature.outputs)
+        else:
+            inputs = tuple(TensorMetadata(input_name, BYTES, (-1,)) for input_name in self.model.inputs)
+            outputs = tuple(TensorMetadata(output_name, BYTES, (-1,)) for output_name in self.model.outputs)
+        return ModelMetadata(self.model.name, (self.model.version,), SERVER_NAME, inputs, outputs)
+
+    async def _signature(self) -> TensorSignature | None:
+        """The numeric tensors of a model that declares them, loading it first; raises UNAVAILABLE when it cannot."""
+        if not self.inference.declares_tensors:
+            return None
+        try:
+            await self._loaded()
+        except ModelLoadError as error:
+            raise V2Error(Problem.UNAVAILABLE, str(error)) from None
+        return self.inference.signature
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Runs the request's items through the shared data plane; raises V2Error."""
+        """Runs the request's items (or rows, for a model with numeric tensors) through the shared data plane;
+        raises V2Error."""
         started = time.perf_counter()
         self.model.check(request.model_name, request.model_version)
         self.model.check_outputs(request)
-        items = self.model.items(request)
+        signature = await self._signature()
+        items = self.model.items(request) if signature is None else numeric.rows(self.model, request, signature)
         detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
         try:
             await self._loaded()
-            results = await self.inference.run(items, detect_drift, explain, request.size)
+            if signature is None:
+                results = await self.inference.run(items, detect_drift, explain, request.size)
+            else:
+                results = await self.inference.run_rows(items, detect_drift, explain, request.size)
         except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
             raise V2Error(Problem.UNAVAILABLE, str(error)) from None
         except (QueueFullError, OverBudgetError) as error:
@@ -96,7 +121,10 @@ class V2Protocol:
         except Exception as error:
             logger.exception("ModelInfer failed inside the framework")
             raise V2Error(Problem.INTERNAL, f"internal error: {type(error).__name__}: {error}") from None
-        response = self.model.response(request, results)
+        if signature is None:
+            response = self.model.response(request, results)
+        else:
+            response = numeric.response(self.model, request, results, signature)
         if response.size > self.max_answer_bytes:
             raise V2Error(
                 Problem.INVALID,

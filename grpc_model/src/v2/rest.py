@@ -8,7 +8,7 @@ header gives, each element preceded by its 4-byte little-endian length.
 import asyncio
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -16,6 +16,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from grpc_model.src.inference import CHECK_INLINE_BYTES
+from grpc_model.src.runtime.signature import ITEM_SIZES
+from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
 from grpc_model.src.v2.quoting import quoted
 from grpc_model.src.v2.tensors import (
@@ -61,7 +63,7 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
     async def model_metadata(name: str, version: str = "") -> Response:
         try:
-            return JSONResponse(_metadata_json(protocol.model_metadata(name, version)))
+            return JSONResponse(_metadata_json(await protocol.model_metadata(name, version)))
         except V2Error as error:
             return _error(error)
 
@@ -173,9 +175,26 @@ def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple
                 f"input {quoted(name)}: binary_data_size {quoted(size)} does not fit the {len(binary) - offset} "
                 "bytes left",
             )
-        return InputTensor(name, datatype, shape, packed(name, binary[offset : offset + size])), size
-    data = entry.get("data", [])
-    return InputTensor(name, datatype, shape, lambda limit: _json_elements(name, data, limit)), 0
+        data = binary[offset : offset + size]
+        if datatype in ITEM_SIZES:  # numbers, for a runtime's model (v2/numeric.py)
+            return InputTensor(name, datatype, shape, lambda limit: [], raw=data), size
+        return InputTensor(name, datatype, shape, packed(name, data)), size
+    json_data = entry.get("data", [])
+    if datatype in ITEM_SIZES:
+        return InputTensor(name, datatype, shape, lambda limit: [], read_values=_json_values(name, json_data)), 0
+    return InputTensor(name, datatype, shape, lambda limit: _json_elements(name, json_data, limit)), 0
+
+
+def _json_values(name: str, data: Any) -> Callable[[int], list[Any]]:
+    """Reads up to `limit` numbers of a JSON tensor's `data`, nested by shape or flat."""
+
+    def read(limit: int) -> list[Any]:
+        try:
+            return list(islice(flattened(data), limit))
+        except RecursionError:
+            raise V2Error(Problem.INVALID, f"input {quoted(name)}: data is nested too deeply") from None
+
+    return read
 
 
 def _json_elements(name: str, data: Any, limit: int) -> list[bytes]:
@@ -223,13 +242,18 @@ def infer_response(response: InferResponse, binary_outputs: set[str]) -> Respons
     binary = []
     for tensor in response.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
-        texts = None if {"*", tensor.name} & binary_outputs else _texts(tensor.elements)
-        if texts is None:
-            data = joined_bytes(tensor.elements)
+        as_binary = bool({"*", tensor.name} & binary_outputs)
+        values: list[Any] | None
+        if tensor.raw is not None:
+            data, values = (tensor.raw, None) if as_binary else (b"", values_of(tensor))
+        else:
+            values = None if as_binary else _texts(tensor.elements)
+            data = joined_bytes(tensor.elements) if values is None else b""
+        if values is None:
             entry["parameters"] = {"binary_data_size": len(data)}
             binary.append(data)
         else:
-            entry["data"] = texts
+            entry["data"] = values
         outputs.append(entry)
     document: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from grpc_model.src.metadata import ModelSpec, slug
 from grpc_model.src.runtime import ItemResult
@@ -55,6 +56,9 @@ class Tensor:
     datatype: str
     shape: list[int]
     elements: list[bytes]
+    """A BYTES tensor's elements."""
+    raw: bytes | None = None
+    """A numeric tensor's values as little-endian bytes (a runtime's outputs; v2/numeric.py)."""
 
 
 Read = Callable[[int], Sequence[bytes]]
@@ -73,6 +77,11 @@ class InputTensor:
     datatype: str
     shape: list[int]
     read: Read
+    raw: bytes | None = None
+    """A numeric tensor's data as little-endian bytes (raw contents, binary data), for a runtime's model."""
+    read_values: Callable[[int], Sequence[Any]] | None = None
+    """A numeric tensor's values as the client listed them (typed contents, JSON data), at most as many as
+    the argument says."""
 
 
 @dataclass
@@ -100,6 +109,7 @@ class InferResponse:
         texts = [self.model_name, self.model_version, self.id, *(tensor.name for tensor in self.outputs)]
         framing = TENSOR_OVERHEAD_BYTES * (1 + len(self.outputs))
         elements = sum(len(element) + ELEMENT_OVERHEAD_BYTES for tensor in self.outputs for element in tensor.elements)
+        elements += sum(len(tensor.raw or b"") for tensor in self.outputs)
         return framing + sum(len(text.encode()) for text in texts) + elements
 
 
@@ -140,7 +150,7 @@ class V2Model:
     def _inputs(self, inputs: Sequence[InputTensor]) -> dict[str, InputTensor]:
         """The request's inputs by name; raises INVALID for repeated, missing or unknown ones and other datatypes."""
         tensors = {tensor.name: tensor for tensor in inputs}
-        repeated = _repeated([tensor.name for tensor in inputs])
+        repeated = repeated_names([tensor.name for tensor in inputs])
         missing = [name for name in self.inputs if name not in tensors]
         unknown = [name for name in tensors if name not in self.inputs]
         typed = [tensor for tensor in tensors.values() if tensor.datatype != BYTES]
@@ -162,7 +172,7 @@ class V2Model:
 
     def _count(self, tensors: Mapping[str, InputTensor]) -> int:
         """The number of items, from the inputs' shapes alone; raises INVALID unless it is one to maxBatchSize."""
-        counts = {name: _element_count(tensors[name].shape) for name in self.inputs}
+        counts = {name: element_count(tensors[name].shape) for name in self.inputs}
         negative = [f"{quoted(name)} has shape {quoted(tensors[name].shape)}" for name, n in counts.items() if n < 0]
         if negative:
             raise V2Error(Problem.INVALID, f"input {first_few(negative, len(negative))}: a dimension is negative")
@@ -180,7 +190,7 @@ class V2Model:
 
     def check_outputs(self, request: InferRequest) -> None:
         """Raises INVALID for an output asked for twice: before the model runs, since each copy would be answered."""
-        repeated = _repeated(request.requested_outputs)
+        repeated = repeated_names(request.requested_outputs)
         if repeated:
             raise V2Error(Problem.INVALID, f"output {quoted_list(repeated)} is asked for more than once")
 
@@ -232,7 +242,7 @@ def _element(result: ItemResult, name: str) -> bytes:
 
 def _failure_message(failed: Sequence[tuple[int, ItemResult]], count: int) -> str:
     reasons = [
-        f"item {index}: {_shortened(result.output.get(ERROR_TENSOR, b'').decode(errors='replace'))}"
+        f"item {index}: {shortened(result.output.get(ERROR_TENSOR, b'').decode(errors='replace'))}"
         for index, result in failed[:MAX_LISTED_FAILURES]
     ]
     more = f"; and {len(failed) - MAX_LISTED_FAILURES} more" if len(failed) > MAX_LISTED_FAILURES else ""
@@ -249,7 +259,7 @@ def _indices(indices: list[int], limit: int = 50) -> str:
     return str(indices) if len(indices) <= limit else str(indices[:limit])[:-1] + ", ...]"
 
 
-def _shortened(reason: str) -> str:
+def shortened(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
 
 
@@ -261,7 +271,7 @@ def flag(parameters: Mapping[str, Parameter], name: str) -> bool:
     return value
 
 
-def _repeated(names: Sequence[str]) -> list[str]:
+def repeated_names(names: Sequence[str]) -> list[str]:
     """Each name that appears more than once, once, in order."""
     seen: set[str] = set()
     repeated: dict[str, None] = {}
@@ -272,7 +282,7 @@ def _repeated(names: Sequence[str]) -> list[str]:
     return list(repeated)
 
 
-def _element_count(shape: Sequence[int]) -> int:
+def element_count(shape: Sequence[int]) -> int:
     """How many elements a shape declares, up to COUNT_CEILING; -1 when a dimension is negative."""
     if any(dimension < 0 for dimension in shape):
         return -1

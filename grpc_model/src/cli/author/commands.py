@@ -46,13 +46,31 @@ def init(
     outputs: project.Outputs = None,
     author: project.Author = "unknown",
     force: Annotated[bool, typer.Option(help="Replace existing files (such as the example model).")] = False,
+    model_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Serve this trained model file with no code: scikit-learn (.joblib/.pkl), XGBoost (.json/.ubj), "
+            "LightGBM (.txt) or ONNX (.onnx); docs/runtimes.md.",
+        ),
+    ] = None,
+    sample: Annotated[
+        Path | None, typer.Option(help="With --from: a CSV of rows (with a header) to make a test case from.")
+    ] = None,
+    trusted: Annotated[
+        bool, typer.Option(help="With --from a pickle (.joblib/.pkl): you trust it, since loading it runs code.")
+    ] = False,
 ) -> None:
     """Start a new model: a wrapper skeleton, its unit test, model.yaml, docker_metadata.yaml and an empty
-    test case folder, all under model_lib/ and asset_bundle/.
+    test case folder, all under model_lib/ and asset_bundle/; or, with --from, a bundle that serves a model
+    file with no code (and a test case of the library's own answers with --sample).
 
     Example: `grpc-model init "Word Stats" --input input.txt=text/plain --output results.json=application/json
-    --force`
+    --force`, or `grpc-model init Iris --from model.onnx --sample rows.csv --force`
     """
+    if model_file is not None:
+        _init_from_model(name, version, model_file, sample, author, force, trusted, bool(inputs or outputs))
+        return
     try:
         input_files, output_files = project.file_specs(inputs, outputs)
         written = scaffold.init_model(
@@ -71,6 +89,32 @@ def init(
     console.print(
         "Next: fill in the wrapper and model.yaml, add test cases under "
         f"{escape(shown(written[-1].parent))}/, then `grpc-model test`."
+    )
+
+
+def _init_from_model(
+    name: str,
+    version: str,
+    model_file: Path,
+    sample: Path | None,
+    author: str,
+    force: bool,
+    trusted: bool,
+    files_given: bool,
+) -> None:
+    from grpc_model.src.cli.author import from_model  # the runtimes, only for --from
+
+    if files_given:
+        raise fail("--from serves the model file's rows as input.csv and results.json: drop --input/--output", USAGE)
+    bundles = settings_from_env().asset_bundle_dir
+    try:
+        written = from_model.init_from_model(bundles, name, version, model_file, sample, author, force, trusted)
+    except ScaffoldError as error:
+        raise fail(str(error), USAGE) from None
+    for path in written:
+        console.print(f"  wrote {escape(shown(path))}")
+    console.print(
+        "Next: `grpc-model test`, then `grpc-model serve` (V2 clients send numeric tensors; docs/runtimes.md)."
     )
 
 

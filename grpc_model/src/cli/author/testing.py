@@ -18,7 +18,8 @@ from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, EngineError, eng
 from grpc_model.src.client import PLAINTEXT, ModelClient, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
-from grpc_model.src.runtime.loader import LoadedModel, import_wrapper_class, instantiate
+from grpc_model.src.runtime.loader import LoadedModel
+from grpc_model.src.runtimes import model_source
 from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.validation import InputValidator
 
@@ -65,13 +66,16 @@ def run_unit_tests(root: Path, junit: Path | None) -> Outcome:
 
 
 def run_cases_in_process(bundle: AssetBundle, cases: list[TestCase], model_class: str) -> list[Outcome]:
-    """Each case through the wrapper's single-item method, then those that passed in one batch call."""
+    """Each case through the wrapper's single-item method (or the runtime model.yaml names), then those that
+    passed in one batch call."""
     started = time.monotonic()
     try:
-        model = instantiate(import_wrapper_class(model_class))
+        source = model_source(bundle, model_class)
+        model = source.load()
     except BaseException as error:  # the author's __init__ may raise anything, SystemExit included
         return [Outcome("loading the model", [f"{model_class} failed to load: {describe(error)}"])]
-    outcomes = [Outcome("loading the model", seconds=time.monotonic() - started)]
+    note = f"runtime {bundle.spec.runtime.kind}: {bundle.spec.runtime.file}" if bundle.spec.runtime else ""
+    outcomes = [Outcome("loading the model", seconds=time.monotonic() - started, note=note)]
     validator = InputValidator(bundle.spec)
     for case in cases:
         started = time.monotonic()

@@ -7,7 +7,7 @@ from grpc_model.src.cli.scoring.backend import Answer, Backend, Options
 from grpc_model.src.cli.scoring.score_io import ScoreInputError
 from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
-from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
+from grpc_model.src.runtimes import model_source
 from grpc_model.src.validation import InputValidator
 from grpc_model.wrapper import ModelInput
 
@@ -22,7 +22,7 @@ def local_backend(
     except BundleError as error:
         raise ScoreInputError(str(error)) from None
     try:
-        model = instantiate(import_wrapper_class(model_class))
+        model = model_source(bundle, model_class).load()
     except BaseException as error:  # the author's __init__ may raise anything
         raise ScoreInputError(f"{model_class} failed to load: {describe(error)}") from None
     validator = InputValidator(bundle.spec)
