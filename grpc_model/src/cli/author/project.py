@@ -17,7 +17,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from grpc_model.src.cli import project_files, scaffold
+from grpc_model.src.cli.author import project_files, scaffold
+from grpc_model.src.cli.author.file_spec import FileSpec, ScaffoldError
 from grpc_model.src.cli.output import USAGE, console, errors, fail, shown
 from grpc_model.src.metadata.schema import json_schema_text, slug
 from grpc_model.src.settings import PROJECT_ROOT
@@ -34,11 +35,11 @@ Outputs = Annotated[
 Author = Annotated[str, typer.Option(help="Who made the model (model.yaml's author).")]
 
 
-def file_specs(inputs: list[str] | None, outputs: list[str] | None) -> tuple[list[scaffold.FileSpec], ...]:
+def file_specs(inputs: list[str] | None, outputs: list[str] | None) -> tuple[list[FileSpec], ...]:
     """The `--input` and `--output` options of `init` and `new`, with their defaults."""
     return (
-        [scaffold.FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]],
-        [scaffold.FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]],
+        [FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]],
+        [FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]],
     )
 
 
@@ -67,7 +68,7 @@ def new(
         written = create_project(
             directory, name or directory.resolve().name, version, input_files, output_files, author, framework_wheel
         )
-    except scaffold.ScaffoldError as error:
+    except ScaffoldError as error:
         raise fail(str(error), USAGE) from None
     for path in written:
         console.print(f"  wrote {escape(shown(path))}")
@@ -83,23 +84,23 @@ def create_project(
     directory: Path,
     name: str,
     version: str,
-    inputs: list[scaffold.FileSpec],
-    outputs: list[scaffold.FileSpec],
+    inputs: list[FileSpec],
+    outputs: list[FileSpec],
     author: str,
     framework_wheel: Path | None,
 ) -> list[Path]:
     """Writes the project; returns the files written. A project that cannot be made leaves no directory behind."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise scaffold.ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
+        raise ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
     if framework_wheel is not None and not WHEEL_NAME.fullmatch(framework_wheel.name):
-        raise scaffold.ScaffoldError(f"{framework_wheel} is not a grpc_model-X.Y.Z-...whl wheel")
+        raise ScaffoldError(f"{framework_wheel} is not a grpc_model-X.Y.Z-...whl wheel")
     if framework_wheel is not None and not framework_wheel.is_file():
-        raise scaffold.ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
+        raise ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
     created = not directory.exists()
     try:
         written = scaffold.init_model(directory, directory / "asset_bundle", name, version, inputs, outputs, author)
         wheel = _framework_wheel(framework_wheel, directory / "wheels")
-    except scaffold.ScaffoldError:
+    except ScaffoldError:
         if created:
             shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -141,7 +142,7 @@ def _framework_wheel(given: Path | None, wheels: Path) -> str | None:
     built = subprocess.run([*command, str(PROJECT_ROOT)], capture_output=True, text=True, check=False)
     found = [path.name for path in wheels.glob("grpc_model-*.whl")]
     if built.returncode != 0 or len(found) != 1:
-        raise scaffold.ScaffoldError(
+        raise ScaffoldError(
             f"could not build the framework's wheel from {PROJECT_ROOT}: {built.stderr.strip()[-500:]}; "
             "pass --framework-wheel PATH"
         )
@@ -155,7 +156,7 @@ def _requirement(wheel: str | None) -> str:
     version = named.group(1) if named else importlib.metadata.version(FRAMEWORK)
     release = RELEASE.match(version)
     if release is None:
-        raise scaffold.ScaffoldError(f"the framework's version {version!r} is not a semantic version")
+        raise ScaffoldError(f"the framework's version {version!r} is not a semantic version")
     major, minor, patch = (int(part) for part in release.groups())
     upper = f"{major + 1}.0.0" if major else f"0.{minor + 1}.0"
     return f"{FRAMEWORK} (>={major}.{minor}.{patch},<{upper})"
