@@ -119,7 +119,7 @@ def test_front_ends_do_not_import_each_other() -> None:
 
 def test_only_the_command_line_and_ray_itself_import_the_ray_adapter() -> None:
     """Ray is an optional group: nothing on the default path may import it."""
-    assert importers_of("grpc_model.src.ray_serve") == ["grpc_model/src/cli/app.py"]
+    assert importers_of("grpc_model.src.ray_serve") == ["grpc_model/src/cli/deployment/commands.py"]
     outside = [path for path in SOURCE.rglob("*.py") if "ray_serve" not in path.parts]
     assert [name for name in imported(outside, "ray") if name == "ray" or name.startswith("ray.")] == []
 
@@ -194,3 +194,87 @@ def test_only_the_wiring_and_the_v2_package_import_the_v2_front_end() -> None:
         if any(name.startswith("grpc_model.src.v2") for name in imports_of(path))
     }
     assert {path for path in importers if not path.startswith("grpc_model/src/v2/")} == {"grpc_model/src/server.py"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the framework's source -> the framework's modules it imports. Every import counts, those
+    inside functions and under TYPE_CHECKING too: a cycle there is still two modules that each need the other.
+    `from package import name` is an import of package.name when that is a module, else of the package."""
+    paths = {module_name(path): path for path in SOURCE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = {f"{node.module}.{alias.name}" for alias in node.names}
+                targets.update(names & paths.keys() or {node.module})
+        graph[module] = targets & paths.keys()
+    return graph
+
+
+def cycle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A shortest chain of imports from `start` back to itself, or None."""
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        reached = []
+        for module in frontier:
+            for target in sorted(graph[module]):
+                if target == start:
+                    chain = [module]
+                    while chain[-1] != start:
+                        chain.append(parents[chain[-1]])
+                    return [*reversed(chain), start]
+                if target not in parents:
+                    parents[target] = module
+                    reached.append(target)
+        frontier = reached
+    return None
+
+
+def test_no_module_imports_itself_back() -> None:
+    """A cycle makes the import order matter and keeps two modules from being understood (or moved) apart."""
+    graph = import_graph()
+    cycles = [cycle_through(graph, module) for module in sorted(graph)]
+    assert sorted({" -> ".join(cycle) for cycle in cycles if cycle is not None and cycle[0] == min(cycle)}) == []
+
+
+CLI = "grpc_model.src.cli"
+CLI_ROOMS = ("author", "scoring", "deployment", "calls")  # a package each, by what their commands are for
+CLI_SHARED = (f"{CLI}.output", f"{CLI}.client_options")  # what every room's commands share
+
+
+def cli_room(module: str) -> str | None:
+    """The room of a module of the command line (`author` for grpc_model.src.cli.author.scaffold), else None."""
+    parts = module.split(".")
+    return parts[3] if module.startswith(CLI + ".") and len(parts) > 3 and parts[3] in CLI_ROOMS else None
+
+
+def test_the_command_line_rooms_import_only_their_own_room_and_the_shared_modules() -> None:
+    """app.py registers every room's commands; a room never reaches into another, so each can change alone."""
+    graph = import_graph()
+    assert {module.split(".")[3] for module in graph if module.startswith(CLI + ".") and module.count(".") > 3} == set(
+        CLI_ROOMS
+    )
+    crossings = []
+    for module, targets in sorted(graph.items()):
+        if module in (CLI, f"{CLI}.app") or not module.startswith(CLI + "."):
+            continue
+        room = cli_room(module)
+        if room is None and module not in CLI_SHARED:
+            crossings.append(f"{module} is neither in a room nor shared")
+        crossings += [
+            f"{module} -> {target}"
+            for target in sorted(targets)
+            if (target == CLI or target.startswith(CLI + "."))
+            and target not in CLI_SHARED
+            and (room is None or cli_room(target) != room)
+        ]
+    assert crossings == []

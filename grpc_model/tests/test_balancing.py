@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
-from grpc_model.src.cli import app, testing
+from grpc_model.src.cli import app
+from grpc_model.src.cli.author import testing
 from grpc_model.src.client import ModelClient, TargetError, channel_target, server_list
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually

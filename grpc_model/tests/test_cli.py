@@ -14,9 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app, templates
-from grpc_model.src.cli.scaffold import FileSpec
-from grpc_model.src.cli.testing import run_cases_in_process
+from grpc_model.src.cli import app
+from grpc_model.src.cli.author import templates
+from grpc_model.src.cli.author.file_spec import FileSpec
+from grpc_model.src.cli.author.testing import run_cases_in_process
 from grpc_model.src.metadata import Tolerance, load_bundle, load_test_cases
 from grpc_model.src.metadata.test_cases import CaseFile
 from grpc_model.src.settings import PROJECT_ROOT

@@ -7,7 +7,7 @@ wrapper named by GRPC_MODEL_MODEL_CLASS when it is set (as the server would), el
 
 import pytest
 
-from grpc_model.src.cli.testing import run_cases_in_process
+from grpc_model.src.cli.author.testing import run_cases_in_process
 from grpc_model.src.client import check_test_case
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import Settings

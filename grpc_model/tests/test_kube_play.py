@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from grpc_model.src.cli.kubernetes import Target, default_image
-from grpc_model.src.cli.kubernetes_layout import render, write
+from grpc_model.src.cli.deployment.kubernetes import Target, default_image
+from grpc_model.src.cli.deployment.kubernetes_layout import render, write
 from grpc_model.src.client import ModelClient
 from grpc_model.src.metadata import load_bundle
 from grpc_model.src.settings import PROJECT_ROOT, Settings

@@ -25,8 +25,8 @@ import yaml
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
-from grpc_model.src.cli.kubernetes import PRE_STOP_SECONDS, Target, default_image
-from grpc_model.src.cli.kubernetes_layout import render, write
+from grpc_model.src.cli.deployment.kubernetes import PRE_STOP_SECONDS, Target, default_image
+from grpc_model.src.cli.deployment.kubernetes_layout import render, write
 from grpc_model.src.metadata import AssetBundle, load_bundle
 from grpc_model.src.metadata.units import parse_size
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, env_var

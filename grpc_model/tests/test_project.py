@@ -23,9 +23,10 @@ import yaml
 from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
-from grpc_model.src.cli import app, project_files
-from grpc_model.src.cli.engine import default_tag
-from grpc_model.src.cli.project import ServedFile, create_project, file_specs
+from grpc_model.src.cli import app
+from grpc_model.src.cli.author import project_files
+from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, default_tag
+from grpc_model.src.cli.author.project import ServedFile, create_project, file_specs
 from grpc_model.src.runtime.loader import import_wrapper_class
 from grpc_model.src.runtimes import RUNTIMES
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
@@ -155,6 +156,12 @@ def test_the_commands_act_on_the_project_in_the_working_directory(
     assert project_dir() == tmp_path
     assert Settings().asset_bundle_dir.resolve() == tmp_path / "asset_bundle"
     assert default_tag() == "hello-world:0.1.0"  # grpc-model build's tag: model.yaml's name, the served version
+
+
+def test_build_and_test_image_find_the_container_scripts_the_template_links() -> None:
+    """They run these from the package, where a project has them too; without an engine no other test gets there."""
+    for script in ("container_engine.sh", "integration_test.sh"):
+        assert (CONTAINER_SCRIPTS / script).resolve() == (PROJECT_ROOT / "scripts" / script).resolve()
 
 
 def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from grpc_model.src.cli import templates
-from grpc_model.src.cli.scaffold import FileSpec, ScaffoldError, init_model
+from grpc_model.src.cli.author import templates
+from grpc_model.src.cli.author.file_spec import FileSpec, ScaffoldError
+from grpc_model.src.cli.author.scaffold import init_model
 from grpc_model.src.metadata.schema import ModelSpec
 from grpc_model.tests.conftest import copy_project
 from grpc_model.tests.test_cli import files, grpc_model_cli

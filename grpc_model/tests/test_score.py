@@ -19,7 +19,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
-from grpc_model.src.cli.score import Options, Reporter, Servers, Tally
+from grpc_model.src.cli.scoring.backend import Options
+from grpc_model.src.cli.scoring.score import Reporter, Servers, Tally
 from grpc_model.src.settings import env_var
 from grpc_model.tests.conftest import TESTS, ServerFactory, ServerThread
 from grpc_model.wrapper import ModelInput, ModelOutput, ModelWrapper

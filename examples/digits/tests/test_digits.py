@@ -18,7 +18,7 @@ from digits_model.model import INPUT_FILENAME, DigitsModel
 from numpy.typing import NDArray
 from PIL import Image
 
-from grpc_model.src.cli.testing import run_cases_in_process
+from grpc_model.src.cli.author.testing import run_cases_in_process
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.tests.conftest import ServerThread, loopback_settings
 

@@ -1,4 +1,5 @@
-"""The transport security options of every command that calls a server (status, call, test --server, score).
+"""The transport security options of every command that calls a server (status, call, test --server, score),
+and `client_security`, which checks what they name before a call goes out.
 
 Each falls back to its environment variable when not given (security/channel.py), so a script can
 set them once. Nothing here imports gRPC: `grpc-model version` stays quick.
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from grpc_model.src.cli.output import USAGE, fail
 
 if TYPE_CHECKING:
     from grpc_model.src.security.channel import ClientSecurity
@@ -72,3 +75,15 @@ class SecurityOptions:
             tls_server_name=self.tls_server_name,
             token=self.token,
         )
+
+
+def client_security(options: SecurityOptions) -> "ClientSecurity":
+    """The client's transport security from the options; checked now, so a wrong file is a usage error."""
+    from grpc_model.src.security.channel import ClientSecurityError
+
+    security = options.resolve()
+    try:
+        security.channel_credentials()
+    except ClientSecurityError as error:
+        raise fail(str(error), USAGE) from None
+    return security

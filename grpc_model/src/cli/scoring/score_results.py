@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from grpc_model.src.cli.score_io import ERROR, ID, SUCCESS, ScoreInputError, one_line
+from grpc_model.src.cli.scoring.score_io import ERROR, ID, SUCCESS, ScoreInputError, one_line
 
 RESULT_FORMATS = (".jsonl", ".csv")
 JSONL_START = '{"id": '  # how every line `ResultWriter` writes to a .jsonl file begins

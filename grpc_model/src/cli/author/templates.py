@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 if TYPE_CHECKING:
-    from grpc_model.src.cli.scaffold import FileSpec
+    from grpc_model.src.cli.author.file_spec import FileSpec
 
 JSON_TYPES = ("application/json", "text/json")
 

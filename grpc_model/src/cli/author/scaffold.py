@@ -4,13 +4,13 @@ Both write only under `model_lib/` and `asset_bundle/`, the author's rooms, so s
 model or releasing a version never touches the framework.
 """
 
-import keyword
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpc_model.src.cli import templates
+from grpc_model.src.cli.author import templates
+from grpc_model.src.cli.author.file_spec import FileSpec, ScaffoldError
 from grpc_model.src.metadata.bundle import (
     DOCKER_METADATA_YAML,
     MODEL_YAML,
@@ -20,46 +20,11 @@ from grpc_model.src.metadata.bundle import (
     newest_version,
     version_key,
 )
-from grpc_model.src.metadata.names import file_name_problem, media_type_problem
 from grpc_model.src.metadata.schema import SEMANTIC_VERSION, slug
 from grpc_model.src.metadata.test_cases import case_dirs
 
 TEST_CASES_NOTE = "README.md"
 MODEL_YAML_VERSION = re.compile(r"^(version:\s*['\"]?)([^'\"\s#]+)(['\"]?)", re.MULTILINE)
-
-
-class ScaffoldError(Exception):
-    """The command would overwrite something or leave a model the server cannot serve."""
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One input or output file of `init`: its name and media type."""
-
-    name: str
-    media_type: str
-
-    @classmethod
-    def parse(cls, text: str, option: str, families: bool = False) -> "FileSpec":
-        """`FILE=MEDIA_TYPE` as given to `option`; refuses what model.yaml's schema would (names.py's rules).
-
-        `families` allows `image/*` and `*/*`, as an input's accepted types may be."""
-        name, sep, media_type = text.partition("=")
-        if not sep:
-            raise ScaffoldError(f"{option} {text!r} must look like FILE=MEDIA_TYPE, e.g. image.png=image/png")
-        if problem := file_name_problem(name):
-            raise ScaffoldError(f"{option} {text!r}: the file name {name!r} {problem}")
-        if problem := media_type_problem(media_type.strip(), families):
-            raise ScaffoldError(f"{option} {text!r}: the media type {media_type!r} {problem}")
-        return cls(name, media_type.strip())
-
-    @property
-    def variable(self) -> str:
-        """A Python name for the file's bytes in the generated wrapper: `input.txt` -> `input_txt`."""
-        name = re.sub(r"\W+", "_", self.name).strip("_").lower()
-        if not name.isidentifier():  # \w has characters identifiers do not, such as "²"
-            name = re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "data"
-        return f"file_{name}" if name[0].isdigit() or keyword.iskeyword(name) else name
 
 
 def check_version(version: str) -> None:

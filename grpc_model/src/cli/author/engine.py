@@ -18,7 +18,7 @@ from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.metadata.schema import slug
 from grpc_model.src.settings import project_dir
 
-CONTAINER_SCRIPTS = Path(__file__).resolve().parent.parent / "container"
+CONTAINER_SCRIPTS = Path(__file__).resolve().parents[2] / "container"
 NO_ENGINE = 3  # container_engine.sh: nothing answers and nothing can be set up here
 
 

@@ -3,8 +3,8 @@
 import asyncio
 from pathlib import Path
 
-from grpc_model.src.cli.score import Answer, Backend, Options
-from grpc_model.src.cli.score_io import ScoreInputError
+from grpc_model.src.cli.scoring.backend import Answer, Backend, Options
+from grpc_model.src.cli.scoring.score_io import ScoreInputError
 from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.runtime.items import ItemResult, describe, process_items
 from grpc_model.src.runtimes import model_source

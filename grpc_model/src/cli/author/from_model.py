@@ -10,8 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from grpc_model.src.cli import templates
-from grpc_model.src.cli.scaffold import TEST_CASES_NOTE, FileSpec, ScaffoldError, check_version
+from grpc_model.src.cli.author import templates
+from grpc_model.src.cli.author.file_spec import FileSpec, ScaffoldError
+from grpc_model.src.cli.author.scaffold import TEST_CASES_NOTE, check_version
 from grpc_model.src.metadata import BundleError, load_bundle, slug
 from grpc_model.src.metadata.bundle import (
     DOCKER_METADATA_YAML,

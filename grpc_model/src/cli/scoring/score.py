@@ -26,10 +26,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
-from grpc_model.src.cli.score_io import ERROR, ID, SUCCESS, Item, ScoreInputError, check_declared, one_line, read_items
-from grpc_model.src.cli.score_results import ResultWriter
-from grpc_model.src.client import PLAINTEXT, channel_options, channel_target, open_channel, server_list
-from grpc_model.src.security.channel import ClientSecurity
+from grpc_model.src.cli.scoring.backend import Answer, Backend, Options
+from grpc_model.src.cli.scoring.score_io import (
+    ERROR,
+    ID,
+    SUCCESS,
+    Item,
+    ScoreInputError,
+    check_declared,
+    one_line,
+    read_items,
+)
+from grpc_model.src.cli.scoring.score_results import ResultWriter
+from grpc_model.src.client import channel_options, channel_target, open_channel, server_list
 
 if TYPE_CHECKING:  # only in the stubs' .pyi: at run time an aio channel's ModzyModelStub is the async one
     from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelAsyncStub
@@ -37,20 +46,7 @@ if TYPE_CHECKING:  # only in the stubs' .pyi: at run time an aio channel's Modzy
 RETRIED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0
 PLAIN_PROGRESS_SECONDS = 10.0
-Answer = tuple[bool, dict[str, bytes]]
 _Response = TypeVar("_Response")
-Backend = Callable[[list[dict[str, bytes]]], Awaitable[list[Answer]]]
-
-
-@dataclass
-class Options:
-    batch_size: int = 8
-    concurrency: int = 8
-    timeout: float = 60.0
-    detect_drift: bool = False
-    explain: bool = False
-    security: ClientSecurity = PLAINTEXT
-    paths_outside: bool = False  # read files outside the inputs' folder (links, paths in a CSV or JSONL)
 
 
 @dataclass
@@ -245,7 +241,7 @@ async def run_score(
     servers = None
     try:
         if in_process is not None:
-            from grpc_model.src.cli.score_local import local_backend  # the model's imports, only in-process
+            from grpc_model.src.cli.scoring.score_local import local_backend  # the model's imports, only in-process
 
             input_names, output_names, backend = local_backend(*in_process, options)
             who = "the served model's model.yaml"

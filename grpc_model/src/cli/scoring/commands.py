@@ -1,71 +1,24 @@
-"""The commands that call a running server: `status`, `call` and `score`, with their transport security options.
-
-Registered on the `grpc-model` app by app.py; gRPC is imported when one runs, so the others start quickly.
+"""The `grpc-model score` command; registered on the app by app.py. gRPC and the scoring run (score.py) are
+imported when it runs, so the other commands start quickly.
 """
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from grpc_model.src.cli.client_options import SecurityOptions, Tls, TlsCa, TlsCert, TlsKey, TlsServerName, Token
+from grpc_model.src.cli.client_options import (
+    SecurityOptions,
+    Tls,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TlsServerName,
+    Token,
+    client_security,
+)
 from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env
-
-if TYPE_CHECKING:
-    from grpc_model.src.security.channel import ClientSecurity
-
-TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The server.")]
-
-
-def status(
-    target: TargetArgument = "localhost:45000",
-    timeout: Annotated[float, typer.Option(help="Seconds per call.")] = 30.0,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-    token: Token = None,
-) -> None:
-    """Show a server's Status answer and health; exit 0 only if Status is 200 and health SERVING.
-
-    Example: `grpc-model status localhost:45000`
-    """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
-
-    security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    raise typer.Exit(remote.show_status(console, target, timeout, security))
-
-
-def call(
-    target: TargetArgument = "localhost:45000",
-    inputs: Annotated[
-        list[str] | None, typer.Option("--input", help="An input file of the item, NAME=PATH; repeat for more.")
-    ] = None,
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Write the output files here instead of printing them.")
-    ] = None,
-    detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on the call.")] = False,
-    explain: Annotated[bool, typer.Option(help="Set explain on the call.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds for the call.")] = 60.0,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-    token: Token = None,
-) -> None:
-    """Send one item to a server and print (or write) its outputs; exit 0 only if the item succeeded.
-
-    Example: `grpc-model call localhost:45000 --input input.txt=hello.txt`
-    """
-    from grpc_model.src.cli import remote  # gRPC, only when calling a server
-
-    security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    raise typer.Exit(
-        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security)
-    )
 
 
 def score(
@@ -113,12 +66,13 @@ def score(
     """
     import grpc
 
-    from grpc_model.src.cli import score as scoring  # gRPC, only when scoring
-    from grpc_model.src.cli.score_io import ScoreInputError
+    from grpc_model.src.cli.scoring import score as scoring  # gRPC, only when scoring
+    from grpc_model.src.cli.scoring.backend import Options
+    from grpc_model.src.cli.scoring.score_io import ScoreInputError
     from grpc_model.src.client import TargetError, server_list
 
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    options = scoring.Options(
+    options = Options(
         batch_size, concurrency, timeout, detect_drift, explain, security, paths_outside=allow_paths_outside
     )
     settings = settings_from_env()
@@ -134,15 +88,3 @@ def score(
         raise typer.Exit(130)
     if tally.failed and not allow_failures:
         raise typer.Exit(1)
-
-
-def client_security(options: SecurityOptions) -> "ClientSecurity":
-    """The client's transport security from the options; checked now, so a wrong file is a usage error."""
-    from grpc_model.src.security.channel import ClientSecurityError
-
-    security = options.resolve()
-    try:
-        security.channel_credentials()
-    except ClientSecurityError as error:
-        raise fail(str(error), USAGE) from None
-    return security

@@ -17,7 +17,8 @@ from typing import Annotated, NamedTuple
 import typer
 from rich.markup import escape
 
-from grpc_model.src.cli import project_files, scaffold
+from grpc_model.src.cli.author import project_files, scaffold
+from grpc_model.src.cli.author.file_spec import FileSpec, ScaffoldError
 from grpc_model.src.cli.output import USAGE, console, errors, fail, shown
 from grpc_model.src.metadata.schema import json_schema_text, slug
 from grpc_model.src.settings import PROJECT_ROOT
@@ -57,11 +58,11 @@ class ServedFile(NamedTuple):
     trusted: bool
 
 
-def file_specs(inputs: list[str] | None, outputs: list[str] | None) -> tuple[list[scaffold.FileSpec], ...]:
+def file_specs(inputs: list[str] | None, outputs: list[str] | None) -> tuple[list[FileSpec], ...]:
     """The `--input` and `--output` options of `init` and `new`, with their defaults."""
     return (
-        [scaffold.FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]],
-        [scaffold.FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]],
+        [FileSpec.parse(text, "--input", families=True) for text in inputs or ["input.txt=text/plain"]],
+        [FileSpec.parse(text, "--output") for text in outputs or ["results.json=application/json"]],
     )
 
 
@@ -107,7 +108,7 @@ def new(
             framework_wheel,
             served,
         )
-    except scaffold.ScaffoldError as error:
+    except ScaffoldError as error:
         raise fail(str(error), USAGE) from None
     for path in written:
         console.print(f"  wrote {escape(shown(path))}")
@@ -125,8 +126,8 @@ def create_project(
     directory: Path,
     name: str,
     version: str,
-    inputs: list[scaffold.FileSpec],
-    outputs: list[scaffold.FileSpec],
+    inputs: list[FileSpec],
+    outputs: list[FileSpec],
     author: str,
     framework_wheel: Path | None,
     served: ServedFile | None = None,
@@ -137,11 +138,11 @@ def create_project(
     framework with the runtime's extra; else it is the wrapper skeleton `init` writes.
     """
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise scaffold.ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
+        raise ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
     if framework_wheel is not None and not WHEEL_NAME.fullmatch(framework_wheel.name):
-        raise scaffold.ScaffoldError(f"{framework_wheel} is not a grpc_model-X.Y.Z-...whl wheel")
+        raise ScaffoldError(f"{framework_wheel} is not a grpc_model-X.Y.Z-...whl wheel")
     if framework_wheel is not None and not framework_wheel.is_file():
-        raise scaffold.ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
+        raise ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
     created = not directory.exists()
     try:
         if served is None:
@@ -150,7 +151,7 @@ def create_project(
         else:
             written, extra = _served_bundle(directory / "asset_bundle", name, version, author, served)
         wheel = _framework_wheel(framework_wheel, directory / "wheels")
-    except scaffold.ScaffoldError:
+    except ScaffoldError:
         if created:
             shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -192,7 +193,7 @@ def _framework_wheel(given: Path | None, wheels: Path) -> str | None:
     built = subprocess.run([*command, str(PROJECT_ROOT)], capture_output=True, text=True, check=False)
     found = [path.name for path in wheels.glob("grpc_model-*.whl")]
     if built.returncode != 0 or len(found) != 1:
-        raise scaffold.ScaffoldError(
+        raise ScaffoldError(
             f"could not build the framework's wheel from {PROJECT_ROOT}: {built.stderr.strip()[-500:]}; "
             "pass --framework-wheel PATH"
         )
@@ -207,7 +208,7 @@ def _requirement(wheel: str | None, extra: str | None = None) -> str:
     version = named.group(1) if named else importlib.metadata.version(FRAMEWORK)
     release = RELEASE.match(version)
     if release is None:
-        raise scaffold.ScaffoldError(f"the framework's version {version!r} is not a semantic version")
+        raise ScaffoldError(f"the framework's version {version!r} is not a semantic version")
     major, minor, patch = (int(part) for part in release.groups())
     upper = f"{major + 1}.0.0" if major else f"0.{minor + 1}.0"
     return f"{FRAMEWORK}{f'[{extra}]' if extra else ''} (>={major}.{minor}.{patch},<{upper})"
@@ -215,7 +216,7 @@ def _requirement(wheel: str | None, extra: str | None = None) -> str:
 
 def _served_bundle(bundles: Path, name: str, version: str, author: str, served: ServedFile) -> tuple[list[Path], str]:
     """`init --from`'s bundle in the new project, and the extra that installs its runtime's library."""
-    from grpc_model.src.cli import from_model  # the runtimes, only for --from
+    from grpc_model.src.cli.author import from_model  # the runtimes, only for --from
     from grpc_model.src.runtimes import RUNTIMES
 
     written = from_model.init_from_model(

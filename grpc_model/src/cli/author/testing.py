@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from grpc_model.src.cli.engine import CONTAINER_SCRIPTS, EngineError, engine_environment
+from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, EngineError, engine_environment
 from grpc_model.src.client import PLAINTEXT, ModelClient, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from grpc_model.src.cli.kubernetes import (
+from grpc_model.src.cli.deployment.kubernetes import (
     Manifest,
     Target,
     deployment,

@@ -1,0 +1,1 @@
+"""The commands that call one running server: `status` and `call`."""
