@@ -9,9 +9,10 @@
 #   docker build --build-arg MODEL_DIR=examples/digits --build-arg POETRY_GROUPS=examples \
 #                --build-arg MODEL_CLASS=digits_model.model -t digits .
 # With the defaults the image is the one described above: model_lib/, asset_bundle/, main dependencies only.
-# HTTP (the browser page, the multipart endpoint, OpenAPI on port 8080; docs/http.md) needs the `http` group:
-#   docker build --build-arg POETRY_GROUPS=http -t my-model .     (digits: POETRY_GROUPS=examples,http)
-# Without it the image serves gRPC only.
+# HTTP (the browser page, the multipart endpoint, OpenAPI on port 8080; docs/http.md) needs the `http` extra:
+#   docker build --build-arg POETRY_EXTRAS=http -t my-model .     (digits: add --build-arg POETRY_EXTRAS=http)
+# Without it the image serves gRPC only. POETRY_EXTRAS takes the package's extras (http, tracing, ray, ...),
+# POETRY_GROUPS the repository's dependency groups (examples).
 
 # Stage 1: the locked runtime dependencies, installed into /venv by poetry.
 FROM python:3.11-slim AS dependencies
@@ -19,10 +20,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/poetry && /opt/poetry/bin/pip install poetry==2.5.1 && python -m venv --without-pip /venv
 WORKDIR /build
 COPY pyproject.toml poetry.lock ./
-# Optional dependency groups the model needs besides the locked main ones (e.g. examples).
+# Optional dependency groups (e.g. examples) and extras (e.g. http,tracing) the model needs besides the main ones.
 ARG POETRY_GROUPS=""
+ARG POETRY_EXTRAS=""
 RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only "main${POETRY_GROUPS:+,$POETRY_GROUPS}" \
-    --no-root --no-interaction
+    --extras "$(echo "$POETRY_EXTRAS" | tr , ' ')" --no-root --no-interaction
 # The served bundle, validated, alone in /bundle: a broken model.yaml or test case fails the build.
 COPY grpc_model ./grpc_model
 COPY model_lib ./model_lib
@@ -32,13 +34,14 @@ COPY examples ./examples
 # (directories with an __init__.py) go into the image beside the framework.
 ARG MODEL_DIR=.
 ARG MODEL_VERSION=""
-# A bundle whose model.yaml names a runtime (docs/runtimes.md) gets that runtime's group (sklearn, xgboost,
-# lightgbm or onnx) added to POETRY_GROUPS', and nothing else.
+# A bundle whose model.yaml names a runtime (docs/runtimes.md) gets that runtime's extra (sklearn, xgboost,
+# lightgbm or onnx) added to POETRY_EXTRAS', and nothing else.
 RUN export GRPC_MODEL_MODEL_VERSION="$MODEL_VERSION" GRPC_MODEL_ASSET_BUNDLE_DIR="$MODEL_DIR/asset_bundle" && \
     /venv/bin/python -m grpc_model validate && version=$(/venv/bin/python -m grpc_model version) && \
-    runtime_group=$(/venv/bin/python -m grpc_model.src.runtimes) && \
-    if [ -n "$runtime_group" ]; then VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync \
-        --only "main${POETRY_GROUPS:+,$POETRY_GROUPS},$runtime_group" --no-root --no-interaction; fi && \
+    runtime_extra=$(/venv/bin/python -m grpc_model.src.runtimes) && \
+    if [ -n "$runtime_extra" ]; then VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync \
+        --only "main${POETRY_GROUPS:+,$POETRY_GROUPS}" --extras "$(echo "$POETRY_EXTRAS" | tr , ' ') $runtime_extra" \
+        --no-root --no-interaction; fi && \
     mkdir /bundle /packages && cp -r "$MODEL_DIR/asset_bundle/$version" /bundle/ && \
     if [ "$MODEL_DIR" != . ]; then for init in "$MODEL_DIR"/*/__init__.py; do cp -r "${init%/__init__.py}" /packages/; done; fi
 

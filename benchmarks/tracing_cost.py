@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.tracing_cost [--runs 5] [--seconds 4]
 
-Needs the `tracing` group (`scripts/dev.sh install --with tracing`). Three configurations, each
+Needs the `tracing` extra (`scripts/dev.sh install --add tracing`). Three configurations, each
 started afresh in every run, in turn, so that drift in the machine's load spreads over all of them:
 
 - `off`: the default; no OpenTelemetry is imported.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bootstrapper: installs what a command needs (into .tools/ and .venv/), then runs it.
 #
-#   scripts/dev.sh install [--with G]     only install (G: optional groups, e.g. examples,examples-train;
+#   scripts/dev.sh install [--with G]     only install (G: optional groups and extras, e.g. examples,http;
 #                                         later commands keep them; --with "" goes back to none;
 #                                         --add G keeps the groups installed so far and adds G)
 #   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
@@ -47,8 +47,20 @@ install() {
     groups=$(printf '%s,%s' "$groups" "${2:-}" | tr , '\n' | awk 'NF && !seen[$0]++' | paste -sd, -)
     shift 2
   fi
-  .tools/bin/poetry sync --quiet ${groups:+--with "$groups"} "$@"
+  # A name is a dependency group (examples, bench, ...) or one of the package's extras (http, sklearn, ...:
+  # pyproject.toml's [project.optional-dependencies]): poetry installs the one with --with, the other with --extras.
+  local name known with="" extras=""
+  known=" $(package_extras) "
+  for name in ${groups//,/ }; do
+    if [[ $known == *" $name "* ]]; then extras+="${extras:+ }$name"; else with+="${with:+,}$name"; fi
+  done
+  .tools/bin/poetry sync --quiet ${with:+--with "$with"} ${extras:+--extras "$extras"} "$@"
   if [ -n "$groups" ]; then echo "$groups" >"$groups_file"; else rm -f "$groups_file"; fi
+}
+
+# The package's extras, space-separated, from pyproject.toml.
+package_extras() {
+  "$python" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]))'
 }
 
 # The page test drives Debian's headless Chromium (grpc_model/tests/test_page.py); as root with apt, install it

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     http: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Serve HTTP (the browser page, the multipart endpoint, REST routes, OpenAPI) on `http_port`: "
-        "`auto` when the optional `http` dependency group is installed, `on` always (start-up fails when the "
+        "`auto` when the optional `http` extra is installed, `on` always (start-up fails when the "
         "group is missing), `off` never.",
     )
     http_port: Port = Field(default=8080, description="TCP port of the HTTP server, on `host` (0 picks a free one).")
@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         default="off",
         description="OpenTelemetry tracing: `off`; `otlp` exports over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT "
         "(default http://localhost:4318); `console` prints one JSON line per span on stdout. Needs the `tracing` "
-        "dependency group; the standard OTEL_* variables apply.",
+        "extra; the standard OTEL_* variables apply.",
     )
     ray_replicas: Annotated[int, Range(1, MAX_PARALLEL, "replicas")] = Field(
         default=1,

@@ -1,4 +1,4 @@
-"""scripts/dev.sh's optional groups: a command adds the groups it needs and never uninstalls another's.
+"""scripts/dev.sh's optional groups and extras: a command adds those it needs and never uninstalls another's.
 
 Run in a copy of the project with a stand-in poetry that records its calls, so nothing is installed.
 """
@@ -46,7 +46,8 @@ def synced(project: Path) -> list[str]:
 
 def test_the_digits_example_adds_its_groups_to_those_installed(project: Path) -> None:
     assert run(project, "bash", "examples/digits/run.sh", "version") == "ran version\n"
-    assert synced(project) == ["sync --quiet --with http,tracing,ray,examples,examples-train"]
+    # The package's extras go to poetry as extras, the examples' groups as groups.
+    assert synced(project) == ["sync --quiet --with examples,examples-train --extras http tracing ray"]
     assert (project / ".venv/.optional-groups").read_text() == "http,tracing,ray,examples,examples-train\n"
 
 
@@ -55,8 +56,8 @@ def test_a_plain_command_keeps_the_groups_and_with_replaces_them(project: Path) 
     run(project, "bash", "scripts/dev.sh", "install", "--add", "ray,bench")
     run(project, "bash", "scripts/dev.sh", "install", "--with", "")
     assert synced(project) == [
-        "sync --quiet --with http,tracing,ray",
-        "sync --quiet --with http,tracing,ray,bench",
+        "sync --quiet --extras http tracing ray",
+        "sync --quiet --with bench --extras http tracing ray",
         "sync --quiet",
     ]
     assert not (project / ".venv/.optional-groups").exists()

@@ -12,7 +12,7 @@ import yaml
 from grpc_model.tests.conftest import GREETER, TEST_VERSION, ServerFactory
 from grpc_model.tests.http_client import HTTP, get
 
-pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 
 SCRIPT = "<script>alert(1)</script>"
 IMAGE = '<img src=x onerror="alert(2)">'

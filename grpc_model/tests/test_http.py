@@ -21,7 +21,7 @@ from grpc_model.tests.conftest import ServerFactory, ServerThread, eventually
 from grpc_model.tests.http_client import HTTP, get, post_form, request
 from grpc_model.tests.wrappers import Gated
 
-pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 
 STATIC = Path(web.__file__).parent / "static"
 
@@ -139,7 +139,7 @@ def test_http_on_without_its_group_stops_start_up_naming_the_group(
     assert web.serves_http("auto") is False
     settings = Settings(host="127.0.0.1", port=0, asset_bundle_dir=greeter_bundle, http="on", http_port=0)
 
-    with pytest.raises(ListenError, match=r"uvicorn cannot be imported: install the optional `http` dependency group"):
+    with pytest.raises(ListenError, match=r"uvicorn cannot be imported: install the optional `http` extra"):
         asyncio.run(start_server(settings))
 
 

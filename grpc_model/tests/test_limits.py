@@ -111,7 +111,7 @@ def test_the_default_budget_is_a_share_of_memory_and_never_below_one_request() -
 
 def test_every_front_end_answers_past_the_budget_as_busy(serve_wrapper: ServerFactory) -> None:
     """V2 (gRPC and REST) and the multipart endpoint share the budget, and answer like a full queue, not INTERNAL."""
-    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
     from grpc_model.tests.http_client import HTTP, HttpClient, post_form
 
     Gated.reset()

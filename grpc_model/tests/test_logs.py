@@ -107,7 +107,7 @@ def test_no_front_end_writes_an_access_line_at_info(
     serve_greeter: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The per-call line costs 10-15% of a small call: at DEBUG only, for V2 and HTTP as for Run."""
-    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
     from grpc_model.tests.http_client import HTTP, HttpClient, post_form
 
     server = serve_greeter(**HTTP)

@@ -54,7 +54,7 @@ def test_the_image_holds_only_the_served_bundle_version() -> None:
 
 def test_the_image_exposes_the_port_and_checks_grpc_health() -> None:
     assert re.search(r"^EXPOSE 45000$", DOCKERFILE, re.MULTILINE)
-    assert re.search(r"^EXPOSE 8080$", DOCKERFILE, re.MULTILINE)  # HTTP, with the http group (docs/http.md)
+    assert re.search(r"^EXPOSE 8080$", DOCKERFILE, re.MULTILINE)  # HTTP, with the http extra (docs/http.md)
     assert re.search(r"^HEALTHCHECK .*\n?.*grpc_model\.src\.model_client --health", DOCKERFILE, re.MULTILINE)
     assert 'CMD ["python", "-m", "grpc_model.src.model_server"]' in DOCKERFILE
 

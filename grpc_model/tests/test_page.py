@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 pytest.importorskip("selenium", reason="selenium (dev group) is not installed")
 
 from selenium.webdriver.common.by import By

@@ -17,7 +17,7 @@ from grpc_model.tests.certificates import TestPKI, make_pki
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
 from grpc_model.tests.http_client import HTTP, request
 
-pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 
 TOKEN = "metrics-token-123"
 SMALL = {"http_max_connections": 3, "http_read_timeout_seconds": 0.3, "http_idle_timeout_seconds": 1}

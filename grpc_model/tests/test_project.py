@@ -2,8 +2,9 @@
 
 The wheel is built from this source, installed alone into a clean virtual environment, and that environment's
 `grpc-model new` starts a project; the project installs the framework from the wheel it was given (its lock, its
-own .venv/) and every author command runs there, from the project's directory. Slow (a wheel, two environments,
-a lock): the steps share one project, made once for the module.
+own .venv/) and every author command runs there, from the project's directory. A second project, made by
+`grpc-model new --from` a model file, depends on the framework with its runtime's extra and installs it from the
+wheel's metadata. Slow (a wheel, three environments, two locks): each project is made once for the module.
 """
 
 import os
@@ -12,18 +13,26 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 
 import pytest
+import yaml
+from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
 from grpc_model.src.cli.author import project_files
 from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, default_tag
+from grpc_model.src.cli.author.project import ServedFile, create_project, file_specs
 from grpc_model.src.runtime.loader import import_wrapper_class
+from grpc_model.src.runtimes import RUNTIMES
 from grpc_model.src.settings import ENV_PREFIX, PROJECT_ROOT, Settings, project_dir
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerProcess
+from grpc_model.tests.runtime_models import TRAINERS, iris
+from grpc_model.tests.test_init_from_model import sample_csv
 
 MODE = os.environ.get("INTEGRATION_MODE")
 NAME = "Word Stats"
@@ -69,16 +78,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def framework(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A clean environment with the wheel alone installed (runtime_project adds the `sklearn` extra to it, as an
+    author of a model file would): its `grpc-model` and poetry on the PATH."""
+    root = tmp_path_factory.mktemp("framework")
+    run([sys.executable, "-m", "venv", str(root)], root, clean_env())
+    run([str(root / "bin/pip"), "install", "--quiet", str(wheel)], root, clean_env())
+    return clean_env(root / "bin", Path(poetry()).parent)
+
+
+@pytest.fixture(scope="module")
+def project(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project made by the wheel's own `grpc-model new`, installed with its lock, with one test case added."""
     root = tmp_path_factory.mktemp("author")
-    tools = Path(poetry()).parent
-    run([sys.executable, "-m", "venv", str(root / "framework")], root, clean_env())
-    run([str(root / "framework/bin/pip"), "install", "--quiet", str(wheel)], root, clean_env())
-    env = clean_env(root / "framework/bin", tools)
-    run(["grpc-model", "new", "word-stats", NAME, "--framework-wheel", str(wheel)], root, env)
+    run(["grpc-model", "new", "word-stats", NAME, "--framework-wheel", str(wheel)], root, framework)
     project = root / "word-stats"
-    run(["poetry", "install"], project, env)
+    run(["poetry", "install"], project, framework)
     case = project / "asset_bundle/0.1.0/test_cases/0001-two-words"
     case.mkdir()
     (case / "input.txt").write_text(CASE[0])
@@ -86,11 +101,32 @@ def project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def runtime_project(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project made by the wheel's `grpc-model new --from` a scikit-learn pipeline trained here, with a sample's
+    test case, installed with its lock: the framework and the `sklearn` extra's libraries, from the wheel's
+    metadata (the scikit-learn the lock resolves is the newest, as here, so the pickle loads)."""
+    root = tmp_path_factory.mktemp("runtime-author")
+    # `new --from` reads the model with its library: the author's environment has the framework with the extra.
+    run(["pip", "install", "--quiet", f"{wheel}[sklearn]"], root, framework)
+    file, _ = TRAINERS["sklearn"](root, iris()[0][:1])
+    sample = sample_csv(root / "rows.csv")
+    made = ["grpc-model", "new", "iris", "--from", file, "--sample", sample.name, "--trusted"]
+    made += ["--framework-wheel", str(wheel)]
+    run(made, root, framework)
+    run(["poetry", "install"], root / "iris", framework)
+    return root / "iris"
+
+
+def activated(project: Path) -> dict[str, str]:
+    """The project's .venv/bin first on the PATH, as after `source .venv/bin/activate`."""
+    return clean_env(project / ".venv/bin")
+
+
 @pytest.fixture
 def author_env(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The project's .venv/bin first on the PATH, as after `source .venv/bin/activate`."""
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the server processes must not see this checkout
-    return clean_env(project / ".venv/bin")
+    return activated(project)
 
 
 def test_the_working_directory_is_importable_for_the_authors_package(
@@ -167,6 +203,53 @@ def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:
         assert shipped in names
 
 
+def test_the_wheel_declares_each_feature_as_an_extra(wheel: Path) -> None:
+    """A project that depends on the wheel turns a feature on with an extra: dependency groups do not ship."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        metadata = HeaderParser().parsestr(archive.read(name).decode())
+    declared = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"http", "tracing", "ray"} | {module.extra for module in RUNTIMES.values()} <= set(declared)
+    assert sorted(metadata.get_all("Provides-Extra") or []) == sorted(declared)
+    required = [Requirement(text) for text in metadata.get_all("Requires-Dist") or []]
+    for extra, requirements in declared.items():
+        wanted = {str(Requirement(text)) for text in requirements}
+        marked = [r for r in required if r.marker is not None and r.marker.evaluate({"extra": extra})]
+        shipped = {str(r).partition(";")[0] for r in marked}
+        assert shipped == wanted, extra
+
+
+def test_new_from_a_model_file_depends_on_the_runtimes_extra(tmp_path: Path) -> None:
+    """What `new --from` writes (no lock here: the slow test below installs one and runs it)."""
+    file, _ = TRAINERS["sklearn"](tmp_path, iris()[0][:1])
+    wheel = tmp_path / "grpc_model-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"stands in for the wheel: only its name is read")
+    served = ServedFile(tmp_path / file, sample_csv(tmp_path / "rows.csv"), trusted=True)
+    made = tmp_path / "iris"
+    inputs, outputs = file_specs(None, None)
+    create_project(made, "Iris", "0.1.0", inputs, outputs, "me", wheel, served)
+    assert 'dependencies = ["grpc-model[sklearn] (>=0.1.0,<0.2.0)"]' in (made / "pyproject.toml").read_text()
+    spec = yaml.safe_load((made / "asset_bundle/0.1.0/model.yaml").read_text())
+    assert (spec["runtime"]["kind"], spec["runtime"]["file"], spec["runtime"]["trusted"]) == ("sklearn", file, True)
+    assert (made / "asset_bundle/0.1.0/test_cases/0001-rows/results.json").is_file()
+    assert not (made / "model_lib/src/model.py").exists()  # no wrapper to fill in: the runtime serves the file
+
+
+def test_new_from_a_pickle_needs_trusted_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    file, _ = TRAINERS["sklearn"](tmp_path, iris()[0][:1])
+    wide = {"COLUMNS": "200"}
+    refused = CliRunner().invoke(app, ["new", str(tmp_path / "p"), "--from", str(tmp_path / file)], env=wide)
+    assert refused.exit_code == 2
+    assert "pass --trusted if you trust where it came from" in refused.output
+    assert not (tmp_path / "p").exists()
+    both = CliRunner().invoke(
+        app, ["new", str(tmp_path / "p"), "--from", str(tmp_path / file), "--input", "a.txt=text/plain"], env=wide
+    )
+    assert both.exit_code == 2
+    assert "drop --input/--output" in both.output
+    assert not (tmp_path / "p").exists()
+
+
 def test_the_project_holds_the_model_and_none_of_the_framework(
     project: Path, wheel: Path, author_env: dict[str, str]
 ) -> None:
@@ -227,6 +310,30 @@ def test_the_release_commands_work_in_a_copy_of_the_project(
     run(["grpc-model", "k8s"], copy, author_env)
     assert (copy / "deploy/kubernetes/base/kustomization.yaml").is_file()
     assert "PASS in-process: 0001-two-words" in run(["grpc-model", "test"], copy, author_env)
+
+
+def test_a_project_from_a_model_file_passes_its_test_with_the_runtime_served(
+    runtime_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    env = activated(runtime_project)
+    assert 'dependencies = ["grpc-model[sklearn] (>=0.1.0,<0.2.0)"]' in (runtime_project / "pyproject.toml").read_text()
+    output = run(["grpc-model", "test"], runtime_project, env)
+    assert "PASS in-process: 0001-rows" in output  # the library's own answers on the sample, from the runtime
+    installed = "import importlib.util as u; print([bool(u.find_spec(m)) for m in ('sklearn', 'onnxruntime')])"
+    assert run(["python", "-c", installed], runtime_project, env).strip() == "[True, False]"  # the extra, no other
+
+
+@pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")
+def test_the_image_of_a_project_from_a_model_file_passes(
+    runtime_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The project's Dockerfile installs the locked dependency, and with it the runtime's extra."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run(["grpc-model", "test", "--image"], runtime_project, {**activated(runtime_project), "PSC_MODEL_PORT": str(port)})
 
 
 @pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")

@@ -18,7 +18,7 @@ from grpc_model.src.settings import PROJECT_ROOT, Settings
 from grpc_model.tests.ray_cluster import in_namespace, namespace_problem
 
 RAY_MISSING = importlib.util.find_spec("ray") is None
-NO_RAY = "needs the `ray` dependency group (scripts/dev.sh install --with ray)"
+NO_RAY = "needs the `ray` extra (scripts/dev.sh install --add ray)"
 needs_ray = pytest.mark.skipif(RAY_MISSING, reason=NO_RAY)
 
 

@@ -165,12 +165,12 @@ def test_a_model_file_that_does_not_load_fails_the_load_with_the_reason(tmp_path
     assert len(str(failure.value)) > len("failed to load: ") + 20, "the library's reason"
 
 
-def test_a_missing_library_names_the_group_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_library_names_the_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / TEST_VERSION).mkdir()
     (tmp_path / TEST_VERSION / "model.json").write_bytes(b"{}")
     bundle = load_bundle(write_runtime_bundle(tmp_path, "xgboost", "model.json"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(WrapperImportError, match="needs the optional dependency group `xgboost`"):
+    with pytest.raises(WrapperImportError, match=r"optional extra `xgboost`.*grpc-model\[xgboost\]"):
         wrapper_source(bundle)
 
 
@@ -194,12 +194,12 @@ def test_rows_of_many_calls_are_one_library_call(tmp_path: Path, monkeypatch: py
     assert len(json.loads(outputs[3]["results.json"])["data"]["result"]) == 7
 
 
-def test_the_image_learns_the_group_to_install_from_model_yaml(tmp_path: Path, greeter_bundle: Path) -> None:
-    """The Dockerfile installs what `python -m grpc_model.src.runtimes` names: the runtime's group, or none."""
+def test_the_image_learns_the_extra_to_install_from_model_yaml(tmp_path: Path, greeter_bundle: Path) -> None:
+    """The Dockerfile installs what `python -m grpc_model.src.runtimes` names: the runtime's extra, or none."""
     (tmp_path / TEST_VERSION).mkdir()
     (tmp_path / TEST_VERSION / "model.txt").write_text("tree\n")
     write_runtime_bundle(tmp_path, "lightgbm", "model.txt")
-    groups = {}
+    extras = {}
     for name, root in (("runtime", tmp_path), ("wrapper", greeter_bundle)):
         printed = subprocess.run(
             [sys.executable, "-m", "grpc_model.src.runtimes"],
@@ -209,8 +209,8 @@ def test_the_image_learns_the_group_to_install_from_model_yaml(tmp_path: Path, g
             cwd=PROJECT_ROOT,
             check=True,
         )
-        groups[name] = printed.stdout.strip()
-    assert groups == {"runtime": "lightgbm", "wrapper": ""}
+        extras[name] = printed.stdout.strip()
+    assert extras == {"runtime": "lightgbm", "wrapper": ""}
 
 
 def test_worker_processes_load_the_runtime_from_its_model_yaml(serve: ServerFactory, tmp_path: Path) -> None:

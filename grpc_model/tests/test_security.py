@@ -367,7 +367,7 @@ def test_tokens_cover_v2_on_the_grpc_port(serve_greeter: ServerFactory, pki: Tes
 
 
 def test_the_http_port_has_the_grpc_ports_tls_and_tokens(serve_greeter: ServerFactory, pki: TestPKI) -> None:
-    pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+    pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
     from grpc_model.tests.http_client import HTTP, post_form, request
 
     server = serve_greeter(**tls_settings(pki), auth_token=TOKEN, **HTTP)

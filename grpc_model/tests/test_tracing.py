@@ -200,4 +200,4 @@ def test_tracing_on_without_the_group_stops_start_up_naming_the_group_and_the_in
 
     assert server.wait() == 2
     assert "cannot start: tracing is 'otlp', but OpenTelemetry is not installed" in server.output()
-    assert f"the optional `tracing` dependency group; install it with {tracing.INSTALL}" in server.output()
+    assert f"the optional `tracing` extra; install it with {tracing.INSTALL}" in server.output()

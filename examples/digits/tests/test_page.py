@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
+pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 pytest.importorskip("selenium", reason="selenium (dev group) is not installed")
 
 from grpc_model.src.metadata import load_bundle, load_test_cases

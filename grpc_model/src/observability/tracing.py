@@ -1,7 +1,7 @@
 """OpenTelemetry tracing: optional, and off unless the `tracing` setting says `otlp` or `console`.
 
 Off, `tracer` is None, every helper returns at once (None, or one shared null context) and nothing
-imports OpenTelemetry: the framework runs without the `tracing` dependency group and pays nothing per
+imports OpenTelemetry: the framework runs without the `tracing` extra and pays nothing per
 call. On, the gRPC aio server instrumentation gives each call a span (continuing a client's
 `traceparent`), and the data plane adds children for validation and queue wait. A batch call is
 one span for all the callers it serves: its parent is the first caller's span and it links to
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["off", "otlp", "console"]
 SERVICE_NAME = "grpc-model"  # unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names one
-INSTALL = "scripts/dev.sh install --with tracing (or: poetry install --with tracing)"
+INSTALL = "pip install 'grpc-model[tracing]' (docs/package.md; in the template: scripts/dev.sh install --add tracing)"
 VALIDATE = "grpc_model.validate"
 QUEUE = "grpc_model.queue"
 BATCH = "grpc_model.batch"
@@ -44,7 +44,7 @@ _NOTHING = contextlib.nullcontext()
 
 
 class TracingUnavailableError(Exception):
-    """Tracing was asked for, but the `tracing` dependency group is not installed."""
+    """Tracing was asked for, but the `tracing` extra is not installed."""
 
 
 class _Answer(Protocol):
@@ -69,7 +69,7 @@ def configure(mode: Mode) -> None:
     except ImportError as error:
         raise TracingUnavailableError(
             f"tracing is '{mode}', but OpenTelemetry is not installed ({error}): it is the optional `tracing` "
-            f"dependency group; install it with {INSTALL}, or set tracing to off"
+            f"extra; install it with {INSTALL}, or set tracing to off"
         ) from None
     install(BatchSpanProcessor(exporter), worker_mode=mode)
 

@@ -1,7 +1,7 @@
 """Runtimes: wrappers the framework ships, which serve a model file named in model.yaml with no model_lib code.
 
-Each library is an optional dependency group; nothing here imports one. The runtime's module is
-imported (by its path, like a user's wrapper) only once its group is known to be installed.
+Each library is an optional extra of the package; nothing here imports one. The runtime's module is
+imported (by its path, like a user's wrapper) only once its extra is known to be installed.
 """
 
 import importlib.util
@@ -19,7 +19,7 @@ __all__ = [
     "RuntimeLoadError",
     "RuntimeModule",
     "model_source",
-    "runtime_group",
+    "runtime_extra",
     "wrapper_source",
 ]
 
@@ -28,10 +28,10 @@ __all__ = [
 class RuntimeModule:
     wrapper: str
     """The runtime's wrapper class, `package.module:Class`."""
-    group: str
-    """The optional dependency group (pyproject.toml) that installs its library."""
+    extra: str
+    """The package's extra (pyproject.toml's optional-dependencies) that installs its library."""
     modules: tuple[str, ...]
-    """What it imports from that group."""
+    """What it imports from that extra."""
 
 
 RUNTIMES: dict[str, RuntimeModule] = {
@@ -47,16 +47,16 @@ RUNTIMES: dict[str, RuntimeModule] = {
 assert set(RUNTIMES) == set(get_args(RuntimeKind)), "every kind model.yaml accepts has a runtime"
 
 
-def runtime_group(bundle: AssetBundle) -> str | None:
-    """The dependency group the bundle's runtime needs; None for a model_lib wrapper."""
+def runtime_extra(bundle: AssetBundle) -> str | None:
+    """The extra the bundle's runtime needs; None for a model_lib wrapper."""
     runtime = bundle.spec.runtime
-    return None if runtime is None else RUNTIMES[runtime.kind].group
+    return None if runtime is None else RUNTIMES[runtime.kind].extra
 
 
 def wrapper_source(bundle: AssetBundle) -> WrapperSource | None:
     """The runtime model.yaml names, configured from the bundle; None when it names none (a model_lib wrapper).
 
-    Raises WrapperImportError, naming the group to install, when the runtime's library is missing.
+    Raises WrapperImportError, naming the extra to install, when the runtime's library is missing.
     """
     runtime = bundle.spec.runtime
     if runtime is None:
@@ -65,9 +65,10 @@ def wrapper_source(bundle: AssetBundle) -> WrapperSource | None:
     missing = [name for name in module.modules if importlib.util.find_spec(name) is None]
     if missing:
         raise WrapperImportError(
-            f"model.yaml's runtime.kind {runtime.kind} needs the optional dependency group `{module.group}` "
-            f"({', '.join(missing)} not installed): `poetry install --with {module.group}` or "
-            f"`scripts/dev.sh install --with {module.group}`; the image installs it itself"
+            f"model.yaml's runtime.kind {runtime.kind} needs the package's optional extra `{module.extra}` "
+            f'({", ".join(missing)} not installed): `pip install "grpc-model[{module.extra}]"`, or in a project '
+            f"the dependency `grpc-model[{module.extra}]` (docs/package.md); in the template repository "
+            f"`scripts/dev.sh install --add {module.extra}`"
         )
     resources = bundle.spec.resources
     config = RuntimeConfig(

@@ -46,20 +46,9 @@ def init(
     outputs: project.Outputs = None,
     author: project.Author = "unknown",
     force: Annotated[bool, typer.Option(help="Replace existing files (such as the example model).")] = False,
-    model_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--from",
-            help="Serve this trained model file with no code: scikit-learn (.joblib/.pkl), XGBoost (.json/.ubj), "
-            "LightGBM (.txt) or ONNX (.onnx); docs/runtimes.md.",
-        ),
-    ] = None,
-    sample: Annotated[
-        Path | None, typer.Option(help="With --from: a CSV of rows (with a header) to make a test case from.")
-    ] = None,
-    trusted: Annotated[
-        bool, typer.Option(help="With --from a pickle (.joblib/.pkl): you trust it, since loading it runs code.")
-    ] = False,
+    model_file: project.ModelFile = None,
+    sample: project.Sample = None,
+    trusted: project.Trusted = False,
 ) -> None:
     """Start a new model: a wrapper skeleton, its unit test, model.yaml, docker_metadata.yaml and an empty
     test case folder, all under model_lib/ and asset_bundle/; or, with --from, a bundle that serves a model
@@ -105,7 +94,7 @@ def _init_from_model(
     from grpc_model.src.cli.author import from_model  # the runtimes, only for --from
 
     if files_given:
-        raise fail("--from serves the model file's rows as input.csv and results.json: drop --input/--output", USAGE)
+        raise fail(project.FROM_FILES, USAGE)
     bundles = settings_from_env().asset_bundle_dir
     try:
         written = from_model.init_from_model(bundles, name, version, model_file, sample, author, force, trusted)

@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,7 @@ from grpc_model.src.settings import PROJECT_ROOT
 FRAMEWORK = "grpc-model"
 WHEEL_NAME = re.compile(r"grpc_model-(\d+\.\d+\.\d+)[^-]*-.+\.whl")
 RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+FROM_FILES = "--from serves the model file's rows as input.csv and results.json: drop --input/--output"
 
 Version = Annotated[str, typer.Option(help="The first version.")]
 Inputs = Annotated[list[str] | None, typer.Option("--input", help="An input file, FILE=MEDIA_TYPE; repeat for more.")]
@@ -33,6 +34,28 @@ Outputs = Annotated[
     list[str] | None, typer.Option("--output", help="An output file, FILE=MEDIA_TYPE; repeat for more.")
 ]
 Author = Annotated[str, typer.Option(help="Who made the model (model.yaml's author).")]
+ModelFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--from",
+        help="Serve this trained model file with no code: scikit-learn (.joblib/.pkl), XGBoost (.json/.ubj), "
+        "LightGBM (.txt) or ONNX (.onnx); docs/runtimes.md.",
+    ),
+]
+Sample = Annotated[
+    Path | None, typer.Option(help="With --from: a CSV of rows (with a header) to make a test case from.")
+]
+Trusted = Annotated[
+    bool, typer.Option(help="With --from a pickle (.joblib/.pkl): you trust it, since loading it runs code.")
+]
+
+
+class ServedFile(NamedTuple):
+    """`new --from`'s model file, and what goes with it: the same options as `init --from`."""
+
+    model_file: Path
+    sample: Path | None
+    trusted: bool
 
 
 def file_specs(inputs: list[str] | None, outputs: list[str] | None) -> tuple[list[FileSpec], ...]:
@@ -57,16 +80,33 @@ def new(
             "default: built from the framework's source when it runs from a checkout, else none (from the index)."
         ),
     ] = None,
+    model_file: ModelFile = None,
+    sample: Sample = None,
+    trusted: Trusted = False,
 ) -> None:
     """Start a model project of its own: model_lib/, asset_bundle/, pyproject.toml (the framework as its one
     dependency) and its lock, a Dockerfile, .ci/run and a README; nothing of the framework's code or tests.
 
-    Example: `grpc-model new word-stats "Word Stats" --input input.txt=text/plain`
+    With --from, the project serves a trained model file with no code, as `init --from` does, and depends on
+    the framework with that runtime's extra, e.g. `grpc-model[sklearn]`.
+
+    Example: `grpc-model new word-stats "Word Stats" --input input.txt=text/plain`, or
+    `grpc-model new iris --from model.onnx --sample rows.csv`
     """
+    served = None if model_file is None else ServedFile(model_file, sample, trusted)
+    if served is not None and (inputs or outputs):
+        raise fail(FROM_FILES, USAGE)
     try:
         input_files, output_files = file_specs(inputs, outputs)
         written = create_project(
-            directory, name or directory.resolve().name, version, input_files, output_files, author, framework_wheel
+            directory,
+            name or directory.resolve().name,
+            version,
+            input_files,
+            output_files,
+            author,
+            framework_wheel,
+            served,
         )
     except ScaffoldError as error:
         raise fail(str(error), USAGE) from None
@@ -74,10 +114,12 @@ def new(
         console.print(f"  wrote {escape(shown(path))}")
     if not lock(directory):
         errors.print("[yellow]warning:[/yellow] no poetry.lock yet: run `poetry lock` in the project")
-    console.print(
-        f"Next: cd {escape(shown(directory))} && poetry install, then fill in model_lib/src/model.py and "
-        f"asset_bundle/{escape(version)}/model.yaml and `grpc-model test` (see its README.md)."
+    todo = (
+        "`grpc-model test`"
+        if served
+        else f"fill in model_lib/src/model.py and asset_bundle/{escape(version)}/model.yaml and `grpc-model test`"
     )
+    console.print(f"Next: cd {escape(shown(directory))} && poetry install, then {todo} (see its README.md).")
 
 
 def create_project(
@@ -88,8 +130,13 @@ def create_project(
     outputs: list[FileSpec],
     author: str,
     framework_wheel: Path | None,
+    served: ServedFile | None = None,
 ) -> list[Path]:
-    """Writes the project; returns the files written. A project that cannot be made leaves no directory behind."""
+    """Writes the project; returns the files written. A project that cannot be made leaves no directory behind.
+
+    With `served`, the bundle serves that model file (as `init --from` writes it) and the project depends on the
+    framework with the runtime's extra; else it is the wrapper skeleton `init` writes.
+    """
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ScaffoldError(f"{directory} exists and is not an empty directory; choose a new one")
     if framework_wheel is not None and not WHEEL_NAME.fullmatch(framework_wheel.name):
@@ -98,13 +145,17 @@ def create_project(
         raise ScaffoldError(f"the framework wheel {framework_wheel} does not exist")
     created = not directory.exists()
     try:
-        written = scaffold.init_model(directory, directory / "asset_bundle", name, version, inputs, outputs, author)
+        if served is None:
+            written = scaffold.init_model(directory, directory / "asset_bundle", name, version, inputs, outputs, author)
+            extra = None
+        else:
+            written, extra = _served_bundle(directory / "asset_bundle", name, version, author, served)
         wheel = _framework_wheel(framework_wheel, directory / "wheels")
     except ScaffoldError:
         if created:
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    requirement = _requirement(wheel)
+    requirement = _requirement(wheel, extra)
     files = {
         directory / "model_lib/__init__.py": "",
         directory / "model_lib/src/__init__.py": "",
@@ -119,7 +170,7 @@ def create_project(
         directory / ".gitignore": project_files.GITIGNORE,
         directory / ".ci/run": project_files.CI_RUN,
         directory / "wheels/README.md": project_files.WHEELS_NOTE,
-        directory / "README.md": project_files.readme(name, version, inputs[0].name),
+        directory / "README.md": project_files.readme(name, version, "input.csv" if served else inputs[0].name),
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,9 +200,10 @@ def _framework_wheel(given: Path | None, wheels: Path) -> str | None:
     return found[0]
 
 
-def _requirement(wheel: str | None) -> str:
-    """The framework, within the release series of the wheel (or of the running framework): semantic versions
-    change the wrapper contract and model.yaml only in a new major release (a new minor one before 1.0)."""
+def _requirement(wheel: str | None, extra: str | None = None) -> str:
+    """The framework (with the extra its runtime needs), within the release series of the wheel (or of the
+    running framework): semantic versions change the wrapper contract and model.yaml only in a new major release
+    (a new minor one before 1.0)."""
     named = WHEEL_NAME.fullmatch(wheel) if wheel else None
     version = named.group(1) if named else importlib.metadata.version(FRAMEWORK)
     release = RELEASE.match(version)
@@ -159,7 +211,18 @@ def _requirement(wheel: str | None) -> str:
         raise ScaffoldError(f"the framework's version {version!r} is not a semantic version")
     major, minor, patch = (int(part) for part in release.groups())
     upper = f"{major + 1}.0.0" if major else f"0.{minor + 1}.0"
-    return f"{FRAMEWORK} (>={major}.{minor}.{patch},<{upper})"
+    return f"{FRAMEWORK}{f'[{extra}]' if extra else ''} (>={major}.{minor}.{patch},<{upper})"
+
+
+def _served_bundle(bundles: Path, name: str, version: str, author: str, served: ServedFile) -> tuple[list[Path], str]:
+    """`init --from`'s bundle in the new project, and the extra that installs its runtime's library."""
+    from grpc_model.src.cli.author import from_model  # the runtimes, only for --from
+    from grpc_model.src.runtimes import RUNTIMES
+
+    written = from_model.init_from_model(
+        bundles, name, version, served.model_file, served.sample, author, trusted=served.trusted
+    )
+    return written, RUNTIMES[from_model.detect_kind(served.model_file)].extra
 
 
 def lock(directory: Path) -> bool:

@@ -51,8 +51,9 @@ def dockerfile() -> str:
 # Run: docker run --rm --name my-model -p 127.0.0.1:45000:45000 my-model   (stop: docker stop -t 30 my-model)
 #
 # The image holds one model version: the newest asset_bundle/<x.y.z>/, or the one named with
-# --build-arg MODEL_VERSION=x.y.z. Nothing here changes when you release a version. HTTP beside gRPC (the page,
-# REST) is served when its packages are dependencies: poetry add fastapi uvicorn python-multipart fastapi-offline
+# --build-arg MODEL_VERSION=x.y.z. Nothing here changes when you release a version. The framework's extras
+# in pyproject.toml's dependency (a runtime's library, `http` for the page and REST beside gRPC) are locked
+# with it, so the image installs them: nothing to change here either.
 
 # Stage 1: the locked dependencies (the framework among them), installed into /venv by poetry; the served
 # bundle, validated, alone in /bundle: a broken model.yaml or test case fails the build.
@@ -157,6 +158,9 @@ grpc-model k8s                   # Kubernetes manifests in deploy/kubernetes/
 ```
 
 Add a dependency with `poetry add <package>` (it changes `pyproject.toml` and `poetry.lock`). CI runs `.ci/run`.
+A feature of the framework (`http`, `tracing`, `ray`, a runtime's `sklearn`, `xgboost`, `lightgbm`, `onnx`) is
+an extra: name it in the `grpc-model` dependency in `pyproject.toml`, e.g. `"grpc-model[http] (>=...)"`, then
+`poetry lock && poetry install`; the image gets it too.
 Upgrading the framework: widen the `grpc-model` range in `pyproject.toml` (or replace the wheel in `wheels/`),
 then `poetry lock` and `grpc-model test`.
 """

@@ -68,13 +68,13 @@ def serve(ctx: typer.Context) -> None:
 
 def ray_serve(ctx: typer.Context) -> None:
     """Serve the model on Ray Serve behind Ray's gRPC proxy (the flags of serve, plus the ray_* settings; needs
-    the `ray` dependency group; see docs/deploy.md).
+    the `ray` extra; see docs/deploy.md).
 
     Example: `grpc-model ray-serve --port 45000 --ray-replicas 2`
     """
     try:
         from grpc_model.src.ray_serve import command  # Ray, only when serving on it
     except ImportError as error:
-        raise fail(f"Ray Serve is not installed ({error}): scripts/dev.sh install --with ray", USAGE) from None
+        raise fail(f"Ray Serve is not installed ({error}): the `ray` extra, docs/package.md", USAGE) from None
 
     raise typer.Exit(command.main(ctx.args))
