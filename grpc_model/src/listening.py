@@ -12,7 +12,7 @@ import ssl
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from grpc_model.src.observability.metrics import Metrics, Recorder, Refusal, Scrape
 from grpc_model.src.runtime import ModelRuntime
@@ -22,6 +22,9 @@ from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 logger = logging.getLogger(__name__)
 
 ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to reach their callers
+MAX_HEALTH_WATCHES = 100
+"""Health Watch streams open at once, on every port together. Each holds ~22 KB of the server's memory as long
+as its client likes, and health needs no token: without a cap, one connection's streams could take gigabytes."""
 
 
 class ListenError(Exception):
@@ -74,6 +77,27 @@ async def serve_metrics(
     return await asyncio.get_running_loop().create_server(
         lambda: guard.protocol(lambda: Scrape(registry, refusal, read_seconds)), sock=sock
     )
+
+
+class HealthService(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health has no types
+    """grpc's health service, with at most MAX_HEALTH_WATCHES watches open; past it RESOURCE_EXHAUSTED (Check
+    stays uncapped: it holds nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches = 0
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        if self._watches >= MAX_HEALTH_WATCHES:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_HEALTH_WATCHES} health watches are open, the server's cap: use Check, or watch later",
+            )
+        self._watches += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self._watches -= 1
 
 
 def bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference, build_inference
 from grpc_model.src.listening import (
     ANSWER_SECONDS,
+    HealthService,
     ListenError,
     bind_health_only,
     serve_metrics,
@@ -111,7 +112,7 @@ async def start_server(settings: Settings) -> RunningServer:
     metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
     inference = build_inference(settings, bundle.spec, metrics, budget)
     runtime = inference.runtime
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     service = ModzyModelService(

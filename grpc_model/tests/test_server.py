@@ -11,10 +11,13 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.client import ModelClient
 from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
     TEST_VERSION,
     ServerFactory,
     ServerThread,
+    eventually,
     write_greeter_bundle,
     write_newer_bundle,
 )
@@ -207,6 +210,42 @@ def test_health_goes_not_serving_on_shutdown(greeter_server: ServerThread) -> No
     watch.cancel()
 
     assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+def test_health_watches_past_the_cap_are_refused(serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Watch held about 22 KB of the server's memory, with no bound and no token needed (10,000 streams on
+    one connection: +226 MB); a few load balancers watch, the rest Check."""
+    from grpc_model.src import listening
+
+    monkeypatch.setattr(listening, "MAX_HEALTH_WATCHES", 3)
+    client = serve_greeter().client
+    client.status()
+    request = health_pb2.HealthCheckRequest(service="")
+    held = [client.health_stub.Watch(request, timeout=PATIENCE_SECONDS) for _ in range(3)]
+    for watch in held:
+        next(watch)  # its first answer: the server counts it
+
+    refused = client.health_stub.Watch(request, timeout=PATIENCE_SECONDS)
+    with pytest.raises(grpc.RpcError) as error:
+        next(refused)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "health watches" in str(error.value.details())
+    assert client.health() == "SERVING"  # Check is not capped
+
+    held.pop().cancel()
+    eventually(lambda: _watches(client, request), "a watch is taken again once one ends")
+    for watch in held:
+        watch.cancel()
+
+
+def _watches(client: ModelClient, request: health_pb2.HealthCheckRequest) -> bool | None:
+    watch = client.health_stub.Watch(request, timeout=PATIENCE_SECONDS)
+    try:
+        next(watch)
+    except grpc.RpcError:
+        return None
+    watch.cancel()
+    return True
 
 
 def test_status_and_health_answer_while_the_model_is_busy(serve_wrapper: ServerFactory) -> None:
