@@ -25,10 +25,21 @@ ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to rea
 MAX_HEALTH_WATCHES = 100
 """Health Watch streams open at once, on every port together. Each holds ~22 KB of the server's memory as long
 as its client likes, and health needs no token: without a cap, one connection's streams could take gigabytes."""
+CALLS_BESIDE_THE_QUEUE = 1000
+"""Calls the gRPC port takes at once besides one per item that may queue (Status, metadata, health, reflection)."""
+HEALTH_PORT_CALLS = 1000
+"""Calls the plaintext health port takes at once."""
 
 
 class ListenError(Exception):
     """The server cannot listen where the host and port settings say."""
+
+
+def most_calls(settings: Settings) -> int:
+    """Calls the gRPC port serves at once; past it RESOURCE_EXHAUSTED. Every call holds 10-25 KB from its
+    headers on, and a client that never finishes sending its message (or keeps a stream open) held it for as
+    long as it liked: 15,000 such calls took 280 MB, with no bound. A full queue of one-item calls still fits."""
+    return settings.max_queued_items + CALLS_BESIDE_THE_QUEUE
 
 
 def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str, Any]]:
