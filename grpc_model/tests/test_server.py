@@ -266,9 +266,7 @@ def test_calls_past_the_cap_are_refused_while_others_never_finish_sending(
         never.wait(PATIENCE_SECONDS)
         yield b""
 
-    status: "grpc.StreamUnaryMultiCallable[bytes, bytes]" = server.client.channel.stream_unary(
-        f"/{SERVICE_NAME}/Status"
-    )
+    status: grpc.StreamUnaryMultiCallable[bytes, bytes] = server.client.channel.stream_unary(f"/{SERVICE_NAME}/Status")
     held = [status.future(unfinished(), timeout=PATIENCE_SECONDS) for _ in range(3)]
     try:
         error = eventually(lambda: _refused(server.client), "a call past the cap is refused")
