@@ -29,6 +29,10 @@ CALLS_BESIDE_THE_QUEUE = 1000
 """Calls the gRPC port takes at once besides one per item that may queue (Status, metadata, health, reflection)."""
 HEALTH_PORT_CALLS = 1000
 """Calls the plaintext health port takes at once."""
+GRPC_SHARE_OF_OPEN_FILES = 2
+"""The gRPC port may hold half the open-file limit in connections; the health port, like the HTTP and metrics
+ports, an eighth. Without a cap, 1,100 connections that sent HTTP/2's preface and nothing else to the health port
+(no credential needed) held them for ever, and at a limit of 1,024 the gRPC port stopped answering."""
 
 
 class ListenError(Exception):
@@ -48,6 +52,7 @@ def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
+        ("grpc.max_allowed_incoming_connections", connection_cap(0, GRPC_SHARE_OF_OPEN_FILES)),
     ]
     if settings.max_connection_age_seconds > 0:  # GOAWAY after the age; calls in flight get the drain's time
         options += [
@@ -109,6 +114,14 @@ class HealthService(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_he
             await super().Watch(request, context)
         finally:
             self._watches -= 1
+
+
+def health_server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """The plaintext health port's options: one server per port, and the HTTP port's cap on connections."""
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", connection_cap(settings.http_max_connections)),
+    ]
 
 
 def bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from grpc_model.src.listening import (
     HealthService,
     ListenError,
     bind_health_only,
+    health_server_options,
     most_calls,
     serve_metrics,
     server_options,
@@ -148,7 +149,7 @@ async def start_server(settings: Settings) -> RunningServer:
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
     health_server = (
-        grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=HEALTH_PORT_CALLS)
+        grpc.aio.server(options=health_server_options(settings), maximum_concurrent_rpcs=HEALTH_PORT_CALLS)
         if settings.health_port
         else None
     )

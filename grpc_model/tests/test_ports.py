@@ -16,6 +16,7 @@ from grpc_model.src.security.connections import connection_cap
 from grpc_model.tests.certificates import TestPKI, make_pki
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
 from grpc_model.tests.http_client import HTTP, request
+from grpc_model.tests.test_security import unused_port as unused_port  # the fixture
 
 pytest.importorskip("fastapi", reason="the optional `http` dependency group is not installed")
 
@@ -160,6 +161,47 @@ def test_a_request_head_past_the_limit_is_refused(small_ports: ServerThread) -> 
             answer = b"reset"
     # Before the limit, httptools read all 4 MB and closed at the read timeout without an answer: b"".
     assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer[:200]
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS
+
+
+@pytest.mark.parametrize("which", ["grpc", "health"])
+def test_grpc_ports_close_connections_past_their_cap(
+    serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch, unused_port: int, which: str
+) -> None:
+    """Connections that sent HTTP/2's preface and then nothing were held for ever: 1,100 to the health port (no
+    credential needed) took the open files and the gRPC port stopped answering. Each gRPC port now has a cap."""
+    from grpc_model.src import listening
+
+    share = connection_cap(0, 1) // 3  # the open-file limit as the cap counts it, by 3
+    monkeypatch.setattr(listening, "GRPC_SHARE_OF_OPEN_FILES", share)  # the gRPC port's cap: 3 or a little more
+    server = serve_greeter(health_port=unused_port, http_max_connections=3)
+    assert server.client.status().status_code == 200  # the client's connection counts on the gRPC port
+    port = server.running.port if which == "grpc" else unused_port
+    cap = connection_cap(0, share) - 1 if which == "grpc" else 3
+    with ExitStack() as stack:
+        held = [stack.enter_context(connect(port)) for _ in range(cap)]  # accepted first: the kernel queue is FIFO
+        for sock in held:
+            sock.sendall(HTTP2_PREFACE)
+        extra = [stack.enter_context(connect(port)) for _ in range(3)]
+        for sock in extra:
+            sock.sendall(HTTP2_PREFACE)
+
+        assert all(_closed_after_settings(sock) for sock in extra)
+        assert server.client.status().status_code == 200  # its connection is one of the held ones
+
+
+def _closed_after_settings(sock: socket.socket) -> bool:
+    """Reads what the server sends (its SETTINGS, perhaps a GOAWAY) until it closes; False if it keeps it open."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
 
 
 def test_the_default_cap_is_an_eighth_of_the_open_file_limit() -> None:
