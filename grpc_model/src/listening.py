@@ -31,8 +31,9 @@ HEALTH_PORT_CALLS = 1000
 """Calls the plaintext health port takes at once."""
 GRPC_SHARE_OF_OPEN_FILES = 2
 """The gRPC port may hold half the open-file limit in connections; the health port, like the HTTP and metrics
-ports, an eighth. Without a cap, 1,100 connections that sent HTTP/2's preface and nothing else to the health port
-(no credential needed) held them for ever, and at a limit of 1,024 the gRPC port stopped answering."""
+ports, an eighth. Without a cap, 1,100 connections that sent HTTP/2's preface and its settings' acknowledgement
+to the health port (no credential needed) were held for ever, and at 1,024 open files the gRPC port stopped
+answering."""
 
 
 class ListenError(Exception):
