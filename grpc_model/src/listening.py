@@ -12,7 +12,7 @@ import ssl
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from grpc_model.src.observability.metrics import Metrics, Recorder, Refusal, Scrape
 from grpc_model.src.runtime import ModelRuntime
@@ -22,10 +22,29 @@ from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 logger = logging.getLogger(__name__)
 
 ANSWER_SECONDS = 1.0  # after the grace period, for the runtime's answers to reach their callers
+MAX_HEALTH_WATCHES = 100
+"""Health Watch streams open at once, on every port together. Each holds ~22 KB of the server's memory as long
+as its client likes, and health needs no token: without a cap, one connection's streams could take gigabytes."""
+CALLS_BESIDE_THE_QUEUE = 1000
+"""Calls the gRPC port takes at once besides one per item that may queue (Status, metadata, health, reflection)."""
+HEALTH_PORT_CALLS = 1000
+"""Calls the plaintext health port takes at once."""
+GRPC_SHARE_OF_OPEN_FILES = 2
+"""The gRPC port may hold half the open-file limit in connections; the health port, like the HTTP and metrics
+ports, an eighth. Without a cap, 1,100 connections that sent HTTP/2's preface and its settings' acknowledgement
+to the health port (no credential needed) were held for ever, and at 1,024 open files the gRPC port stopped
+answering."""
 
 
 class ListenError(Exception):
     """The server cannot listen where the host and port settings say."""
+
+
+def most_calls(settings: Settings) -> int:
+    """Calls the gRPC port serves at once; past it RESOURCE_EXHAUSTED. Every call holds 10-25 KB from its
+    headers on, and a client that never finishes sending its message (or keeps a stream open) held it for as
+    long as it liked: 15,000 such calls took 280 MB, with no bound. A full queue of one-item calls still fits."""
+    return settings.max_queued_items + CALLS_BESIDE_THE_QUEUE
 
 
 def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str, Any]]:
@@ -34,6 +53,7 @@ def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", settings.max_send_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on the port fails, instead of taking half its calls
+        ("grpc.max_allowed_incoming_connections", connection_cap(0, GRPC_SHARE_OF_OPEN_FILES)),
     ]
     if settings.max_connection_age_seconds > 0:  # GOAWAY after the age; calls in flight get the drain's time
         options += [
@@ -74,6 +94,35 @@ async def serve_metrics(
     return await asyncio.get_running_loop().create_server(
         lambda: guard.protocol(lambda: Scrape(registry, refusal, read_seconds)), sock=sock
     )
+
+
+class HealthService(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health has no types
+    """grpc's health service, with at most MAX_HEALTH_WATCHES watches open; past it RESOURCE_EXHAUSTED (Check
+    stays uncapped: it holds nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches = 0
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        if self._watches >= MAX_HEALTH_WATCHES:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_HEALTH_WATCHES} health watches are open, the server's cap: use Check, or watch later",
+            )
+        self._watches += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self._watches -= 1
+
+
+def health_server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """The plaintext health port's options: one server per port, and the HTTP port's cap on connections."""
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", connection_cap(settings.http_max_connections)),
+    ]
 
 
 def bind_health_only(health_server: grpc.aio.Server, servicer: health.aio.HealthServicer, settings: Settings) -> None:

@@ -12,14 +12,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grpc_model.src.inference import Inference, build_inference
 from grpc_model.src.listening import (
     ANSWER_SECONDS,
+    HEALTH_PORT_CALLS,
+    HealthService,
     ListenError,
     bind_health_only,
+    health_server_options,
+    most_calls,
     serve_metrics,
     server_options,
     why_not_listening,
@@ -111,7 +115,7 @@ async def start_server(settings: Settings) -> RunningServer:
     metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
     inference = build_inference(settings, bundle, metrics, budget)
     runtime = inference.runtime
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     service = ModzyModelService(
@@ -133,14 +137,22 @@ async def start_server(settings: Settings) -> RunningServer:
         except ModelLoadError as error:
             logger.error("%s; the server starts anyway and the next Status call tries again", error)
     interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(check)] if check else [])]
-    server = grpc.aio.server(interceptors=interceptors or None, options=server_options(settings, largest_request))
+    server = grpc.aio.server(
+        interceptors=interceptors or None,
+        options=server_options(settings, largest_request),
+        maximum_concurrent_rpcs=most_calls(settings),
+    )
     add_to_server(service, server)
     v2 = V2Protocol(inference, bundle.spec, settings.max_send_message_bytes)
     v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
-    health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)]) if settings.health_port else None
+    health_server = (
+        grpc.aio.server(options=health_server_options(settings), maximum_concurrent_rpcs=HEALTH_PORT_CALLS)
+        if settings.health_port
+        else None
+    )
     try:
         address = f"{settings.host}:{settings.port}"
         try:

@@ -16,6 +16,7 @@ from grpc_model.src.security.connections import connection_cap
 from grpc_model.tests.certificates import TestPKI, make_pki
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
 from grpc_model.tests.http_client import HTTP, request
+from grpc_model.tests.test_security import unused_port as unused_port  # the fixture
 
 pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
 
@@ -140,6 +141,77 @@ def test_a_body_sent_in_pieces_is_answered(small_ports: ServerThread) -> None:
         for start in range(0, len(body), 20):
             sock.sendall(body[start : start + 20])
         assert sock.recv(12) == b"HTTP/1.1 200"
+
+
+def test_a_request_head_past_the_limit_is_refused(small_ports: ServerThread) -> None:
+    """httptools kept every byte of a head (400 MB of headers took 400 MB): each parser stops at h11's 16 KiB."""
+    line = b"X-Padding: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    with connect(port_of(small_ports, "http")) as sock:
+        try:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+            while sent < 4 * 2**20:  # far past the limit, and bounded if the server keeps reading
+                sock.sendall(line)
+                sent += len(line)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused while sending
+        try:
+            answer = sock.recv(65536)
+        except ConnectionResetError:  # the server closed with our bytes unread: the reset may overtake its answer
+            answer = b"reset"
+    # Before the limit, httptools read all 4 MB and closed at the read timeout without an answer: b"".
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer[:200]
+
+
+HTTP2_PREFACE = (
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    + b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+)
+"""HTTP/2's preface, an empty SETTINGS and the ACK of the server's (gRPC closes a connection that never sends it)."""
+
+
+@pytest.mark.parametrize("which", ["grpc", "health"])
+def test_grpc_ports_close_connections_past_their_cap(
+    serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch, unused_port: int, which: str
+) -> None:
+    """Connections that sent HTTP/2's preface and then nothing were held: 1,100 to the health port (no
+    credential needed) took the open files and the gRPC port stopped answering. Each gRPC port now has a cap."""
+    from grpc_model.src import listening
+
+    share = connection_cap(0, 1) // 3  # the open-file limit as the cap counts it, by 3
+    monkeypatch.setattr(listening, "GRPC_SHARE_OF_OPEN_FILES", share)  # the gRPC port's cap: 3 or a little more
+    server = serve_greeter(health_port=unused_port, http_max_connections=3)
+    assert server.client.status().status_code == 200  # the client's connection counts on the gRPC port
+    port = server.running.port if which == "grpc" else unused_port
+    cap = connection_cap(0, share) - 1 if which == "grpc" else 3
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(connect(port)) for _ in range(cap + 3)]
+        for sock in sockets:
+            sock.sendall(HTTP2_PREFACE)
+            sock.setblocking(False)
+        closed: set[socket.socket] = set()
+
+        def three_closed() -> bool | None:  # any three: gRPC core may finish the handshakes in any order
+            closed.update(sock for sock in sockets if sock not in closed and _closed_by_now(sock))
+            return len(closed) >= 3 or None
+
+        eventually(three_closed, "the connections past the cap are closed")
+        assert server.client.status().status_code == 200  # the client's connection, the first, is served
+        three_closed()
+        assert len(closed) == 3
+
+
+def _closed_by_now(sock: socket.socket) -> bool:
+    """Whether the server has closed the connection, reading (and dropping) what it sent: SETTINGS, a GOAWAY."""
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
 
 
 def test_the_default_cap_is_an_eighth_of_the_open_file_limit() -> None:

@@ -3,6 +3,8 @@
 import json
 import logging
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -11,10 +13,14 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.client import ModelClient
+from grpc_model.src.servicer import SERVICE_NAME
 from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
     TEST_VERSION,
     ServerFactory,
     ServerThread,
+    eventually,
     write_greeter_bundle,
     write_newer_bundle,
 )
@@ -207,6 +213,77 @@ def test_health_goes_not_serving_on_shutdown(greeter_server: ServerThread) -> No
     watch.cancel()
 
     assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+def test_health_watches_past_the_cap_are_refused(serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Watch held about 22 KB of the server's memory, with no bound and no token needed (10,000 streams on
+    one connection: +226 MB); a few load balancers watch, the rest Check."""
+    from grpc_model.src import listening
+
+    monkeypatch.setattr(listening, "MAX_HEALTH_WATCHES", 3)
+    client = serve_greeter().client
+    client.status()
+    request = health_pb2.HealthCheckRequest(service="")
+    held = [client.health_stub.Watch(request, timeout=PATIENCE_SECONDS) for _ in range(3)]
+    for watch in held:
+        next(watch)  # its first answer: the server counts it
+
+    refused = client.health_stub.Watch(request, timeout=PATIENCE_SECONDS)
+    with pytest.raises(grpc.RpcError) as error:
+        next(refused)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "health watches" in str(error.value.details())
+    assert client.health() == "SERVING"  # Check is not capped
+
+    held.pop().cancel()
+    eventually(lambda: _watches(client, request), "a watch is taken again once one ends")
+    for watch in held:
+        watch.cancel()
+
+
+def _watches(client: ModelClient, request: health_pb2.HealthCheckRequest) -> bool | None:
+    watch = client.health_stub.Watch(request, timeout=PATIENCE_SECONDS)
+    try:
+        next(watch)
+    except grpc.RpcError:
+        return None
+    watch.cancel()
+    return True
+
+
+def test_calls_past_the_cap_are_refused_while_others_never_finish_sending(
+    serve_greeter: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that sends its headers and never its message held 10-25 KB, with no bound (15,000: +280 MB); the
+    port now takes one call per item that may queue, and CALLS_BESIDE_THE_QUEUE more."""
+    from grpc_model.src import listening
+
+    monkeypatch.setattr(listening, "CALLS_BESIDE_THE_QUEUE", 2)
+    server = serve_greeter(max_queued_items=1)
+    never = threading.Event()
+
+    def unfinished() -> Iterator[bytes]:
+        never.wait(PATIENCE_SECONDS)
+        yield b""
+
+    status: grpc.StreamUnaryMultiCallable[bytes, bytes] = server.client.channel.stream_unary(f"/{SERVICE_NAME}/Status")
+    held = [status.future(unfinished(), timeout=PATIENCE_SECONDS) for _ in range(3)]
+    try:
+        error = eventually(lambda: _refused(server.client), "a call past the cap is refused")
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        never.set()
+        for call in held:
+            call.cancel()
+    eventually(lambda: _refused(server.client) is None or None, "calls are served again")
+
+
+def _refused(client: ModelClient) -> grpc.RpcError | None:
+    try:
+        client.status()
+    except grpc.RpcError as error:
+        return error
+    return None
 
 
 def test_status_and_health_answer_while_the_model_is_busy(serve_wrapper: ServerFactory) -> None:

@@ -26,13 +26,13 @@ SHARE_OF_OPEN_FILES = 8
 UNLIMITED_OPEN_FILES = 2**20  # what an unlimited RLIMIT_NOFILE counts as
 
 
-def connection_cap(setting: int) -> int:
-    """Open connections one port may hold: the setting, or with 0 an eighth of the open-file limit."""
+def connection_cap(setting: int, share: int = SHARE_OF_OPEN_FILES) -> int:
+    """Open connections one port may hold: the setting, or with 0 the `share`th part of the open-file limit."""
     if setting:
         return setting
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     limit = UNLIMITED_OPEN_FILES if soft == resource.RLIM_INFINITY else min(soft, UNLIMITED_OPEN_FILES)
-    return max(1, limit // SHARE_OF_OPEN_FILES)
+    return max(1, limit // share)
 
 
 def bind(host: str, port: int) -> socket.socket:

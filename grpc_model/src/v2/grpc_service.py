@@ -16,6 +16,8 @@ from grpc_model.src.v2.tensors import (
     Parameter,
     Problem,
     V2Error,
+    V2Model,
+    check_dimensions,
     joined_bytes,
     listed,
     packed,
@@ -86,7 +88,7 @@ class GRPCInferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         try:
-            response = await self.protocol.infer(infer_request(request))
+            response = await self.protocol.infer(infer_request(request, self.protocol.model))
         except V2Error as error:
             await _abort(context, error)
         return infer_response(response, raw=len(request.raw_input_contents) > 0)
@@ -113,8 +115,12 @@ def _encoded_size(character: str) -> int:
     return 3 * len(character.encode(errors="replace"))
 
 
-def infer_request(request: pb.ModelInferRequest) -> InferRequest:
-    """The transport-free request; raises V2Error for raw contents that do not match the inputs."""
+def infer_request(request: pb.ModelInferRequest, model: V2Model) -> InferRequest:
+    """The transport-free request; raises V2Error for counts past the model's (before anything is read for them)
+    and raw contents that do not match the inputs."""
+    model.check_counts(len(request.inputs), len(request.outputs), len(request.parameters))
+    for tensor in request.inputs:
+        check_dimensions(tensor.name, len(tensor.shape))
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise V2Error(

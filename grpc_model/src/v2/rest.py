@@ -26,6 +26,8 @@ from grpc_model.src.v2.tensors import (
     InputTensor,
     Problem,
     V2Error,
+    V2Model,
+    check_dimensions,
     flattened,
     joined_bytes,
     packed,
@@ -81,7 +83,7 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     async def infer(name: str, request: Request, version: str = "") -> Response:
         try:
             body = await request.body()
-            parse = functools.partial(infer_request, name, version, body, request.headers)
+            parse = functools.partial(infer_request, name, version, body, request.headers, protocol.model)
             # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
             parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
             return infer_response(await protocol.infer(parsed), binary_outputs)
@@ -108,7 +110,9 @@ def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
     }
 
 
-def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, str]) -> tuple[InferRequest, set[str]]:
+def infer_request(
+    name: str, version: str, body: bytes, headers: Mapping[str, str], model: V2Model
+) -> tuple[InferRequest, set[str]]:
     """The transport-free request, and the outputs to send as binary data; raises V2Error."""
     if headers.get("content-encoding", "identity") != "identity":
         raise V2Error(
@@ -124,7 +128,9 @@ def infer_request(name: str, version: str, body: bytes, headers: Mapping[str, st
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise V2Error(Problem.INVALID, 'the request must be a JSON object with a list "inputs"')
     parameters = _object(document.get("parameters"), "parameters")
-    outputs = [_object(output, "an entry of outputs") for output in _list(document.get("outputs"), "outputs")]
+    listed_outputs = _list(document.get("outputs"), "outputs")
+    model.check_counts(len(document["inputs"]), len(listed_outputs), len(parameters))
+    outputs = [_object(output, "an entry of outputs") for output in listed_outputs]
     inputs = []
     offset = 0
     for entry in document["inputs"]:
@@ -165,6 +171,8 @@ def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple
     name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise V2Error(Problem.INVALID, "every input needs a string name and datatype")
+    if isinstance(shape, list):
+        check_dimensions(name, len(shape))
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise V2Error(Problem.INVALID, f"input {quoted(name)}: shape must be a list of integers")
     size = _object(entry.get("parameters"), "parameters").get("binary_data_size")

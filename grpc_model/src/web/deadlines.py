@@ -8,7 +8,8 @@ While uvicorn has paused reading (the application has not taken the body read so
 blame, and no clock runs.
 
 uvicorn has two parsers: httptools (C, what its `auto` picks when installed) and h11 (pure Python, always
-there). Both get the same deadlines; `PARSER` is the one this install uses.
+there). Both get the same deadlines, and the same bound on a request's head (MAX_HEAD_BYTES: httptools kept every
+byte of a head until it ended); `PARSER` is the one this install uses.
 """
 
 import asyncio
@@ -18,6 +19,10 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_HEAD_BYTES = 16 * 1024
+"""The largest request head (request line and headers) either parser takes (h11's default, which hosting.py passes
+to it); past it, 400 and the connection closes."""
 
 
 class _Deadlines:
@@ -110,9 +115,25 @@ else:
 
     class TimedHttpTools(_Deadlines, HttpToolsProtocol):
         _request: str | None = None  # "head" or "body" while a request is partly received
+        _head_bytes = 0
 
         def _partly_received(self) -> bool:
             return self._request is not None
+
+        def data_received(self, data: bytes) -> None:
+            """Counts the bytes of a head that did not end in the read it began in; past MAX_HEAD_BYTES, 400.
+
+            A head is cut at most one read (256 KiB) past the limit, and the tail of a pipelined request that
+            shares the head's first read never counts against it."""
+            if self.transport.is_closing():
+                return
+            continued = self._request == "head"
+            super().data_received(data)
+            if self._request != "head":
+                return
+            self._head_bytes = self._head_bytes + len(data) if continued else 0
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.send_400_response(f"the request head is over {MAX_HEAD_BYTES} bytes")
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)

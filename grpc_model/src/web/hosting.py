@@ -80,6 +80,7 @@ class HttpServer:
             access_log=False,
             ws="none",  # no WebSocket routes: an upgrade would leave the guard
             http=_GuardedTimed,
+            h11_max_incomplete_event_size=deadlines.MAX_HEAD_BYTES,  # the httptools parser's bound too
             timeout_graceful_shutdown=math.ceil(grace_seconds),
             timeout_keep_alive=idle_seconds,  # type: ignore[arg-type]  # uvicorn's timer takes a float
         )
