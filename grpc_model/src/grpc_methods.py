@@ -18,6 +18,7 @@ from grpc.aio import AbortError
 
 from grpc_model.src.observability import logs
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
+from grpc_model.src.security.wire import TooManyMessagesError, check_message_count
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ def add_unary_service(
 
 def _parsing(behaviour: Behaviour, request_type: type[Message]) -> Behaviour:
     async def handle(raw: bytes, context: "grpc.aio.ServicerContext[Any, Any]") -> Message:
+        try:
+            check_message_count(raw, request_type)
+        except TooManyMessagesError as error:
+            logger.warning(
+                "%s: a request refused unparsed from %s: %s", request_type.DESCRIPTOR.name, context.peer(), error
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
             request = request_type.FromString(raw)
         except (DecodeError, ValueError) as error:  # ValueError: bad UTF-8 under the pure-Python backend
