@@ -4,7 +4,8 @@
 #   scripts/dev.sh install [--with G]     only install (G: optional groups and extras, e.g. examples,http;
 #                                         later commands keep them; --with "" goes back to none;
 #                                         --add G keeps the groups installed so far and adds G)
-#   scripts/dev.sh test                   lock check, lint, format, types, shellcheck, every test;
+#   scripts/dev.sh test [PYTEST ARGS]     lock check, lint, format, types, shellcheck, every test (in parallel;
+#                                         `-n 0`: in one process);
 #                                         the integration test runs the image in a container
 #                                         (INTEGRATION_MODE=local: a local process instead)
 #   scripts/dev.sh bench [--duration S]   the benchmark (scripts/bench.py); writes docs/bench/
@@ -116,7 +117,9 @@ case "$command" in
     echo "== shellcheck" && .venv/bin/shellcheck -x scripts/*.sh examples/*/run.sh .ci/run
     echo "== pytest"
     status=0
-    .venv/bin/pytest "$@" || status=$?
+    # One worker process per CPU (pytest-xdist), a module's tests on one worker (docs/testing.md#in-parallel).
+    # Arguments come last, so `scripts/dev.sh test -n 0` runs the suite in this one process.
+    .venv/bin/pytest -n auto --dist loadfile --no-loadscope-reorder "$@" || status=$?
     if [ -n "$engine_started" ]; then bash scripts/container_engine.sh --stop; fi
     exit "$status"
     ;;
@@ -125,7 +128,7 @@ case "$command" in
     exec .venv/bin/python scripts/bench.py "$@"
     ;;
   "" | -h | --help)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
   *)

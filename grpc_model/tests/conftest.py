@@ -1,6 +1,7 @@
 """Shared fixtures: a clean environment, and real servers on loopback ports they chose."""
 
 import asyncio
+import fcntl
 import functools
 import os
 import re
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -25,9 +26,37 @@ from grpc_model.tests.wrappers import PATIENCE_SECONDS as PATIENCE_SECONDS  # th
 
 T = TypeVar("T")
 
+# pytest-xdist's workers start with COLUMNS=80 in their environment. The CLI's consoles (rich), made when a test
+# module imports the CLI, would keep that width for good and fold a long tmp_path mid-word, whatever COLUMNS a test
+# gives the command it runs; without it they follow the test's, as in a run without workers.
+os.environ.pop("COLUMNS", None)
+
 # Read at import, before the environment cleaning below: the tests of *your* model
 # (test_functional.py, test_packaging.py) serve the class you configured, as the server would.
 USER_MODEL_CLASS = os.environ.get(env_var("model_class"), Settings.model_fields["model_class"].default)
+
+
+# scripts/dev.sh test runs the modules on pytest-xdist workers (`--dist loadfile`: a module's tests on one worker, in
+# order, so a module-scoped fixture is made once). These modules spend minutes waiting on other processes (a Ray
+# cluster; a wheel, a virtual environment and a poetry install): handed out first (`--no-loadscope-reorder` keeps
+# this order), they overlap the rest of the suite instead of ending the run alone.
+LONG_WAITS = ("test_ray_serve.py", "test_project.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_WAITS)  # stable: the rest keep their order
+
+
+@pytest.fixture
+def container_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The container engine for this test alone, across the run's workers (an exclusive lock on a file they share).
+
+    The integration script names its containers and images `grpc-model-it-*`, and its test checks that none is
+    left behind, which another image test on another worker would make meanwhile.
+    """
+    with (tmp_path_factory.getbasetemp().parent / "container-engine.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def eventually(condition: Callable[[], T | None], what: str, seconds: float = PATIENCE_SECONDS) -> T:
@@ -44,6 +73,18 @@ def eventually(condition: Callable[[], T | None], what: str, seconds: float = PA
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {seconds:g} s for {what}")
         time.sleep(0.01)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Writes lone surrogates in a test's captured output as escapes (`\\udcff`).
+
+    Some tests make the server log text that holds one (a model's exception message decoded with surrogateescape):
+    a report that carries it cannot be encoded as UTF-8, which is how a pytest-xdist worker sends it to the run.
+    """
+    report = yield
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode()) for title, text in report.sections]
+    return report
 
 
 @pytest.fixture(autouse=True)

@@ -63,6 +63,7 @@ def containers_and_images() -> str:
     return containers + docker("images", "--filter", "reference=grpc-model-it-*", "--quiet")
 
 
+@pytest.mark.usefixtures("container_engine")
 @pytest.mark.parametrize("mode", ["local", "docker"] if MODE == "docker" else ["local"])
 def test_integration_script_passes(mode: str) -> None:
     if not load_test_cases(load_bundle(PROJECT_ROOT / "asset_bundle")):  # a model just started with init
@@ -85,6 +86,7 @@ ONE_BUNDLE = "COPY --from=dependencies /bundle ./asset_bundle/"
 
 
 @needs_engine
+@pytest.mark.usefixtures("container_engine")
 @pytest.mark.parametrize(
     ("change", "error"),
     [

@@ -337,6 +337,7 @@ def test_the_image_of_a_project_from_a_model_file_passes(
 
 
 @pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")
+@pytest.mark.usefixtures("container_engine")
 def test_the_projects_image_passes_and_builds(project: Path, author_env: dict[str, str]) -> None:
     with socket.socket() as probe:  # the image test publishes a concrete port: 45000 may be taken
         probe.bind(("127.0.0.1", 0))
