@@ -1,6 +1,7 @@
 """Shared fixtures: a clean environment, and real servers on loopback ports they chose."""
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
@@ -47,15 +48,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in LONG_WAITS)  # stable: the rest keep their order
 
 
-@pytest.fixture
-def container_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The container engine for this test alone, across the run's workers (an exclusive lock on a file they share).
+@contextlib.contextmanager
+def container_engine_turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The container engine for the caller alone, across the run's workers (an exclusive lock on a file they share).
 
     The integration script names its containers and images `grpc-model-it-*`, and its test checks that none is
-    left behind, which another image test on another worker would make meanwhile.
+    left behind, which another image test on another worker would make meanwhile; and two podman builds at once
+    can trip over each other's cache ("layer not known").
     """
     with (tmp_path_factory.getbasetemp().parent / "container-engine.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@pytest.fixture
+def container_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The container engine for this test alone: see container_engine_turn."""
+    with container_engine_turn(tmp_path_factory):
         yield
 
 

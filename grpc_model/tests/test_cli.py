@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -175,10 +174,14 @@ def test_new_version_releases_without_touching_the_framework(project: Path) -> N
 
 
 def test_testing_an_older_bundle_warns_that_the_code_is_todays(tmp_path: Path) -> None:
-    root = tmp_path / "asset_bundle"
-    shutil.copytree(load_bundle(PROJECT_ROOT / "asset_bundle").path, root / TEST_VERSION)
+    root = write_greeter_bundle(tmp_path / "asset_bundle")  # the framework's model: the author's may have no cases
     write_newer_bundle(root, "0.2.0")
-    environment = {"GRPC_MODEL_ASSET_BUNDLE_DIR": str(root), "GRPC_MODEL_MODEL_VERSION": TEST_VERSION, "COLUMNS": "300"}
+    environment = {
+        "GRPC_MODEL_ASSET_BUNDLE_DIR": str(root),
+        "GRPC_MODEL_MODEL_VERSION": TEST_VERSION,
+        "GRPC_MODEL_MODEL_CLASS": f"{TESTS}:Greeter",
+        "COLUMNS": "300",
+    }
 
     result = CliRunner().invoke(app, ["test"], env=environment)
 

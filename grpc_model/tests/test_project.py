@@ -325,6 +325,7 @@ def test_a_project_from_a_model_file_passes_its_test_with_the_runtime_served(
 
 
 @pytest.mark.skipif(MODE != "docker", reason="no container engine (scripts/dev.sh test provisions one where it can)")
+@pytest.mark.usefixtures("container_engine")
 def test_the_image_of_a_project_from_a_model_file_passes(
     runtime_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ from grpc_model.src.security.auth import AuthSetupError, load_tokens
 from grpc_model.src.security.channel import ClientSecurity, ClientSecurityError
 from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import ListenError, start_server
-from grpc_model.src.settings import Settings, flag
+from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.tests.certificates import TestPKI, make_pki
 from grpc_model.tests.conftest import ServerFactory, ServerProcess, ServerThread, start
 from grpc_model.tests.grpclib_client import HELLO, grpclib_context, grpclib_run, grpclib_status
@@ -314,7 +314,7 @@ def unused_port() -> int:
 
 
 def test_cli_commands_speak_tls_and_tokens(
-    serve_greeter: ServerFactory, pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve_greeter: ServerFactory, greeter_bundle: Path, pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = serve_greeter(**tls_settings(pki, mutual=True), auth_token=TOKEN)
     target = f"127.0.0.1:{server.running.port}"
@@ -334,6 +334,7 @@ def test_cli_commands_speak_tls_and_tokens(
     no_token = runner.invoke(app, ["status", target, *security])
     no_key = runner.invoke(app, ["status", target, "--tls-cert", str(pki.client.cert)])
     port = str(server.running.port)
+    monkeypatch.setenv(env_var("asset_bundle_dir"), str(greeter_bundle))  # the served model's cases, not the author's
     reference = model_client.main(["--host", "127.0.0.1", "--port", port, "--token", TOKEN, *security])
 
     assert status.exit_code == 0, status.output
