@@ -26,6 +26,7 @@ from grpc_model.src.settings import PROJECT_ROOT
 from grpc_model.tests.conftest import PATIENCE_SECONDS, TEST_VERSION, ServerFactory, ServerThread
 from grpc_model.tests.http_client import HTTP, HttpClient
 from grpc_model.tests.runtime_models import Outputs, iris, trained_bundle, write_runtime_bundle
+from grpc_model.tests.v2_cases import run_client_job
 
 TOLERANCE = 1e-6
 MODEL = "hello-world"  # the greeter's name, which the runtime bundles keep
@@ -35,17 +36,7 @@ ROWS = iris()[0][::15]  # 10 rows, every class
 def numeric_calls(protocol: str, url: str, calls: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """The answers of grpc_model/tests/v2_numeric_client.py (tritonclient, in a process of its own)."""
     job = {"protocol": protocol, "url": url, "model": MODEL, "calls": [{"inputs": inputs} for inputs in calls]}
-    finished = subprocess.run(
-        [sys.executable, "-m", "grpc_model.tests.v2_numeric_client"],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        timeout=PATIENCE_SECONDS * 2,
-        check=False,
-    )
-    assert finished.returncode == 0, finished.stderr
-    answer: dict[str, Any] = json.loads(finished.stdout)
+    answer: dict[str, Any] = run_client_job("grpc_model.tests.v2_numeric_client", job)
     return answer
 
 

@@ -12,12 +12,11 @@ from grpc_model.src.settings import PROJECT_ROOT
 from grpc_model.tests.conftest import PATIENCE_SECONDS
 
 
-def tritonclient_calls(protocol: str, url: str, model: str, calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The answers of grpc_model/tests/v2_tritonclient.py, which runs the calls in a process of its own."""
-    job = json.dumps({"protocol": protocol, "url": url, "model": model, "calls": list(calls)})
+def run_client_job(module: str, job: Mapping[str, Any]) -> Any:
+    """What a tritonclient script (`module`) prints for `job`: it runs in a process of its own."""
     finished = subprocess.run(
-        [sys.executable, "-m", "grpc_model.tests.v2_tritonclient"],
-        input=job,
+        [sys.executable, "-m", module],
+        input=json.dumps(job),
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
@@ -25,7 +24,13 @@ def tritonclient_calls(protocol: str, url: str, model: str, calls: Sequence[Mapp
         check=False,
     )
     assert finished.returncode == 0, finished.stderr
-    answers: list[dict[str, Any]] = json.loads(finished.stdout)
+    return json.loads(finished.stdout)
+
+
+def tritonclient_calls(protocol: str, url: str, model: str, calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The answers of grpc_model/tests/v2_tritonclient.py to `calls`."""
+    job = {"protocol": protocol, "url": url, "model": model, "calls": list(calls)}
+    answers: list[dict[str, Any]] = run_client_job("grpc_model.tests.v2_tritonclient", job)
     return answers
 
 

@@ -7,6 +7,7 @@ with a budget on the work the count itself may do, refuses such a request for th
 Malformed bytes are left to the parser, which names what is wrong with them.
 """
 
+import functools
 from typing import cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -47,7 +48,9 @@ class _Malformed(Exception):
     pass
 
 
+@functools.cache
 def _holds_messages(descriptor: Descriptor) -> bool:
+    """Asked once per message walked: cached per message type, of which a schema has a handful."""
     return any(field.type == FieldDescriptor.TYPE_MESSAGE for field in descriptor.fields)
 
 
