@@ -99,3 +99,17 @@ def test_init_refuses_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ScaffoldError, match="NAME '\\\\udcff' is not valid Unicode"):
         init_model(tmp_path, tmp_path / "asset_bundle", "\udcff", "0.1.0", [FileSpec("a", "text/plain")], [])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 5000, "NAME has 5,000 characters; at most 100"),
+        ("Loan\nRisk", r"NAME 'Loan\\nRisk' holds the invisible character U\+000A at position 5"),
+        ("Loan\u202eRisk", r"NAME 'Loan\\u202eRisk' holds the invisible character U\+202E at position 5"),
+    ],
+)
+def test_init_refuses_a_name_that_no_listing_can_show_as_it_is(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(ScaffoldError, match=message):
+        init_model(tmp_path, tmp_path / "asset_bundle", name, "0.1.0", [FileSpec("a", "text/plain")], [])
+    assert list(tmp_path.iterdir()) == []

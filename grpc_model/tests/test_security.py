@@ -23,7 +23,7 @@ from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.cli import app
 from grpc_model.src.client import ModelClient
-from grpc_model.src.security.auth import AuthSetupError, load_tokens
+from grpc_model.src.security.auth import AuthSetupError, RefusalLog, load_tokens
 from grpc_model.src.security.channel import ClientSecurity, ClientSecurityError
 from grpc_model.src.security.tls import TLSSetupError
 from grpc_model.src.server import ListenError, start_server
@@ -391,3 +391,22 @@ def test_the_http_port_has_the_grpc_ports_tls_and_tokens(serve_greeter: ServerFa
     assert wrong == (401, {"detail": "the bearer token is not valid"})
     assert right[0] == 200
     assert right[1]["success"] is True
+
+
+def test_refused_calls_are_logged_once_a_window_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    """A client retrying a wrong token in a loop writes one line a window, not one a call."""
+    now = [0.0]
+    log = RefusalLog(window_seconds=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="grpc_model.src.security.auth"):
+        for _ in range(500):
+            log.refused("/ModzyModel/Run", "the bearer token is not valid")
+        now[0] = 59.9
+        log.refused("/ModzyModel/Run", "the bearer token is not valid")
+        first = [record.getMessage() for record in caplog.records]
+        now[0] = 60.0
+        log.refused("/ModzyModel/Status", "the bearer token is not valid")
+    lines = [record.getMessage() for record in caplog.records]
+    assert first == ["/ModzyModel/Run refused: the bearer token is not valid"]
+    assert lines[1:] == [
+        "/ModzyModel/Status refused: the bearer token is not valid (500 more refused since the last line)"
+    ]

@@ -8,6 +8,7 @@ metadata still work.
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,34 @@ class TokenCheck:
         return None if matched else "the bearer token is not valid"
 
 
+class RefusalLog:
+    """Warns of refused calls at most once a window, with how many were refused meanwhile.
+
+    A client with a wrong token that retries in a loop would otherwise write a line per call and bury
+    every other line (and fill the disk); the first refusal and a count each window say the same.
+    """
+
+    def __init__(self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_seconds
+        self._clock = clock
+        self._next_line_at = float("-inf")
+        self._unlogged = 0
+
+    def refused(self, method: str, refusal: str) -> None:
+        now = self._clock()
+        if now < self._next_line_at:
+            self._unlogged += 1
+            return
+        earlier = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
+        logger.warning("%s refused: %s%s", method, refusal, earlier)
+        self._unlogged = 0
+        self._next_line_at = now + self._window
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, check: TokenCheck) -> None:
+    def __init__(self, check: TokenCheck, log: RefusalLog | None = None) -> None:
         self._check = check
+        self._log = log or RefusalLog()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -86,7 +112,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         refusal = self._check.refusal([value for key, value in metadata if key == AUTHORIZATION])
         if refusal is None:
             return handler
-        logger.warning("%s refused: %s", method, refusal)
+        self._log.refused(method, refusal)
         return _refusing(handler, refusal)
 
 

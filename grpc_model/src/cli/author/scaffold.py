@@ -6,6 +6,7 @@ model or releasing a version never touches the framework.
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,8 @@ def init_model(
     if not name.strip():
         raise ScaffoldError("the model's NAME must not be blank")
     for what, text in (("NAME", name), ("--author", author)):
-        if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
-            raise ScaffoldError(f"{what} {text!r} is not valid Unicode (bytes that are not UTF-8?)")
+        if problem := _text_problem(text):
+            raise ScaffoldError(f"{what} {problem}")
     for kind, files in (("input", inputs), ("output", outputs)):
         names = [file.name for file in files]
         if len(set(names)) != len(names):
@@ -123,6 +124,25 @@ def new_version(bundles: Path, version: str, keep_test_cases: bool = False) -> N
     if not (target / TEST_CASES_DIR / TEST_CASES_NOTE).exists() and note.exists():
         shutil.copy2(note, target / TEST_CASES_DIR / TEST_CASES_NOTE)
     return NewVersion(old=old, new=version, path=target, copied_cases=copied)
+
+
+MAX_NAME_CHARS = 100
+"""Longer names and authors are refused: they head Status answers, the V2 model name and the image's labels."""
+
+
+def _text_problem(text: str) -> str | None:
+    """Why a name or author cannot be written into model.yaml and shown to clients as it is, or None."""
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+        return f"{text[:MAX_NAME_CHARS]!r} is not valid Unicode (bytes that are not UTF-8?)"
+    if len(text) > MAX_NAME_CHARS:
+        return f"has {len(text):,} characters; at most {MAX_NAME_CHARS}"
+    # Control and format characters (a newline, a right-to-left override) would make a log line or a listing
+    # say something other than what it shows.
+    hidden = [(at, char) for at, char in enumerate(text) if unicodedata.category(char) in ("Cc", "Cf")]
+    if hidden:
+        at, char = hidden[0]
+        return f"{text!r} holds the invisible character U+{ord(char):04X} at position {at + 1}"
+    return None
 
 
 def _class_name(name: str) -> str:
