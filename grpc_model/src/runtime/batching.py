@@ -285,24 +285,24 @@ class Batcher:
             return
         finally:
             logs.request_id.reset(ids)
-        self._in_flight += 1
         if running.done():  # it ran on the event loop: answer now, without a wake-up; `_pump`'s loop goes on
             self._answer(live, running, span)
         else:
+            self._in_flight += 1
             running.add_done_callback(lambda done: self._finish(live, done, span))
 
     def _finish(
         self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
     ) -> None:
+        self._in_flight -= 1
         try:
-            self._answer(live, done, span)
+            self._pump()  # the next batch before this one's answers: the slot idles no longer than it must
         finally:
-            self._pump()
+            self._answer(live, done, span)
 
     def _answer(
         self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
     ) -> None:
-        self._in_flight -= 1
         if done.cancelled() or done.exception() is not None:
             error = "cancelled" if done.cancelled() else f"{type(done.exception()).__name__}: {done.exception()}"
             logger.error("a batch of %d items failed in the executor: %s", len(live), error)
