@@ -121,13 +121,13 @@ def free_port() -> int:
 class Server:
     """A server process on a free loopback port, answering once `__init__` returns."""
 
-    def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], name: str, cwd: Path = PROJECT_ROOT) -> None:
         self.port = free_port()
         LOGS.mkdir(parents=True, exist_ok=True)
         with open(LOGS / f"{name}.log", "wb") as log:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)],
-                cwd=PROJECT_ROOT,
+                cwd=cwd,
                 env={"GRPC_MODEL_METRICS_PORT": "0", **env},  # several servers at once: 9090 would clash
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks import cost, scale_out
+from benchmarks import cost, percall, scale_out
 from benchmarks.load import Load
 from benchmarks.processes import Usage
 
@@ -141,6 +141,8 @@ def markdown(results: Results) -> str:
                   f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
     if "cost" in results.extras:
         lines += cost.markdown(results.extras["cost"])
+    if "percall" in results.extras:
+        lines += percall.markdown(results.extras["percall"])
     if "scale_out" in results.extras:
         lines += ["", scale_out.markdown(results.extras["scale_out"]).rstrip("\n")]
     if "worker_memory" in results.extras:

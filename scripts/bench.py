@@ -33,7 +33,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import cost, examples, scale_out, scoring  # noqa: E402
+from benchmarks import cost, examples, percall, scale_out, scoring  # noqa: E402
 from benchmarks import load as load_driver  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import calibrate_cpu_iterations  # noqa: E402
@@ -255,7 +255,9 @@ async def main() -> int:
     args = parser.parse_args()
     if args.peers:
         return await peer_comparison(args)
-    args.profiles = args.profiles or ",".join([*(p.name for p in PROFILES), "digits", "score", "cost", "scale-out"])
+    args.profiles = args.profiles or ",".join(
+        [*(p.name for p in PROFILES), "digits", "score", "cost", "percall", "scale-out"]
+    )
     args.out = args.out or ROOT / "docs" / "bench"
     chosen = [
         replace(
@@ -294,6 +296,8 @@ async def main() -> int:
                     server.stop()
         if "cost" in args.profiles.split(","):  # what metrics and logs cost per call
             results.extras["cost"] = await cost.observability_cost(cpu_per_request, bundle, env, args.duration)
+        if "percall" in args.profiles.split(","):  # the per-call path against the bare servicers, both protocols
+            results.extras["percall"] = await percall.per_call(env, args.duration)
         if "score" in args.profiles.split(","):
             results.extras["score"] = await scorer_speed(bundle, env, args.duration)
         if "scale-out" in args.profiles.split(","):  # replicas behind round robin; SIGTERM under load

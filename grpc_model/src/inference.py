@@ -110,8 +110,10 @@ class Inference:
                     with tracing.span(tracing.VALIDATE, len(items)):
                         checked = await self._check(items, request_bytes)
                 valid = [item for item, error in checked if error is None]
-                answers = iter(await self.runtime.run(valid, detect_drift, explain))
-                results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+                results = await self.runtime.run(valid, detect_drift, explain)
+                if len(valid) < len(checked):  # the failed checks' results go between the model's
+                    answers = iter(results)
+                    results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
         except BaseException:
             self.metrics.items_refused(len(items))
             raise

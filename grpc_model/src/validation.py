@@ -194,6 +194,8 @@ ALIASES = {
 
 TEXT_CHECKS: dict[str, Callable[[bytes, str], bool]] = {"text/plain": _is_text, "text/csv": _is_csv}
 """Text types, checked in the charset their media type declares (UTF-8 when none)."""
+ANY_CONTENT = frozenset({"application/octet-stream", "*/*"})
+"""Types any content passes: an input that accepts one of them has no content to check."""
 
 
 def canonical(media_type: str) -> str:
@@ -276,11 +278,12 @@ class InputValidator:
                 logger.log(
                     level, "input %s: %s: %s; the content of input %s is not checked", name, media_type, reason, name
                 )
+            accepts_any = bool(unknown) or any(canonical(media_type) in ANY_CONTENT for media_type in types)
             self.rules[name] = _InputRule(
                 max_bytes=parse_size(declared.maxSize),
                 max_size_text=declared.maxSize,
                 media_types=types,
-                sniffers=() if unknown else tuple((t, check) for t, check in sniffers.items() if check is not None),
+                sniffers=() if accepts_any else tuple((t, check) for t, check in sniffers.items() if check is not None),
             )
 
     def check_all(self, items: Sequence[Mapping[str, bytes]]) -> list[CheckedItem]:
@@ -289,16 +292,20 @@ class InputValidator:
 
     def check(self, item: Mapping[str, bytes]) -> CheckedItem:
         """The item to give the model (undeclared files dropped when ignored), or an error naming the problem."""
-        files = dict(item)  # one copy of each file out of the request message, used for everything below
+        # One copy of each file out of the request message, used for everything below; iterating the keys is
+        # C code, where dict() of a protobuf map goes through the Mapping mixin's Python.
+        files = {name: item[name] for name in item}
         problems: list[str] = []
-        undeclared = sorted(files.keys() - self.rules.keys())
-        if undeclared and self.reject_undeclared:
-            problems.append(
-                f"{', '.join(undeclared)}: not an input of this model (its inputs: {', '.join(self.rules)})"
-            )
-        missing = [name for name in self.rules if name not in files]
-        if missing:
-            problems.append(f"{', '.join(missing)}: missing; this model needs {', '.join(self.rules)}")
+        undeclared: list[str] = []
+        if files.keys() != self.rules.keys():  # else every declared file is there, and only those
+            undeclared = sorted(files.keys() - self.rules.keys())
+            if undeclared and self.reject_undeclared:
+                problems.append(
+                    f"{', '.join(undeclared)}: not an input of this model (its inputs: {', '.join(self.rules)})"
+                )
+            missing = [name for name in self.rules if name not in files]
+            if missing:
+                problems.append(f"{', '.join(missing)}: missing; this model needs {', '.join(self.rules)}")
         for name, rule in self.rules.items():
             content = files.get(name)
             if content is None:

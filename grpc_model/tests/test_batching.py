@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpc_model.src.runtime.batching import Batcher, QueueFullError
+from grpc_model.src.runtime.batching import TIMEOUT_MESSAGE, Batcher, QueueFullError
 from grpc_model.src.runtime.execution import ThreadExecutor, Wanted
 from grpc_model.src.runtime.items import ItemResult
 from grpc_model.src.runtime.loader import import_wrapper_class, instantiate
@@ -227,6 +227,26 @@ def test_a_full_batch_leaves_without_waiting() -> None:
 
     run_async(scenario)
     assert [len(batch.ids) for batch in recorder.batches] == [1, 3]
+
+
+def test_each_call_times_out_on_its_own_and_a_later_one_too() -> None:
+    recorder = executor("Echo", held=b"busy")
+    batcher = Batcher(recorder, max_batch_size=8, max_wait_seconds=0, max_queued_items=100, timeout_seconds=0.05)
+    timed_out = ItemResult.failure(TIMEOUT_MESSAGE)
+
+    async def scenario() -> list[list[ItemResult]]:
+        busy = asyncio.create_task(batcher.submit([{"id": b"busy"}], False, False))
+        await until(lambda: len(recorder.batches) == 1, "busy to hold the only slot")
+        first = await asyncio.wait_for(batcher.submit([{"id": b"a"}], False, False), PATIENCE_SECONDS)
+        # Queued after the first expired: its own timeout must still end it, though busy holds the slot.
+        second = await asyncio.wait_for(batcher.submit([{"id": b"b"}], False, False), PATIENCE_SECONDS)
+        recorder.release()
+        held = await busy
+        await batcher.close()
+        return [held, first, second]
+
+    assert run_async(scenario) == [[timed_out]] * 3
+    assert [batch.ids for batch in recorder.batches] == [[b"busy"]]  # the queued items never ran
 
 
 def test_the_queue_is_bounded() -> None:

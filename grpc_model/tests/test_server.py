@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
+from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.client import ModelClient
 from grpc_model.src.servicer import SERVICE_NAME
 from grpc_model.tests.conftest import (
@@ -294,8 +296,13 @@ def test_status_and_health_answer_while_the_model_is_busy(serve_wrapper: ServerF
     busy = server.client.stub.Run.future(pb.RunRequest(inputs=[pb.InputItem(input={"a": b"1"})]))
     assert Slow.started.wait(timeout=10)
 
+    # While the model thread is held: every readiness answer comes from the event loop, which the model never holds.
     assert server.client.status().status_code == 200
     assert server.client.health() == "SERVING"
+    v2_stub = GRPCInferenceServiceStub(server.client.channel)
+    assert v2_stub.ServerLive(v2.ServerLiveRequest(), timeout=PATIENCE_SECONDS).live
+    assert v2_stub.ServerReady(v2.ServerReadyRequest(), timeout=PATIENCE_SECONDS).ready
+    assert not busy.done()  # all of the above answered while the model was still computing
 
     Slow.release.set()
     assert busy.result(timeout=10).outputs[0].output == {"slept.txt": b"done"}

@@ -74,6 +74,15 @@ class _Call:
 
 
 @dataclass(eq=False, slots=True)
+class _Expiry:
+    """When a call's unanswered items fail (with a run timeout); `call` is None once the call is over, so that
+    the queue of expiries holds no finished call's results."""
+
+    deadline: float
+    call: _Call | None
+
+
+@dataclass(eq=False, slots=True)
 class _Pending:
     item: ModelInput
     call: _Call
@@ -112,6 +121,10 @@ class Batcher:
         self._in_flight = 0
         self._calls: set[_Call] = set()  # submitted and not over
         self._timer: asyncio.TimerHandle | None = None
+        # With a run timeout: the calls' expiries in the order they came in, which is the order they fall due,
+        # since every call has the same timeout; one timer for the first, rather than one per call on the loop.
+        self._expiring: deque[_Expiry] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
@@ -134,15 +147,16 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         call = _Call(len(items), loop.create_future(), tracing.queued(len(items)))
-        self._groups.setdefault((detect_drift, explain), deque()).extend(
-            _Pending(item, call, index, now) for index, item in enumerate(items)
-        )
+        group = self._groups.get((detect_drift, explain))
+        if group is None:
+            group = self._groups[(detect_drift, explain)] = deque()
+        group.extend(_Pending(item, call, index, now) for index, item in enumerate(items))
         self._queued += len(items)
         self._calls.add(call)
         self._pump()
-        expiry: asyncio.TimerHandle | None = None
+        expiry = None
         if self.timeout_seconds is not None and not call.future.done():  # a model on the loop may have answered
-            expiry = loop.call_at(now + self.timeout_seconds, call.fail_unanswered, TIMEOUT_MESSAGE)
+            expiry = self._expire_later(call, now + self.timeout_seconds)
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -150,7 +164,7 @@ class Batcher:
             raise
         finally:
             if expiry is not None:
-                expiry.cancel()
+                expiry.call = None
             # Answered, timed out or gone: whatever of it is still queued waits for nobody. It leaves
             # the queue lazily, but stops counting against the bound now.
             self._queued -= call.queued
@@ -159,11 +173,37 @@ class Batcher:
             if call.trace is not None:
                 call.trace.dequeued()
 
+    def _expire_later(self, call: _Call, deadline: float) -> _Expiry:
+        """Fails the call's unanswered items at `deadline`, which is no earlier than any queued before it."""
+        expiring = self._expiring
+        while expiring and expiring[0].call is None:  # calls that are over
+            expiring.popleft()
+        expiry = _Expiry(deadline, call)
+        expiring.append(expiry)
+        if self._expiry is None:
+            self._expiry = asyncio.get_running_loop().call_at(expiring[0].deadline, self._expire)
+        return expiry
+
+    def _expire(self) -> None:
+        """The first call's time is up: it fails, and so does every other whose time is up too."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        expiring, now = self._expiring, loop.time()
+        while expiring and (expiring[0].call is None or expiring[0].deadline <= now):
+            call = expiring.popleft().call
+            if call is not None:
+                call.fail_unanswered(TIMEOUT_MESSAGE)
+        if expiring:
+            self._expiry = loop.call_at(expiring[0].deadline, self._expire)
+
     async def close(self) -> None:
         """Stops dispatching and answers every item still waiting, queued or with the model."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for group in self._groups.values():
             while group:
                 entry = self._dequeue(group)
@@ -194,7 +234,9 @@ class Batcher:
         A group still inside its window never holds up another group that is ready.
         """
         earliest: float | None = None
-        waiting = sorted(((f, g) for f, g in self._groups.items() if g), key=lambda pair: pair[1][0].enqueued_at)
+        waiting = [(flags, group) for flags, group in self._groups.items() if group]
+        if len(waiting) > 1:
+            waiting.sort(key=lambda pair: pair[1][0].enqueued_at)
         for flags, group in waiting:
             deadline = group[0].enqueued_at + self.max_wait_seconds
             if len(group) >= self.max_batch_size or self._in_flight == 0 or now >= deadline:
@@ -243,24 +285,24 @@ class Batcher:
             return
         finally:
             logs.request_id.reset(ids)
-        self._in_flight += 1
         if running.done():  # it ran on the event loop: answer now, without a wake-up; `_pump`'s loop goes on
             self._answer(live, running, span)
         else:
+            self._in_flight += 1
             running.add_done_callback(lambda done: self._finish(live, done, span))
 
     def _finish(
         self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
     ) -> None:
+        self._in_flight -= 1
         try:
-            self._answer(live, done, span)
+            self._pump()  # the next batch before this one's answers: the slot idles no longer than it must
         finally:
-            self._pump()
+            self._answer(live, done, span)
 
     def _answer(
         self, live: list[_Pending], done: "asyncio.Future[list[ItemResult]]", span: "tracing.Span | None"
     ) -> None:
-        self._in_flight -= 1
         if done.cancelled() or done.exception() is not None:
             error = "cancelled" if done.cancelled() else f"{type(done.exception()).__name__}: {done.exception()}"
             logger.error("a batch of %d items failed in the executor: %s", len(live), error)
@@ -273,4 +315,5 @@ class Batcher:
                 entry.call.answer(entry.index, result)
         finally:
             for entry in live:  # a wrong count from an executor still answers everyone
-                entry.call.answer(entry.index, ItemResult.failure("internal error: no result for this item"))
+                if entry.needed():
+                    entry.call.answer(entry.index, ItemResult.failure("internal error: no result for this item"))

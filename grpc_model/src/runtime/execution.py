@@ -271,9 +271,10 @@ class JobQueue:
             self._jobs.put(None)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Job:
-    """A batch handed from the event loop to a thread, and the way back."""
+    """A batch handed from the event loop to a thread, and the way back (not frozen: one is made per batch,
+    and a frozen dataclass sets each field through object.__setattr__)."""
 
     loop: asyncio.AbstractEventLoop
     future: "asyncio.Future[list[ItemResult]]"

@@ -76,11 +76,12 @@ class ModelRuntime:
         """Why the last load failed, for callers that give up waiting on the next one."""
         self._loading: asyncio.Task[ModelLoadError | None] | None = None
         self._signature: TensorSignature | None = None
+        self._declares_tensors = callable(getattr(self.wrapper_class, "tensor_signature", None))
 
     @property
     def declares_tensors(self) -> bool:
         """Whether the wrapper declares numeric tensors (known before it loads; which ones, only after)."""
-        return callable(getattr(self.wrapper_class, "tensor_signature", None))
+        return self._declares_tensors
 
     @property
     def signature(self) -> TensorSignature | None:

@@ -6,10 +6,9 @@ compressed message it compares the decompressed size, stopping as it inflates (d
 checked, queued and run: that is the budget's job.
 """
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.metadata.units import parse_size
@@ -59,18 +58,33 @@ class InflightBudget:
         self.limit = limit
         self.held = 0
 
-    @contextlib.contextmanager
-    def hold(self, size: int) -> Iterator[None]:
+    def hold(self, size: int) -> "_Held":
+        """Holds `size` bytes for the `with` block; raises OverBudgetError when they would pass the limit."""
         if self.held + size > self.limit:
             raise OverBudgetError(
                 f"the server holds {self.held} bytes of requests in flight and this one of {size} bytes "
                 f"would pass max_inflight_request_bytes ({self.limit} bytes); try again later"
             )
         self.held += size
-        try:
-            yield
-        finally:
-            self.held -= size
+        return _Held(self, size)
+
+
+class _Held:
+    """Bytes held until the `with` block ends; a class rather than a generator, as every call passes here."""
+
+    __slots__ = ("budget", "size")
+
+    def __init__(self, budget: InflightBudget, size: int) -> None:
+        self.budget = budget
+        self.size = size
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.budget.held -= self.size
 
 
 class LimitsSetupError(Exception):

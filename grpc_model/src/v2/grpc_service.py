@@ -134,7 +134,7 @@ def infer_request(request: pb.ModelInferRequest, model: V2Model) -> InferRequest
         request.model_version,
         inputs,
         [output.name for output in request.outputs],
-        {name: _value(parameter) for name, parameter in request.parameters.items()},
+        {name: _value(parameter) for name, parameter in request.parameters.items()} if request.parameters else {},
         request.id,
         request_size(request),
     )

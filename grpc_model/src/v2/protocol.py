@@ -105,7 +105,7 @@ class V2Protocol:
         started = time.perf_counter()
         self.model.check(request.model_name, request.model_version)
         self.model.check_outputs(request)
-        signature = await self._signature()
+        signature = await self._signature() if self.inference.declares_tensors else None  # no coroutine for a wrapper
         items = self.model.items(request) if signature is None else numeric.rows(self.model, request, signature)
         detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
         try:
