@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from grpc_model.src.inference import Inference
+from grpc_model.src.metadata import BundleError
 from grpc_model.src.metadata.bundle import version_key
 from grpc_model.src.quoting import quoted
 from grpc_model.src.repository.layout import ModelFolder
-from grpc_model.src.runtime import ModelLoadError
+from grpc_model.src.runtime import ModelLoadError, WrapperImportError
+from grpc_model.src.runtime.items import describe
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ Scan = Callable[[], Sequence[ModelFolder]]
 
 NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
+IDLE = (NOT_LOADED, UNLOADED)
+"""The reasons of a version that is not served but not broken either."""
 
 
 class UnknownModelError(LookupError):
@@ -65,6 +69,8 @@ class ModelRegistry:
         self.grace_seconds = grace_seconds
         """How long an unloaded version's calls may go on before they are answered UNAVAILABLE."""
         self._slots: dict[tuple[str, str], _Slot] = {}
+        self._routes: dict[str, list[_Slot]] = {}
+        """Each model's served versions, oldest first: what `resolve` reads, kept by `_mark`."""
         self._problems: dict[str, ModelFolder] = {}
         self.on_change: Callable[[], Awaitable[None]] | None = None
         """Awaited after a version becomes able, or unable, to take work (the wiring reports health)."""
@@ -98,14 +104,16 @@ class ModelRegistry:
         try:
             inference = self._build(slot.folder, slot.version)
         except Exception as error:  # a wrapper that cannot be imported or configured, a model.yaml that is wrong
-            slot.state, slot.reason = "UNAVAILABLE", f"{slot.folder.path.name}/: {error}"
+            explained = isinstance(error, WrapperImportError | BundleError)  # their messages say what to do
+            self._mark(slot, "UNAVAILABLE", f"{slot.folder.path.name}/: {error if explained else describe(error)}")
             logger.error("model %s %s cannot be served: %s", slot.folder.name, slot.version, slot.reason)
             return None
         self._register(slot, inference)
         return inference
 
     def _register(self, slot: _Slot, inference: Inference) -> None:
-        slot.inference, slot.state, slot.reason = inference, "READY", ""
+        slot.inference = inference
+        self._mark(slot, "READY", "")
         inference.on_loaded = self._changed
         inference.runtime.on_capacity_change = lambda available: self._capacity_changed(slot, available)
 
@@ -139,11 +147,14 @@ class ModelRegistry:
         if not version:
             if served:
                 return self._endpoint(served[-1])
+            failed = [s for (known, _), s in self._slots.items() if known == name and s.reason not in ("", *IDLE)]
+            if failed:
+                raise ModelLoadError(f"model {name!r} cannot be served: {self._reasons(name)}")
             if any(known == name for known, _ in self._slots):
                 raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
             raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
         slot = self._slots.get((name, version))
-        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in (NOT_LOADED, UNLOADED):
+        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in IDLE:
             raise ModelLoadError(f"model {name!r} version {version} cannot be served: {slot.reason}")
         if slot is None or slot not in served:
             if not any(known == name for known, _ in self._slots):
@@ -162,8 +173,14 @@ class ModelRegistry:
 
     def _served(self, name: str) -> list[_Slot]:
         """The versions of `name` that take calls, oldest first."""
-        slots = [s for (known, _), s in self._slots.items() if known == name and s.state == "READY" and s.inference]
-        return sorted(slots, key=lambda slot: version_key(slot.version))
+        return self._routes.get(name, [])
+
+    def _mark(self, slot: _Slot, state: State, reason: str) -> None:
+        """Sets the version's state, and the routes with it: calls reach READY versions only."""
+        slot.state, slot.reason = state, reason
+        name = slot.folder.name
+        served = [s for (known, _), s in self._slots.items() if known == name and s.state == "READY" and s.inference]
+        self._routes[name] = sorted(served, key=lambda each: version_key(each.version))
 
     def _listing(self) -> str:
         served = sorted({name for (name, _), slot in self._slots.items() if slot.state == "READY"})
@@ -232,13 +249,13 @@ class ModelRegistry:
             if slot.state == "READY" and slot.inference is not None:
                 await slot.inference.ensure_loaded()
                 return
-            slot.state, slot.reason = "LOADING", ""
+            self._mark(slot, "LOADING", "")
             inference = slot.inference if slot.inference and not slot.inference.closed else None
             if inference is None:
                 inference = self._build(slot.folder, slot.version)
             await inference.ensure_loaded()
         except Exception as error:
-            slot.state, slot.reason = "UNAVAILABLE", str(error)
+            self._mark(slot, "UNAVAILABLE", str(error))
             raise ModelLoadError(f"model {slot.folder.name!r} version {slot.version}: {error}") from error
         finally:
             slot.loading = None
@@ -259,9 +276,10 @@ class ModelRegistry:
         inference = slot.inference
         if inference is None:
             return
-        slot.state, slot.reason = "UNLOADING", ""
+        self._mark(slot, "UNLOADING", "")
         await inference.close(self.grace_seconds)
-        slot.inference, slot.state, slot.reason = None, "UNAVAILABLE", UNLOADED
+        slot.inference = None
+        self._mark(slot, "UNAVAILABLE", UNLOADED)
         logger.info("model %s %s unloaded", slot.folder.name, slot.version)
 
     async def close(self) -> None:
