@@ -104,3 +104,20 @@ def test_unknown_names_are_refused_naming_what_there_is(repository: Path) -> Non
 
 def states(registry: ModelRegistry) -> list[tuple[str, str, str]]:
     return [(entry.name, entry.version, entry.state) for entry in registry.index()]
+
+
+def test_a_folder_that_turns_bad_on_disk_leaves_its_served_versions_serving(repository: Path) -> None:
+    async def scenario() -> None:
+        registry = ModelRegistry(builder, lambda: find_models(repository), default="alpha")
+        await registry.load("alpha")
+        newer = write_bundle(repository / "alpha" / "asset_bundle", "alpha", "0.2.0")
+        (newer / "model.yaml").write_text("name: [unclosed\n")
+
+        with pytest.raises(ModelLoadError, match=r"model 'alpha' cannot be served: alpha/: .*model\.yaml"):
+            await registry.load("alpha")
+
+        assert (await registry.resolve(None, None)).spec.version == "0.1.0"
+        assert ("alpha", "0.2.0", "UNAVAILABLE") in states(registry)
+        await registry.close()
+
+    asyncio.run(scenario())

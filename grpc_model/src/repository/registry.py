@@ -100,16 +100,15 @@ class ModelRegistry:
             if slot.inference is None:
                 self._build_slot(slot)
 
-    def _build_slot(self, slot: _Slot) -> Inference | None:
+    def _build_slot(self, slot: _Slot) -> None:
         try:
             inference = self._build(slot.folder, slot.version)
         except Exception as error:  # a wrapper that cannot be imported or configured, a model.yaml that is wrong
             explained = isinstance(error, WrapperImportError | BundleError)  # their messages say what to do
             self._mark(slot, "UNAVAILABLE", f"{slot.folder.path.name}/: {error if explained else describe(error)}")
             logger.error("model %s %s cannot be served: %s", slot.folder.name, slot.version, slot.reason)
-            return None
+            return
         self._register(slot, inference)
-        return inference
 
     def _register(self, slot: _Slot, inference: Inference) -> None:
         slot.inference = inference
@@ -136,32 +135,28 @@ class ModelRegistry:
 
     async def resolve(self, name: str | None, version: str | None) -> Inference:
         """The endpoint of `name` at `version`: None name = the default model, None or "" version = its newest
-        served version. Raises UnknownModelError, or ModelLoadError for a model whose folder cannot be served."""
+        served version. Raises UnknownModelError, or ModelLoadError for a version (or a folder) that cannot be
+        served; a folder that turns bad on disk leaves its versions already served serving."""
         if name is None:
             if self.default is None:
                 raise UnknownModelError(f"name a model: this server serves {self._listing()}")
             name = self.default
-        if name in self._problems:
-            raise ModelLoadError(f"model {name!r} cannot be served: {self._problems[name].problem}")
         served = self._served(name)
-        if not version:
-            if served:
-                return self._endpoint(served[-1])
-            failed = [s for (known, _), s in self._slots.items() if known == name and s.reason not in ("", *IDLE)]
-            if failed:
-                raise ModelLoadError(f"model {name!r} cannot be served: {self._reasons(name)}")
-            if any(known == name for known, _ in self._slots):
-                raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
-            raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
-        slot = self._slots.get((name, version))
+        slot = served[-1] if served and not version else self._slots.get((name, version or ""))
+        if slot is not None and slot in served:
+            return self._endpoint(slot)
         if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in IDLE:
             raise ModelLoadError(f"model {name!r} version {version} cannot be served: {slot.reason}")
-        if slot is None or slot not in served:
-            if not any(known == name for known, _ in self._slots):
-                raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
+        if name in self._problems:
+            raise ModelLoadError(f"model {name!r} cannot be served: {self._problems[name].problem}")
+        if not any(known == name for known, _ in self._slots):
+            raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
+        if version:
             versions = ", ".join(s.version for s in served) or "none"
             raise UnknownModelError(f"model {name!r} has no version {quoted(version)}: this server serves {versions}")
-        return self._endpoint(slot)
+        if any(s.reason not in ("", *IDLE) for (known, _), s in self._slots.items() if known == name):
+            raise ModelLoadError(f"model {name!r} cannot be served: {self._reasons(name)}")
+        raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
 
     def _endpoint(self, slot: _Slot) -> Inference:
         assert slot.inference is not None  # only served slots get here
