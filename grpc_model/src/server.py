@@ -176,8 +176,7 @@ async def start_server(settings: Settings) -> RunningServer:
             settings.host,
             http.port,
         )
-    for inference in registry.endpoints:
-        inference.runtime.may_fork = False
+    registry.serving()
     logger.info(
         "serving %s on %s:%d%s; requests up to %d bytes, %d bytes in flight",
         _served(registry),

@@ -352,3 +352,24 @@ def test_ray_serve_refuses_a_repository_instead_of_serving_one_model_of_it(tmp_p
     done = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE_SECONDS, check=False)
     assert done.returncode == 2
     assert "ray-serve serves one model; serve a repository with `grpc-model serve`" in done.stderr
+
+
+def test_a_version_loaded_while_serving_spawns_workers_that_import_their_own_model_lib(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    """Worker processes started after the server serves are spawned, not forked: each imports its folder's
+    model_lib afresh, and finds its own beside another folder's of the same module path."""
+    root = tmp_path / "repository"
+    write_wrapper_model(root, "alpha", "alpha", ("0.1.0",))
+    write_wrapper_model(root, "beta", "beta")
+    server = serve(repository=str(root), workers=1, undeclared_inputs="ignore")
+    registry = server.running.service.registry
+    write_bundle(root / "alpha" / "asset_bundle", "alpha", "0.2.0")
+    write_bundle(root / "beta" / "asset_bundle", "beta", "0.2.0")
+
+    server.call(registry.load("beta", "0.2.0"))
+    server.call(registry.load("alpha", "0.2.0"))
+
+    for model in ("alpha", "beta"):
+        (answer,) = modzy_run(server.client.channel, model, "0.2.0", ["spawned"], ["0.2.0"])
+        assert (answer["by"], answer["version"]) == (model, "0.2.0")

@@ -75,6 +75,8 @@ class ModelRegistry:
         self.on_change: Callable[[], Awaitable[None]] | None = None
         """Awaited after a version becomes able, or unable, to take work (the wiring reports health)."""
         self._updates: set[asyncio.Future[None]] = set()
+        self.may_fork = True
+        """Whether the endpoints built from now on may fork their worker processes (until `serving`)."""
         self._found(scan())
 
     @classmethod
@@ -102,13 +104,25 @@ class ModelRegistry:
 
     def _build_slot(self, slot: _Slot) -> None:
         try:
-            inference = self._build(slot.folder, slot.version)
+            inference = self._built(slot)
         except Exception as error:  # a wrapper that cannot be imported or configured, a model.yaml that is wrong
             explained = isinstance(error, WrapperImportError | BundleError)  # their messages say what to do
             self._mark(slot, "UNAVAILABLE", f"{slot.folder.path.name}/: {error if explained else describe(error)}")
             logger.error("model %s %s cannot be served: %s", slot.folder.name, slot.version, slot.reason)
             return
         self._register(slot, inference)
+
+    def _built(self, slot: _Slot) -> Inference:
+        inference = self._build(slot.folder, slot.version)
+        inference.runtime.may_fork = self.may_fork
+        return inference
+
+    def serving(self) -> None:
+        """The server serves now: worker processes of every model, and of those loaded later, are spawned from
+        here on, since forking a process with gRPC threads is unsafe."""
+        self.may_fork = False
+        for inference in self.endpoints:
+            inference.runtime.may_fork = False
 
     def _register(self, slot: _Slot, inference: Inference) -> None:
         slot.inference = inference
@@ -247,7 +261,7 @@ class ModelRegistry:
             self._mark(slot, "LOADING", "")
             inference = slot.inference if slot.inference and not slot.inference.closed else None
             if inference is None:
-                inference = self._build(slot.folder, slot.version)
+                inference = self._built(slot)
             await inference.ensure_loaded()
         except Exception as error:
             self._mark(slot, "UNAVAILABLE", str(error))
