@@ -286,6 +286,13 @@ class ModelRegistry:
         if inference is None:
             return
         self._mark(slot, "UNLOADING", "")
+        logger.info(
+            "model %s %s unloading: %d call(s) in flight have %g s to finish",
+            slot.folder.name,
+            slot.version,
+            inference.calls_in_flight,
+            self.grace_seconds,
+        )
         await inference.close(self.grace_seconds)
         slot.inference = None
         self._mark(slot, "UNAVAILABLE", UNLOADED)

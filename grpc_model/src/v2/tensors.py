@@ -133,16 +133,6 @@ class V2Model:
     def of(cls, spec: ModelSpec) -> "V2Model":
         return cls(slug(spec.name), spec.version, tuple(spec.inputs), tuple(spec.outputs), spec.features.maxBatchSize)
 
-    def check(self, name: str, version: str = "") -> None:
-        """Raises NOT_FOUND unless `name` and `version` (empty: the served one) name this model."""
-        if name != self.name:
-            raise V2Error(Problem.NOT_FOUND, f"no model named {quoted(name)}: this server serves {self.name!r}")
-        if version not in ("", self.version):
-            raise V2Error(
-                Problem.NOT_FOUND,
-                f"model {self.name!r} has no version {quoted(version)}: this server serves {self.version}",
-            )
-
     def check_counts(self, inputs: int, outputs: int, parameters: int) -> None:
         """Raises INVALID for more input tensors or outputs asked for than MAX_TENSORS, or parameters than
         MAX_PARAMETERS: before the transport reads one of them. Fewer get their names checked one by one."""
