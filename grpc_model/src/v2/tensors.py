@@ -12,8 +12,8 @@ from enum import Enum
 from typing import Any
 
 from grpc_model.src.metadata import ModelSpec, slug
+from grpc_model.src.quoting import MAX_QUOTED, first_few, quoted, quoted_list
 from grpc_model.src.runtime import ItemResult
-from grpc_model.src.v2.quoting import MAX_QUOTED, first_few, quoted, quoted_list
 
 BYTES = "BYTES"
 ERROR_TENSOR = "error"
@@ -132,16 +132,6 @@ class V2Model:
     @classmethod
     def of(cls, spec: ModelSpec) -> "V2Model":
         return cls(slug(spec.name), spec.version, tuple(spec.inputs), tuple(spec.outputs), spec.features.maxBatchSize)
-
-    def check(self, name: str, version: str = "") -> None:
-        """Raises NOT_FOUND unless `name` and `version` (empty: the served one) name this model."""
-        if name != self.name:
-            raise V2Error(Problem.NOT_FOUND, f"no model named {quoted(name)}: this server serves {self.name!r}")
-        if version not in ("", self.version):
-            raise V2Error(
-                Problem.NOT_FOUND,
-                f"model {self.name!r} has no version {quoted(version)}: this server serves {self.version}",
-            )
 
     def check_counts(self, inputs: int, outputs: int, parameters: int) -> None:
         """Raises INVALID for more input tensors or outputs asked for than MAX_TENSORS, or parameters than
