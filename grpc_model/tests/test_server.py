@@ -269,9 +269,17 @@ def test_calls_past_the_cap_are_refused_while_others_never_finish_sending(
         yield b""
 
     status: grpc.StreamUnaryMultiCallable[bytes, bytes] = server.client.channel.stream_unary(f"/{SERVICE_NAME}/Status")
-    held = [status.future(unfinished(), timeout=PATIENCE_SECONDS) for _ in range(3)]
+    held: list["grpc.Future[bytes]"] = []
+
+    def refused_with_one_more_held() -> grpc.RpcError | None:
+        # One more held call before each probe: a probe that reaches the server before the last held call takes
+        # that call's place, and the held one is refused instead; the next round holds another.
+        if len(held) < 20:
+            held.append(status.future(unfinished(), timeout=PATIENCE_SECONDS))
+        return _refused(server.client)
+
     try:
-        error = eventually(lambda: _refused(server.client), "a call past the cap is refused")
+        error = eventually(refused_with_one_more_held, "a call past the cap is refused")
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         never.set()
