@@ -14,13 +14,14 @@ from grpc_model.src.runtime import (
     QueueFullError,
     TensorSignature,
 )
-from grpc_model.src.v2 import numeric
+from grpc_model.src.v2 import numeric, repository
 from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "grpc-model"
-EXTENSIONS = ("binary_tensor_data",)  # the REST binary data extension, as tritonclient's HTTP client sends
+EXTENSIONS = ("binary_tensor_data", *repository.EXTENSIONS)
+"""The REST binary data extension, as tritonclient's HTTP client sends; the model-repository extension."""
 
 
 @dataclass(frozen=True)
