@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from grpc_model.src.settings import env_var, flag
-from grpc_model.src.v2.quoting import quoted
+from grpc_model.src.quoting import quoted
 from grpc_model.src.v2.tensors import Problem, V2Error
 
 RepositoryParameter = bool | int | str | bytes
