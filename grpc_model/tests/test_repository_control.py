@@ -101,7 +101,7 @@ def test_tritonclient_indexes_loads_and_unloads(
 ) -> None:
     write_model(tmp_path, "alpha")
     write_model(tmp_path, "beta")
-    server = serve(repository=tmp_path, repository_control=True, http="on")
+    server = serve(repository=str(tmp_path), repository_control=True, http="on")
     answers = triton(
         protocol,
         server,
@@ -134,7 +134,7 @@ def test_without_repository_control_loads_and_unloads_are_refused_naming_the_set
     protocol: str, serve: ServerFactory, tmp_path: Path, gated: type[Gated]
 ) -> None:
     write_model(tmp_path, "alpha")
-    server = serve(repository=tmp_path, http="on")
+    server = serve(repository=str(tmp_path), http="on")
     answers = triton(
         protocol, server, [{"call": "unload", "model": "alpha"}, {"call": "load", "model": "alpha"}, {"call": "index"}]
     )
@@ -153,7 +153,7 @@ def test_repository_calls_need_the_token_when_tokens_are_on(
     protocol: str, serve: ServerFactory, tmp_path: Path, gated: type[Gated]
 ) -> None:
     write_model(tmp_path, "alpha")
-    server = serve(repository=tmp_path, repository_control=True, http="on", auth_token=TOKEN)
+    server = serve(repository=str(tmp_path), repository_control=True, http="on", auth_token=TOKEN)
     calls = [{"call": "index"}, {"call": "unload", "model": "alpha"}, {"call": "load", "model": "alpha"}]
     refused = triton(protocol, server, calls)
     assert [answer.get("status") for answer in refused] == (
@@ -173,7 +173,7 @@ def test_a_model_whose_load_fails_is_in_the_index_with_its_error_while_the_other
 ) -> None:
     write_model(tmp_path, "alpha")
     write_model(tmp_path, "broken", wrapper="FailingInit")
-    server = serve(repository=tmp_path, repository_control=True, http="on")
+    server = serve(repository=str(tmp_path), repository_control=True, http="on")
     entries = index(server)
     assert entries["alpha", "0.1.0"] == ("READY", "")
     state, reason = entries["broken", "0.1.0"]
@@ -183,14 +183,14 @@ def test_a_model_whose_load_fails_is_in_the_index_with_its_error_while_the_other
     answers = triton("http", server, [{"call": "load", "model": "broken"}, {"call": "index"}])
     assert "weights file /models/weights.pt not found" in answers[0]["error"]
     assert answers[0]["status"] == "503"
-    assert [entry for entry in answers[1]["index"] if entry["name"] == "broken"][0]["state"] == "UNAVAILABLE"
+    assert next(entry for entry in answers[1]["index"] if entry["name"] == "broken")["state"] == "UNAVAILABLE"
 
 
 def test_an_unload_answers_the_call_in_the_model_first(
     serve: ServerFactory, tmp_path: Path, gated: type[Gated]
 ) -> None:
     write_model(tmp_path, "alpha")
-    server = serve(repository=tmp_path, repository_control=True, shutdown_grace_seconds=PATIENCE_SECONDS)
+    server = serve(repository=str(tmp_path), repository_control=True, shutdown_grace_seconds=PATIENCE_SECONDS)
     held: list[bytes] = []
     caller = threading.Thread(target=lambda: held.append(infer(server, "alpha", b"hold")))
     caller.start()
@@ -214,9 +214,7 @@ class Traffic:
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._call, args=(server, model, number)) for number in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._call, args=(server, model, number)) for number in range(threads)]
         for thread in self._threads:
             thread.start()
 
@@ -250,7 +248,7 @@ def test_loads_unloads_and_reloads_under_load_drop_no_call(
     serve: ServerFactory, tmp_path: Path, gated: type[Gated]
 ) -> None:
     write_model(tmp_path, "alpha", versions=("0.1.0", "0.2.0"))
-    server = serve(repository=tmp_path, repository_control=True)
+    server = serve(repository=str(tmp_path), repository_control=True)
     traffic = Traffic(server, "alpha")
     try:
         traffic.more()
@@ -285,7 +283,7 @@ def test_a_budget_of_two_models_serves_three_unloading_the_least_recently_used(
 ) -> None:
     for name in ("alpha", "beta", "gamma"):
         write_model(tmp_path, name)
-    server = serve(repository=tmp_path, max_loaded_models=2)
+    server = serve(repository=str(tmp_path), max_loaded_models=2)
     assert loaded_models(server) == {"alpha", "beta"}  # start-up loads what fits
     assert index(server)["gamma", "0.1.0"] == ("UNAVAILABLE", "not loaded")
     for model in ("alpha", "beta", "alpha"):
@@ -306,7 +304,7 @@ def test_a_model_in_use_is_not_unloaded_and_every_call_is_answered(
 ) -> None:
     for name in ("alpha", "beta", "gamma"):
         write_model(tmp_path, name)
-    server = serve(repository=tmp_path, max_loaded_models=2)
+    server = serve(repository=str(tmp_path), max_loaded_models=2)
     held: list[bytes] = []
     caller = threading.Thread(target=lambda: held.append(infer(server, "alpha", b"hold")))
     caller.start()
@@ -334,5 +332,4 @@ def test_a_byte_budget_needs_every_models_memory(serve: ServerFactory, tmp_path:
     write_model(tmp_path, "alpha", memory="4M")
     write_model(tmp_path, "beta")
     with pytest.raises(Exception, match=r"beta 0\.1\.0: model.yaml has no resources.memory.size"):
-        serve(repository=tmp_path, max_loaded_bytes=8 * 1024**2)
-
+        serve(repository=str(tmp_path), max_loaded_bytes=8 * 1024**2)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
+from grpc_model.src.metadata import BundleError
 from grpc_model.src.metadata.units import parse_size
 
 __all__ = ["BudgetError", "LoadBudget", "ModelKey"]
@@ -26,8 +27,9 @@ ModelKey = tuple[str, str]
 """A model version: (name, version)."""
 
 
-class BudgetError(Exception):
-    """A model the budget can never hold (larger than the byte budget, or of unknown size under one)."""
+class BudgetError(BundleError):
+    """A model the budget can never hold (larger than the byte budget, or of unknown size under one): its
+    model.yaml is wrong for this server, which start-up reports as it reports any model.yaml problem."""
 
 
 class _State(Enum):
@@ -63,6 +65,15 @@ class LoadBudget:
     @property
     def limited(self) -> bool:
         return self.max_models > 0 or self.max_bytes > 0
+
+    def __str__(self) -> str:
+        """The limits, as error messages and the index name them."""
+        limits = [f"max_loaded_models {self.max_models}"] if self.max_models else []
+        return ", ".join(limits + ([f"max_loaded_bytes {self.max_bytes}"] if self.max_bytes else [])) or "no limit"
+
+    def has_room(self, size: int) -> bool:
+        """Whether a model of `size` bytes fits beside every model that holds room, none unloaded."""
+        return self._fits(len(self._entries) + 1, sum(entry.size for entry in self._entries.values()) + size)
 
     def cost(self, key: ModelKey, memory: str) -> int:
         """The bytes a model counts for, from its model.yaml's `resources.memory.size` (`memory`); 0 without a byte

@@ -7,14 +7,17 @@ load costs only its own calls. Only the budget of request bytes in flight is sha
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from grpc_model.src.inference import Inference
+from grpc_model.src.metadata import load_bundle
 from grpc_model.src.metadata.bundle import version_key
 from grpc_model.src.quoting import quoted
+from grpc_model.src.repository.budget import LoadBudget
 from grpc_model.src.repository.layout import ModelFolder
 from grpc_model.src.runtime import ModelLoadError
 
@@ -29,6 +32,8 @@ Scan = Callable[[], Sequence[ModelFolder]]
 
 NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
+ON_DEMAND = "a call loads it again"
+"""The end of the reason of a version the memory budget unloaded: it is not loaded, but a call loads it."""
 
 
 class UnknownModelError(LookupError):
@@ -54,16 +59,27 @@ class _Slot:
     state: State = "UNAVAILABLE"
     reason: str = NOT_LOADED
     loading: "asyncio.Future[None] | None" = field(default=None, repr=False)
+    unloading: "asyncio.Future[None] | None" = field(default=None, repr=False)
 
 
 class ModelRegistry:
-    def __init__(self, build: Builder, scan: Scan, default: str | None = None, grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        build: Builder,
+        scan: Scan,
+        default: str | None = None,
+        grace_seconds: float = 10.0,
+        memory: LoadBudget | None = None,
+    ) -> None:
         """`default` is the model a call that names none goes to (a ModzyModel call without `x-model-name`)."""
         self._build = build
         self._scan = scan
         self.default = default
         self.grace_seconds = grace_seconds
         """How long an unloaded version's calls may go on before they are answered UNAVAILABLE."""
+        self.memory = memory or LoadBudget()
+        """Which versions stay loaded (max_loaded_models, max_loaded_bytes); with a limit, a call for a version
+        that is not loaded loads it, after the least recently used idle ones make room (repository/budget.py)."""
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._problems: dict[str, ModelFolder] = {}
         self.on_change: Callable[[], Awaitable[None]] | None = None
@@ -135,6 +151,8 @@ class ModelRegistry:
             name = self.default
         if name in self._problems:
             raise ModelLoadError(f"model {name!r} cannot be served: {self._problems[name].problem}")
+        if self.memory.limited:
+            await self._load_on_demand(name, version)
         served = self._served(name)
         if not version:
             if served:
@@ -143,7 +161,11 @@ class ModelRegistry:
                 raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
             raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
         slot = self._slots.get((name, version))
-        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in (NOT_LOADED, UNLOADED):
+        if (
+            slot is not None
+            and slot.state == "UNAVAILABLE"
+            and slot.reason not in (NOT_LOADED, UNLOADED, self._evicted)
+        ):
             raise ModelLoadError(f"model {name!r} version {version} cannot be served: {slot.reason}")
         if slot is None or slot not in served:
             if not any(known == name for known, _ in self._slots):
@@ -151,6 +173,29 @@ class ModelRegistry:
             versions = ", ".join(s.version for s in served) or "none"
             raise UnknownModelError(f"model {name!r} has no version {quoted(version)}: this server serves {versions}")
         return self._endpoint(slot)
+
+    async def _load_on_demand(self, name: str, version: str | None) -> None:
+        """Loads the version a call needs when the memory budget left it unloaded (or never loaded it): the version
+        named, else the newest, unless some version is served. One a client unloaded stays unloaded."""
+        slots = sorted(
+            (s for (known, _), s in self._slots.items() if known == name), key=lambda s: version_key(s.version)
+        )
+        if version:
+            slots = [slot for slot in slots if slot.version == version]
+        elif any(slot in self._served(name) for slot in slots):
+            return
+        if not slots:
+            return
+        slot = slots[-1]
+        if slot.unloading is not None and slot.reason == self._evicted:
+            await asyncio.shield(slot.unloading)  # being unloaded to make room: loaded again once it is gone
+        if slot.loading or (slot.inference is None and slot.reason in (NOT_LOADED, self._evicted)):
+            await self.load(name, slot.version)
+
+    @property
+    def _evicted(self) -> str:
+        """The reason of a version the memory budget unloaded."""
+        return f"unloaded to make room ({self.memory}); {ON_DEMAND}"
 
     def _endpoint(self, slot: _Slot) -> Inference:
         assert slot.inference is not None  # only served slots get here
@@ -201,8 +246,26 @@ class ModelRegistry:
         )
 
     async def load_all(self) -> None:
-        """Loads every endpoint's model at once; a model that fails is reported, and the others serve."""
-        await asyncio.gather(*(self._load_model(inference) for inference in self.endpoints))
+        """Loads every endpoint's model at once; a model that fails is reported, and the others serve. With a
+        memory budget, the versions that fit, by name and newest first; the others load on their first call."""
+        if not self.memory.limited:
+            await asyncio.gather(*(self._load_model(inference) for inference in self.endpoints))
+            return
+        newest_first = sorted(self._slots.values(), key=lambda slot: version_key(slot.version), reverse=True)
+        for slot in sorted(newest_first, key=lambda slot: slot.folder.name):
+            key = (slot.folder.name, slot.version)
+            try:
+                size = self.memory.cost(
+                    key, load_bundle(slot.folder.asset_bundle_dir, slot.version).spec.resources.memory.size
+                )
+            except Exception as error:  # the load reports it, on the first call
+                size = 0
+                logger.debug("model %s %s: %s", *key, error)
+            if self.memory.has_room(size):
+                try:
+                    await self.load(*key)
+                except ModelLoadError as error:
+                    logger.error("%s; its calls are answered with this error, and the next one tries again", error)
 
     async def _load_model(self, inference: Inference) -> None:
         try:
@@ -228,23 +291,58 @@ class ModelRegistry:
         await asyncio.shield(slot.loading)
 
     async def _load_slot(self, slot: _Slot) -> None:
+        """Loads the version; one loaded already is loaded again (Triton's reload): a new instance serves once it
+        has loaded, and the old one answers its calls before it is released."""
+        key = (slot.folder.name, slot.version)
+        current = slot.inference if slot.state == "READY" else None
+        admitted = False
         try:
-            if slot.state == "READY" and slot.inference is not None:
-                await slot.inference.ensure_loaded()
+            if current is not None and not current.runtime.is_loaded:  # built at start-up, loaded on first use
+                await current.ensure_loaded()
                 return
-            slot.state, slot.reason = "LOADING", ""
-            inference = slot.inference if slot.inference and not slot.inference.closed else None
-            if inference is None:
+            if current is None:
+                slot.state, slot.reason = "LOADING", ""
+                inference = slot.inference if slot.inference and not slot.inference.closed else None
+                inference = inference or self._build(slot.folder, slot.version)
+                await self._make_room(key, inference)
+                admitted = True
+            else:
                 inference = self._build(slot.folder, slot.version)
+                if inference is current:  # the single-model server's one instance
+                    return
             await inference.ensure_loaded()
         except Exception as error:
-            slot.state, slot.reason = "UNAVAILABLE", str(error)
+            if current is None:
+                slot.state, slot.reason = "UNAVAILABLE", str(error)
+            if admitted:
+                self.memory.failed(key)
             raise ModelLoadError(f"model {slot.folder.name!r} version {slot.version}: {error}") from error
         finally:
             slot.loading = None
         self._register(slot, inference)
-        logger.info("model %s %s loaded and served", slot.folder.name, slot.version)
+        if current is None:
+            self.memory.loaded(key)
+        inference.lease = functools.partial(self.memory.use, key)
+        logger.info(
+            "model %s %s %s and served", slot.folder.name, slot.version, "loaded" if current is None else "reloaded"
+        )
+        if current is not None:
+            await current.close(self.grace_seconds)
         await self._changed()
+
+    async def _make_room(self, key: tuple[str, str], inference: Inference) -> None:
+        """Reserves the version's room in the memory budget, first unloading what it names; waits while every
+        loaded model is busy, as long as the model's timeout.status."""
+        size = self.memory.cost(key, inference.spec.resources.memory.size)
+        try:
+            victims = await asyncio.wait_for(self.memory.admit(key, size), inference.spec.timeout.status_seconds)
+        except TimeoutError:
+            raise ModelLoadError(
+                f"no room to load it ({self.memory}) while every loaded model is answering calls; call again"
+            ) from None
+        for victim in victims:
+            logger.info("model %s %s unloaded to make room for %s %s", *victim, *key)
+        await asyncio.gather(*(self._unload_slot(self._slots[victim], self._evicted) for victim in victims))
 
     async def unload(self, name: str, version: str | None = None) -> None:
         """Stops serving `name` at `version` (None: every version): new calls no longer reach it, and its calls
@@ -255,13 +353,19 @@ class ModelRegistry:
         await asyncio.gather(*(self._unload_slot(slot) for slot in slots))
         await self._changed()
 
-    async def _unload_slot(self, slot: _Slot) -> None:
+    async def _unload_slot(self, slot: _Slot, reason: str = UNLOADED) -> None:
+        """`reason` says why, in the index: a client's unload, or the memory budget's (shown while unloading)."""
         inference = slot.inference
         if inference is None:
             return
-        slot.state, slot.reason = "UNLOADING", ""
-        await inference.close(self.grace_seconds)
-        slot.inference, slot.state, slot.reason = None, "UNAVAILABLE", UNLOADED
+        slot.state, slot.reason = "UNLOADING", "" if reason == UNLOADED else reason
+        unloaded = slot.unloading = asyncio.get_running_loop().create_future()
+        try:
+            await inference.close(self.grace_seconds)
+        finally:
+            slot.inference, slot.state, slot.reason, slot.unloading = None, "UNAVAILABLE", reason, None
+            self.memory.unloaded((slot.folder.name, slot.version))
+            unloaded.set_result(None)
         logger.info("model %s %s unloaded", slot.folder.name, slot.version)
 
     async def close(self) -> None:

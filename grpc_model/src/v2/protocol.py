@@ -86,11 +86,13 @@ class V2Protocol:
         return self.registry.ready()
 
     async def model_ready(self, name: str, version: str) -> bool:
-        """Loads the model if needed (waiting as long as Status would); whether it can take work."""
+        """Loads the model if needed (waiting as long as Status would); whether it can take work. A version the
+        repository holds but does not serve (unloaded) is not ready, as Triton answers; one it lacks is NOT_FOUND."""
         try:
             endpoint = await self.endpoint(name, version)
         except V2Error as error:
-            if error.problem is Problem.UNAVAILABLE:
+            held = any(entry.name == name and version in ("", entry.version) for entry in self.registry.index())
+            if error.problem is Problem.UNAVAILABLE or held:
                 return False
             raise
         try:

@@ -6,12 +6,11 @@ Loading and unloading change what the server serves, so they are off unless `rep
 the index only reads, so it always answers (ModelMetadata and ModelReady tell as much, model by model).
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
 
-from grpc_model.src.settings import env_var, flag
 from grpc_model.src.quoting import quoted
+from grpc_model.src.repository.registry import ModelEntry, ModelRegistry, UnknownModelError
+from grpc_model.src.runtime import ModelLoadError
 from grpc_model.src.v2.tensors import Problem, V2Error
 
 RepositoryParameter = bool | int | str | bytes
@@ -22,60 +21,44 @@ EXTENSIONS = ("model_repository", "model_repository(unload_dependents)")
 VERSION_PARAMETER = "version"
 """This server's own load and unload parameter: the model version (`x.y.z`) to load or unload; without it, a
 load loads the newest version and an unload unloads every version."""
-READY = "READY"
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    name: str
-    version: str
-    state: str
-    """READY, LOADING, UNLOADING or UNAVAILABLE, as Triton names them."""
-    reason: str
-    """Why the model is not ready (its load's error, for one that failed); empty when it is."""
-
-
-class Repository(Protocol):
-    """What the extension needs of the server's models: the registry."""
-
-    def index(self) -> Sequence[IndexEntry]: ...
-
-    async def load(self, name: str, version: str | None = None) -> None: ...
-
-    async def unload(self, name: str, version: str | None = None) -> None: ...
 
 
 class RepositoryControl:
-    def __init__(self, repository: Repository, control: bool) -> None:
-        self.repository = repository
-        self.control = control
+    def __init__(self, registry: ModelRegistry, refusal: str | None) -> None:
+        self.registry = registry
+        self.refusal = refusal
+        """Why clients may not load and unload, saying how to allow it (`repository_control`); None when they may."""
 
-    def index(self, repository_name: str, ready: bool) -> list[IndexEntry]:
+    def index(self, repository_name: str, ready: bool) -> list[ModelEntry]:
         """Every model version the repository holds, loaded or not, or only the ready ones."""
         _check_repository(repository_name)
-        return [entry for entry in self.repository.index() if entry.state == READY or not ready]
+        return [entry for entry in self.registry.index() if entry.state == "READY" or not ready]
 
     async def load(self, repository_name: str, name: str, parameters: Mapping[str, RepositoryParameter]) -> None:
         """Loads the model (a version of it that is loaded already is loaded again, its calls served meanwhile)."""
         self._check_control("load")
         _check_repository(repository_name)
         version = _parameters(parameters, "load")
-        await self.repository.load(name, version)
+        try:
+            await self.registry.load(name, version)
+        except UnknownModelError as error:
+            raise V2Error(Problem.NOT_FOUND, str(error)) from None
+        except ModelLoadError as error:
+            raise V2Error(Problem.UNAVAILABLE, str(error)) from None
 
     async def unload(self, repository_name: str, name: str, parameters: Mapping[str, RepositoryParameter]) -> None:
         """Unloads the model; its calls in progress are answered first (within the shutdown grace period)."""
         self._check_control("unload")
         _check_repository(repository_name)
         version = _parameters(parameters, "unload")
-        await self.repository.unload(name, version)
+        try:
+            await self.registry.unload(name, version)
+        except UnknownModelError as error:
+            raise V2Error(Problem.NOT_FOUND, str(error)) from None
 
     def _check_control(self, what: str) -> None:
-        if not self.control:
-            raise V2Error(
-                Problem.FORBIDDEN,
-                f"this server does not let clients {what} models: start it with {flag('repository_control')} "
-                f"({env_var('repository_control')}=true) to allow it",
-            )
+        if self.refusal is not None:
+            raise V2Error(Problem.FORBIDDEN, f"this server does not let clients {what} models: {self.refusal}")
 
 
 def _check_repository(repository_name: str) -> None:
