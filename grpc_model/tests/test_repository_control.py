@@ -1,7 +1,9 @@
 """The V2 model-repository extension (index, load, unload) over gRPC and REST, with tritonclient, and the memory
 budget (max_loaded_models) serving more models than it holds."""
 
+import json
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -266,6 +268,49 @@ def test_loads_unloads_and_reloads_under_load_drop_no_call(
         traffic.stop()
     assert traffic.failures == []
     assert index(server) == {("alpha", "0.1.0"): ("READY", ""), ("alpha", "0.2.0"): ("READY", "")}
+    loads = scrape(server)  # a reload loads a new instance: at start-up, reloaded, loaded after its unload
+    assert 'grpc_model_model_load_duration_seconds_count{model="alpha",version="0.2.0"} 3.0' in loads
+    assert 'grpc_model_model_load_duration_seconds_count{model="alpha",version="0.1.0"} 2.0' in loads
+
+
+def post(server: ServerThread, path: str, body: bytes) -> tuple[int, str]:
+    """A REST call's status and body."""
+    port = server.running.http.port  # type: ignore[union-attr]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=PATIENCE_SECONDS) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_parameters_this_server_does_not_take_are_refused_by_name(
+    serve: ServerFactory, tmp_path: Path, gated: type[Gated]
+) -> None:
+    write_model(tmp_path, "alpha", versions=("0.1.0", "0.2.0"))
+    server = serve(repository=str(tmp_path), repository_control=True, http="on")
+    load_path, unload_path = "/v2/repository/models/alpha/load", "/v2/repository/models/alpha/unload"
+    status, body = post(server, load_path, b'{"parameters": {"config": "{}"}}')
+    assert status == 400
+    assert "the load parameter 'config' is not supported: a model's configuration is its folder's model.yaml" in body
+    status, body = post(server, unload_path, b'{"parameters": {"force": true}}')
+    assert (status, json.loads(body)) == (
+        400,
+        {
+            "error": "the unload parameter 'force' = True is not one this server takes: version (a non-empty "
+            "string), unload_dependents (a boolean)"
+        },
+    )
+    assert post(server, "/v2/repository/index", b'{"ready": "yes"}')[0] == 400
+    assert post(server, load_path, b"{not json")[0] == 400
+    assert post(server, unload_path, b'{"parameters": {"version": "0.1.0", "unload_dependents": false}}') == (200, "")
+    assert json.loads(post(server, "/v2/repository/index", b'{"ready": true}')[1]) == [
+        {"name": "alpha", "version": "0.2.0", "state": "READY", "reason": ""}
+    ]
+    with pytest.raises(grpc.RpcError) as raised:
+        v2(server).RepositoryIndex(pb.RepositoryIndexRequest(repository_name="models"), timeout=PATIENCE_SECONDS)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no repository named 'models': this server has one, unnamed" in str(raised.value.details())
 
 
 def scrape(server: ServerThread) -> str:
