@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import logging
 import time
+import weakref
 
 import grpc
 from grpc_health.v1 import health
@@ -50,7 +51,7 @@ class ModzyModelService(ModzyModelServicer):
         self.shutdown_token = shutdown_token
         self.health = health_servicer
         self.shutdown_requested = asyncio.Event()
-        self._metadata: dict[int, tuple[Inference, pb.StatusResponse]] = {}
+        self._metadata: weakref.WeakKeyDictionary[Inference, pb.StatusResponse] = weakref.WeakKeyDictionary()
 
     @property
     def runtime(self) -> ModelRuntime:
@@ -72,10 +73,10 @@ class ModzyModelService(ModzyModelServicer):
 
     def _status_metadata(self, inference: Inference) -> pb.StatusResponse:
         """The routed model's Status fields from its model.yaml, built once per model version."""
-        known = self._metadata.get(id(inference))
-        if known is None or known[0] is not inference:
-            known = self._metadata[id(inference)] = (inference, status_metadata(inference.spec))
-        return known[1]
+        known = self._metadata.get(inference)
+        if known is None:
+            known = self._metadata[inference] = status_metadata(inference.spec)
+        return known
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 import json
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,34 +18,35 @@ from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyMo
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2_pb
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.routing import MODEL_NAME_METADATA, MODEL_VERSION_METADATA
-from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
+from grpc_model.src.settings import env_var
+from grpc_model.tests.conftest import (
+    PATIENCE_SECONDS,
+    ServerFactory,
+    ServerProcess,
+    ServerThread,
+    eventually,
+    start,
+)
 from grpc_model.tests.repository_models import marker, write_bundle, write_wrapper_model
 from grpc_model.tests.runtime_models import iris, trained_bundle
 from grpc_model.tests.test_metrics import metrics_of, value
 
 ROWS = iris()[0][::30]  # 5 rows
 VERSIONS = {"alpha": ("0.1.0", "0.2.0"), "beta": ("0.1.0",)}
+WRAPPER_ENV = {env_var("model_class"): "model_lib.src.model"}  # each folder's own (`processes` sets the greeter)
 
 
 def modzy_run(
-    server: ServerThread,
-    model: str | None,
-    version: str | None,
-    echoes: Sequence[str],
-    markers: Sequence[str],
-    channel: grpc.Channel | None = None,
+    channel: grpc.Channel, model: str | None, version: str | None, echoes: Sequence[str], markers: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Runs one item per echo through ModzyModel, routed by metadata; each item carries the markers' inputs.
-
-    On the reference client's channel unless another is given (which retries a call answered UNAVAILABLE)."""
+    """Runs one item per echo through ModzyModel, routed by metadata; each item carries the markers' inputs."""
     metadata: tuple[tuple[str, str | bytes], ...] = ((MODEL_NAME_METADATA, model),) if model else ()
     metadata += ((MODEL_VERSION_METADATA, version),) if version else ()
     files = {marker(each): b"x" for each in markers}
     request = model_pb2.RunRequest(
         inputs=[model_pb2.InputItem(input={"input.txt": echo.encode(), **files}) for echo in echoes]
     )
-    stub = ModzyModelStub(channel or server.client.channel)
-    reply = stub.Run(request, metadata=metadata, timeout=PATIENCE_SECONDS)
+    reply = ModzyModelStub(channel).Run(request, metadata=metadata, timeout=PATIENCE_SECONDS)
     assert reply.status_code == 200, reply.message
     failed = [output.output["error"] for output in reply.outputs if not output.success]
     assert not failed, failed
@@ -111,7 +113,9 @@ def test_three_models_serve_side_by_side_each_with_its_own_batches(
 
     def call(index: int) -> tuple[str, list[dict[str, Any]]]:
         model = ("alpha", "beta")[index % 2]
-        return model, modzy_run(server, model, None, [f"{model}:{index}:{item}" for item in range(3)], markers)
+        return model, modzy_run(
+            server.client.channel, model, None, [f"{model}:{index}:{item}" for item in range(3)], markers
+        )
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(call, range(40)))
@@ -144,7 +148,7 @@ def test_random_routing_across_models_versions_and_protocols_loses_and_misroutes
         markers = [version] if version else list(VERSIONS[model])  # without a version: the newest keeps its own
         echo = f"{model}:{index}"
         if way == "modzy":
-            (answer,) = modzy_run(server, model, version, [echo], markers)
+            (answer,) = modzy_run(server.client.channel, model, version, [echo], markers)
         else:  # V2 takes no undeclared tensor: the newest's own, which another version would refuse
             answer = v2_run(server, model, version or "", echo, [version or VERSIONS[model][-1]])
         assert answer["echo"] == echo
@@ -163,14 +167,14 @@ def test_a_call_for_a_model_not_served_is_not_found_naming_the_models_served(
 ) -> None:
     server = serve(repository=str(repository), default_model="beta")
     with pytest.raises(grpc.RpcError) as unknown:
-        modzy_run(server, "gamma", None, ["x"], [])
+        modzy_run(server.client.channel, "gamma", None, ["x"], [])
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert unknown.value.details() == "no model named 'gamma': this server serves 'alpha', 'beta', 'iris'"
     with pytest.raises(grpc.RpcError) as old:
         v2_run(server, "beta", "0.2.0", "x", [])
     assert old.value.code() == grpc.StatusCode.NOT_FOUND
     assert old.value.details() == "model 'beta' has no version '0.2.0': this server serves 0.1.0"
-    (answer,) = modzy_run(server, None, None, ["to the default"], ["0.1.0"])
+    (answer,) = modzy_run(server.client.channel, None, None, ["to the default"], ["0.1.0"])
     assert answer["by"] == "beta"
     status = ModzyModelStub(server.client.channel).Status(
         model_pb2.StatusRequest(), metadata=((MODEL_NAME_METADATA, "alpha"),), timeout=PATIENCE_SECONDS
@@ -185,14 +189,16 @@ def test_a_call_for_a_model_not_served_is_not_found_naming_the_models_served(
 def test_a_model_that_fails_to_load_costs_only_its_own_calls(
     serve: ServerFactory, repository: Path, batch_log: Path
 ) -> None:
-    write_wrapper_model(repository, "failing", "Failing")
+    write_wrapper_model(repository, "failing", "Failing")  # its __init__ raises
+    broken = write_wrapper_model(repository, "broken", "broken")
+    (broken / "model_lib" / "src" / "model.py").write_text("this is not python\n")  # it cannot even be imported
     server = serve(repository=str(repository))
     registry = server.running.service.registry
 
     failing = {entry.version: entry for entry in registry.index() if entry.name == "failing"}
     assert failing["0.1.0"].state == "UNAVAILABLE"
     assert "this model never loads" in failing["0.1.0"].reason
-    assert {entry.state for entry in registry.index() if entry.name != "failing"} == {"READY"}
+    assert {entry.state for entry in registry.index() if entry.name not in ("failing", "broken")} == {"READY"}
     assert (health(server, ""), health(server, "alpha"), health(server, "failing")) == (
         "SERVING",
         "SERVING",
@@ -202,7 +208,16 @@ def test_a_model_that_fails_to_load_costs_only_its_own_calls(
         v2_run(server, "failing", "", "x", ["0.1.0"])
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "this model never loads" in str(refused.value.details())
-    assert modzy_run(server, "beta", None, ["still here"], ["0.1.0"])[0]["by"] == "beta"
+    (unimportable,) = [entry for entry in registry.index() if entry.name == "broken"]
+    assert unimportable.state == "UNAVAILABLE"
+    assert unimportable.reason == "broken/: NameError: name 'this' is not defined"
+    with pytest.raises(grpc.RpcError) as refused:
+        v2_run(server, "broken", "", "x", ["0.1.0"])
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert str(refused.value.details()) == (
+        "model 'broken' cannot be served: 0.1.0: broken/: NameError: name 'this' is not defined"
+    )
+    assert modzy_run(server.client.channel, "beta", None, ["still here"], ["0.1.0"])[0]["by"] == "beta"
 
 
 @pytest.fixture
@@ -223,14 +238,18 @@ def test_a_new_version_takes_over_from_the_old_without_dropping_a_call(
     registry = server.running.service.registry
     markers = ["0.1.0", "0.2.0"]
     with ThreadPoolExecutor(32) as pool:  # a thread for every call at once
-        running = pool.submit(modzy_run, server, "alpha", None, ["hold"], markers)
+        running = pool.submit(modzy_run, server.client.channel, "alpha", None, ["hold"], markers)
         eventually(lambda: (held / "holding").exists() or None, "the held call to reach 0.1.0")
-        before = [pool.submit(modzy_run, server, "alpha", None, [f"before:{i}"], markers) for i in range(10)]
+        before = [
+            pool.submit(modzy_run, server.client.channel, "alpha", None, [f"before:{i}"], markers) for i in range(10)
+        ]
         write_bundle(root / "alpha" / "asset_bundle", "alpha", "0.2.0")
         server.call(registry.load("alpha", "0.2.0"))
         unloading = pool.submit(server.call, registry.unload("alpha", "0.1.0"))
         eventually(lambda: registry.served_versions("alpha") == ["0.2.0"] or None, "0.1.0 to stop taking calls")
-        after = [pool.submit(modzy_run, server, "alpha", None, [f"after:{i}"], markers) for i in range(10)]
+        after = [
+            pool.submit(modzy_run, server.client.channel, "alpha", None, [f"after:{i}"], markers) for i in range(10)
+        ]
         assert {call.result()[0]["version"] for call in after} == {"0.2.0"}
         (held / "release").touch()
         assert running.result()[0]["version"] == "0.1.0"
@@ -251,7 +270,7 @@ def test_a_call_still_running_when_the_grace_period_ends_is_answered_unavailable
     registry = server.running.service.registry
     without_retries = grpc.insecure_channel(f"127.0.0.1:{server.running.port}", [("grpc.enable_retries", 0)])
     with without_retries, ThreadPoolExecutor(2) as pool:
-        running = pool.submit(modzy_run, server, "alpha", None, ["hold"], ["0.1.0"], without_retries)
+        running = pool.submit(modzy_run, without_retries, "alpha", None, ["hold"], ["0.1.0"])
         eventually(lambda: (held / "holding").exists() or None, "the held call to reach the model")
         server.call(registry.unload("alpha"))
         with pytest.raises(grpc.RpcError) as unloaded:
@@ -262,14 +281,14 @@ def test_a_call_still_running_when_the_grace_period_ends_is_answered_unavailable
         "still served"
     )
     with pytest.raises(grpc.RpcError) as gone:
-        modzy_run(server, "alpha", None, ["x"], ["0.1.0"])
+        modzy_run(server.client.channel, "alpha", None, ["x"], ["0.1.0"])
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_metrics_carry_the_model_and_version(serve: ServerFactory, repository: Path) -> None:
     server = serve(repository=str(repository))
-    modzy_run(server, "alpha", "0.1.0", ["a", "b"], ["0.1.0"])
-    modzy_run(server, "beta", None, ["c"], ["0.1.0"])
+    modzy_run(server.client.channel, "alpha", "0.1.0", ["a", "b"], ["0.1.0"])
+    modzy_run(server.client.channel, "beta", None, ["c"], ["0.1.0"])
 
     found = metrics_of(server)
 
@@ -278,3 +297,49 @@ def test_metrics_carry_the_model_and_version(serve: ServerFactory, repository: P
     assert value(found, "grpc_model_items_total", model="beta", version="0.1.0", outcome="ok") == 1
     assert value(found, "grpc_model_model_loaded", model="iris", version="0.1.0") == 1
     assert value(found, "grpc_model_calls_total", method="Run", code="OK") == 2
+
+
+def test_grpc_model_serve_serves_a_repository_and_logs_each_models_name(
+    processes: list[ServerProcess], tmp_path: Path
+) -> None:
+    """The command as operators run it, each model in a worker process of its own."""
+    root = tmp_path / "repository"
+    write_wrapper_model(root, "first", "alpha")
+    write_wrapper_model(root, "second", "beta")
+    command = [sys.executable, "-m", "grpc_model", "serve"]
+    server = start(processes, "--repository", str(root), "--workers", "1", command=command, env=WRAPPER_ENV)
+    with server.client() as client:
+        for model in ("alpha", "beta"):
+            (answer,) = modzy_run(client.channel, model, None, ["hi"], ["0.1.0"])
+            assert answer["by"] == model
+    output = server.output()
+    assert "model alpha 0.1.0 loaded" in output
+    assert "model beta 0.1.0 loaded" in output
+    assert "serving 2 of 2 model versions (alpha 0.1.0, beta 0.1.0) on 127.0.0.1:" in output
+
+
+def test_a_repository_that_cannot_be_served_stops_start_up_naming_it(
+    processes: list[ServerProcess], tmp_path: Path
+) -> None:
+    server = start(processes, "--repository", str(tmp_path / "absent"), env=WRAPPER_ENV)
+    assert server.wait() == 2
+    assert f"cannot start: repository {tmp_path / 'absent'}: cannot be read" in server.output()
+
+
+def test_each_model_holds_requests_to_its_own_size_limit(serve: ServerFactory, tmp_path: Path) -> None:
+    """The port takes the largest model's requests; a smaller model refuses what its own model.yaml does not."""
+    root = tmp_path / "repository"
+    write_wrapper_model(root, "alpha", "alpha")
+    tiny = write_wrapper_model(root, "tiny", "tiny") / "asset_bundle" / "0.1.0" / "model.yaml"
+    spec = yaml.safe_load(tiny.read_text())
+    spec["inputs"]["input.txt"]["maxSize"] = "1K"
+    spec["features"]["maxBatchSize"] = 1
+    tiny.write_text(yaml.safe_dump(spec))
+    server = serve(repository=str(root))
+    large = "x" * 100_000
+
+    assert modzy_run(server.client.channel, "alpha", None, [large], ["0.1.0"])[0]["echo"] == large
+    with pytest.raises(grpc.RpcError) as refused:
+        modzy_run(server.client.channel, "tiny", None, [large], ["0.1.0"])
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "bytes that model 'tiny' 0.1.0 takes (its inputs' maxSize summed" in str(refused.value.details())

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from grpc_model.src.inference import Inference
-from grpc_model.src.metadata import load_bundle
+from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.metadata.bundle import version_key
 from grpc_model.src.quoting import quoted
 from grpc_model.src.repository.budget import LoadBudget
 from grpc_model.src.repository.layout import ModelFolder
-from grpc_model.src.runtime import ModelLoadError
+from grpc_model.src.runtime import ModelLoadError, WrapperImportError
+from grpc_model.src.runtime.items import describe
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ Scan = Callable[[], Sequence[ModelFolder]]
 
 NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
+IDLE = (NOT_LOADED, UNLOADED)
+"""The reasons of a version that is not served but not broken either."""
 ON_DEMAND = "a call loads it again"
 """The end of the reason of a version the memory budget unloaded: it is not loaded, but a call loads it."""
 
@@ -81,6 +84,8 @@ class ModelRegistry:
         """Which versions stay loaded (max_loaded_models, max_loaded_bytes); with a limit, a call for a version
         that is not loaded loads it, after the least recently used idle ones make room (repository/budget.py)."""
         self._slots: dict[tuple[str, str], _Slot] = {}
+        self._routes: dict[str, list[_Slot]] = {}
+        """Each model's served versions, oldest first: what `resolve` reads, kept by `_mark`."""
         self._problems: dict[str, ModelFolder] = {}
         self.on_change: Callable[[], Awaitable[None]] | None = None
         """Awaited after a version becomes able, or unable, to take work (the wiring reports health)."""
@@ -114,14 +119,16 @@ class ModelRegistry:
         try:
             inference = self._build(slot.folder, slot.version)
         except Exception as error:  # a wrapper that cannot be imported or configured, a model.yaml that is wrong
-            slot.state, slot.reason = "UNAVAILABLE", f"{slot.folder.path.name}/: {error}"
+            explained = isinstance(error, WrapperImportError | BundleError)  # their messages say what to do
+            self._mark(slot, "UNAVAILABLE", f"{slot.folder.path.name}/: {error if explained else describe(error)}")
             logger.error("model %s %s cannot be served: %s", slot.folder.name, slot.version, slot.reason)
             return None
         self._register(slot, inference)
         return inference
 
     def _register(self, slot: _Slot, inference: Inference) -> None:
-        slot.inference, slot.state, slot.reason = inference, "READY", ""
+        slot.inference = inference
+        self._mark(slot, "READY", "")
         inference.on_loaded = self._changed
         inference.runtime.on_capacity_change = lambda available: self._capacity_changed(slot, available)
 
@@ -157,15 +164,14 @@ class ModelRegistry:
         if not version:
             if served:
                 return self._endpoint(served[-1])
+            failed = [s for (known, _), s in self._slots.items() if known == name and s.reason not in ("", *IDLE)]
+            if failed:
+                raise ModelLoadError(f"model {name!r} cannot be served: {self._reasons(name)}")
             if any(known == name for known, _ in self._slots):
                 raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
             raise UnknownModelError(f"no model named {quoted(name)}: this server serves {self._listing()}")
         slot = self._slots.get((name, version))
-        if (
-            slot is not None
-            and slot.state == "UNAVAILABLE"
-            and slot.reason not in (NOT_LOADED, UNLOADED, self._evicted)
-        ):
+        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in (*IDLE, self._evicted):
             raise ModelLoadError(f"model {name!r} version {version} cannot be served: {slot.reason}")
         if slot is None or slot not in served:
             if not any(known == name for known, _ in self._slots):
@@ -207,8 +213,14 @@ class ModelRegistry:
 
     def _served(self, name: str) -> list[_Slot]:
         """The versions of `name` that take calls, oldest first."""
-        slots = [s for (known, _), s in self._slots.items() if known == name and s.state == "READY" and s.inference]
-        return sorted(slots, key=lambda slot: version_key(slot.version))
+        return self._routes.get(name, [])
+
+    def _mark(self, slot: _Slot, state: State, reason: str) -> None:
+        """Sets the version's state, and the routes with it: calls reach READY versions only."""
+        slot.state, slot.reason = state, reason
+        name = slot.folder.name
+        served = [s for (known, _), s in self._slots.items() if known == name and s.state == "READY" and s.inference]
+        self._routes[name] = sorted(served, key=lambda each: version_key(each.version))
 
     def _listing(self) -> str:
         served = sorted({name for (name, _), slot in self._slots.items() if slot.state == "READY"})
@@ -301,7 +313,7 @@ class ModelRegistry:
                 await current.ensure_loaded()
                 return
             if current is None:
-                slot.state, slot.reason = "LOADING", ""
+                self._mark(slot, "LOADING", "")
                 inference = slot.inference if slot.inference and not slot.inference.closed else None
                 inference = inference or self._build(slot.folder, slot.version)
                 await self._make_room(key, inference)
@@ -313,7 +325,7 @@ class ModelRegistry:
             await inference.ensure_loaded()
         except Exception as error:
             if current is None:
-                slot.state, slot.reason = "UNAVAILABLE", str(error)
+                self._mark(slot, "UNAVAILABLE", str(error))
             if admitted:
                 self.memory.failed(key)
             raise ModelLoadError(f"model {slot.folder.name!r} version {slot.version}: {error}") from error
@@ -358,12 +370,13 @@ class ModelRegistry:
         inference = slot.inference
         if inference is None:
             return
-        slot.state, slot.reason = "UNLOADING", "" if reason == UNLOADED else reason
+        self._mark(slot, "UNLOADING", "" if reason == UNLOADED else reason)
         unloaded = slot.unloading = asyncio.get_running_loop().create_future()
         try:
             await inference.close(self.grace_seconds)
         finally:
-            slot.inference, slot.state, slot.reason, slot.unloading = None, "UNAVAILABLE", reason, None
+            slot.inference, slot.unloading = None, None
+            self._mark(slot, "UNAVAILABLE", reason)
             self.memory.unloaded((slot.folder.name, slot.version))
             unloaded.set_result(None)
         logger.info("model %s %s unloaded", slot.folder.name, slot.version)

@@ -3,6 +3,7 @@
 import importlib.metadata
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 
 from grpc_model.src.inference import Inference, OverBudgetError
@@ -53,7 +54,8 @@ class V2Protocol:
         self.registry = registry
         self.max_answer_bytes = max_answer_bytes
         """max_send_message_bytes, for REST answers too: a larger answer is refused before it is built."""
-        self._models: dict[int, V2Endpoint] = {}
+        self._models: weakref.WeakKeyDictionary[Inference, V2Model] = weakref.WeakKeyDictionary()
+        """Each served version's V2 view, built once; gone with the version once it is unloaded."""
 
     async def endpoint(self, name: str, version: str) -> V2Endpoint:
         """The model version a call names (an empty version: the newest served); raises NOT_FOUND for one not
@@ -64,10 +66,10 @@ class V2Protocol:
             raise V2Error(Problem.NOT_FOUND, str(error)) from None
         except ModelLoadError as error:
             raise V2Error(Problem.UNAVAILABLE, str(error)) from None
-        endpoint = self._models.get(id(inference))
-        if endpoint is None or endpoint.inference is not inference:
-            endpoint = self._models[id(inference)] = V2Endpoint(inference, V2Model.of(inference.spec))
-        return endpoint
+        model = self._models.get(inference)
+        if model is None:
+            model = self._models[inference] = V2Model.of(inference.spec)
+        return V2Endpoint(inference, model)
 
     def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:
         """Name, version and extensions of the server."""

@@ -57,7 +57,8 @@ def kubernetes(
 
 
 def serve(ctx: typer.Context) -> None:
-    """Serve the model (the flags of python -m grpc_model.src.model_server; see grpc-model serve --help).
+    """Serve the model, or every model of a repository with --repository DIR (the flags of
+    python -m grpc_model.src.model_server; see grpc-model serve --help, and docs/repository.md).
 
     Example: `grpc-model serve --port 45000 --workers 2`
     """
