@@ -188,6 +188,21 @@ def test_a_model_whose_load_fails_is_in_the_index_with_its_error_while_the_other
     assert next(entry for entry in answers[1]["index"] if entry["name"] == "broken")["state"] == "UNAVAILABLE"
 
 
+def test_the_single_model_server_takes_the_same_calls(serve_wrapper: ServerFactory, gated: type[Gated]) -> None:
+    server = serve_wrapper("Gated", repository_control=True)
+    assert index(server) == {("hello-world", "0.1.0"): ("READY", "")}
+    unload(server, "hello-world")
+    with pytest.raises(grpc.RpcError) as raised:
+        load(server, "hello-world")
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "this server's one model cannot be loaded again once unloaded: restart the server" in str(
+        raised.value.details()
+    )
+    state, reason = index(server)["hello-world", "0.1.0"]
+    assert state == "UNAVAILABLE"
+    assert reason.startswith("this server's one model cannot be loaded again")
+
+
 def test_an_unload_answers_the_call_in_the_model_first(
     serve: ServerFactory, tmp_path: Path, gated: type[Gated]
 ) -> None:

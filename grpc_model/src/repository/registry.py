@@ -316,6 +316,11 @@ class ModelRegistry:
                 self._mark(slot, "LOADING", "")
                 inference = slot.inference if slot.inference and not slot.inference.closed else None
                 inference = inference or self._build(slot.folder, slot.version)
+                if inference.closed:  # the single-model server builds its one instance once
+                    raise ModelLoadError(
+                        "this server's one model cannot be loaded again once unloaded: restart the server (a "
+                        "repository server, --repository, builds a model anew for each load)"
+                    )
                 await self._make_room(key, inference)
                 admitted = True
             else:
