@@ -36,6 +36,7 @@ UNLOADED = "unloaded"
 IDLE = (NOT_LOADED, UNLOADED)
 """The reasons of a version that is not served but not broken either."""
 ON_DEMAND = "a call loads it again"
+ON_DEMAND_ATTEMPTS = 3
 """The end of the reason of a version the memory budget unloaded: it is not loaded, but a call loads it."""
 
 
@@ -182,20 +183,20 @@ class ModelRegistry:
 
     async def _load_on_demand(self, name: str, version: str | None) -> None:
         """Loads the version a call needs when the memory budget left it unloaded (or never loaded it): the version
-        named, else the newest, unless some version is served. One a client unloaded stays unloaded."""
-        slots = sorted(
-            (s for (known, _), s in self._slots.items() if known == name), key=lambda s: version_key(s.version)
-        )
-        if version:
-            slots = [slot for slot in slots if slot.version == version]
-        elif any(slot in self._served(name) for slot in slots):
-            return
-        if not slots:
-            return
-        slot = slots[-1]
-        if slot.unloading is not None and slot.reason == self._evicted:
-            await asyncio.shield(slot.unloading)  # being unloaded to make room: loaded again once it is gone
-        if slot.loading or (slot.inference is None and slot.reason in (NOT_LOADED, self._evicted)):
+        named, else the newest, unless some version is served. One a client unloaded stays unloaded. While every
+        other model is busy, the budget may unload it again before this call reaches it: then it loads again."""
+        for _ in range(ON_DEMAND_ATTEMPTS):
+            slots = sorted(
+                (s for (known, _), s in self._slots.items() if known == name), key=lambda s: version_key(s.version)
+            )
+            slots = [slot for slot in slots if slot.version == version] if version else slots
+            if not slots or any(slot in self._served(name) for slot in slots):
+                return
+            slot = slots[-1]
+            if slot.unloading is not None and slot.reason == self._evicted:
+                await asyncio.shield(slot.unloading)  # being unloaded to make room: loaded again once it is gone
+            if not (slot.loading or (slot.inference is None and slot.reason in (NOT_LOADED, self._evicted))):
+                return
             await self.load(name, slot.version)
 
     @property
