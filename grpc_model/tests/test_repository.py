@@ -2,6 +2,7 @@
 
 import json
 import random
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -343,3 +344,11 @@ def test_each_model_holds_requests_to_its_own_size_limit(serve: ServerFactory, t
         modzy_run(server.client.channel, "tiny", None, [large], ["0.1.0"])
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "bytes that model 'tiny' 0.1.0 takes (its inputs' maxSize summed" in str(refused.value.details())
+
+
+def test_ray_serve_refuses_a_repository_instead_of_serving_one_model_of_it(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra")
+    command = [sys.executable, "-m", "grpc_model", "ray-serve", "--repository", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE_SECONDS, check=False)
+    assert done.returncode == 2
+    assert "ray-serve serves one model; serve a repository with `grpc-model serve`" in done.stderr

@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "grpc-model ray-serve") 
         print(f"invalid settings:\n{error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if settings.repository:
+        logger.critical("cannot start: ray-serve serves one model; serve a repository with `grpc-model serve`")
+        return 2
     try:  # what the replicas would fail on, found before Ray starts
         bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
         if bundle.spec.runtime is None:  # else model.yaml names a runtime, which the replicas load
