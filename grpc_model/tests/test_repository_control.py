@@ -13,8 +13,10 @@ import grpc
 import pytest
 import yaml
 
+from grpc_model.src.auto_generated.model2_template import model_pb2 as pb_modzy
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from grpc_model.src.routing import MODEL_NAME_METADATA
 from grpc_model.tests.conftest import GREETER, PATIENCE_SECONDS, ServerFactory, ServerThread, eventually
 from grpc_model.tests.v2_cases import run_client_job
 from grpc_model.tests.wrappers import Gated
@@ -354,8 +356,12 @@ def test_a_budget_of_two_models_serves_three_unloading_the_least_recently_used(
     assert (state, reason) == ("UNAVAILABLE", "unloaded to make room (max_loaded_models 2); a call loads it again")
     assert infer(server, "beta", b"again") == b"again"  # gamma's call came after alpha's: alpha goes
     assert loaded_models(server) == {"beta", "gamma"}
+    run = pb_modzy.RunRequest(inputs=[pb_modzy.InputItem(input={"a": b"by Run"})])
+    reply = server.client.stub.Run(run, metadata=((MODEL_NAME_METADATA, "alpha"),), timeout=PATIENCE_SECONDS)
+    assert reply.outputs[0].output["a"] == b"by Run"  # ModzyModel loads on demand too; gamma goes
+    assert loaded_models(server) == {"alpha", "beta"}
     metrics = scrape(server)
-    assert 'grpc_model_model_load_duration_seconds_count{model="gamma",version="0.1.0"} 1.0' in metrics
+    assert 'grpc_model_model_load_duration_seconds_count{model="alpha",version="0.1.0"} 2.0' in metrics
     assert 'grpc_model_model_load_duration_seconds_count{model="beta",version="0.1.0"} 2.0' in metrics
 
 
