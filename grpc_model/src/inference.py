@@ -57,6 +57,9 @@ class Inference:
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.lease: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        """What each call holds while it runs: the registry's memory budget, which never unloads a model in use to
+        make room and counts the call as a use."""
         self.on_loaded: Callable[[], Awaitable[None]] | None = None
         """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
         report health SERVING)."""
@@ -134,7 +137,7 @@ class Inference:
         self._calls += 1
         self._idle.clear()
         try:
-            with self.budget.hold(request_bytes):
+            with self.lease(), self.budget.hold(request_bytes):
                 if sized:
                     checked: list[CheckedItem] = [(dict(item), None) for item in items]
                 else:

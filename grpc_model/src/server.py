@@ -49,6 +49,7 @@ from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelSer
 from grpc_model.src.settings import Settings, env_var, flag
 from grpc_model.src.v2 import grpc_service as v2_grpc
 from grpc_model.src.v2.protocol import V2Protocol
+from grpc_model.src.v2.repository import RepositoryControl
 from grpc_model.src.web import HttpUnavailableError, serves_http
 
 if TYPE_CHECKING:
@@ -135,7 +136,9 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     add_to_server(service, server)
     v2 = V2Protocol(registry, settings.max_send_message_bytes)
-    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
+    allow = f"start it with {flag('repository_control')} ({env_var('repository_control')}=true) to allow it"
+    control = RepositoryControl(registry, None if settings.repository_control else allow)
+    v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2, control), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
@@ -156,7 +159,7 @@ async def start_server(settings: Settings) -> RunningServer:
             raise ListenError(why_not_listening(settings.host, settings.port)) from None
         if health_server is not None:
             bind_health_only(health_server, health_servicer, settings)
-        http = _http_server(settings, registry, v2, largest_request, check, tls) if with_http else None
+        http = _http_server(settings, registry, v2, control, largest_request, check, tls) if with_http else None
         # Once gRPC has its port, so that a bad host is reported as such.
         metrics_server = await serve_metrics(
             _scraped(settings, registry, metrics), settings, tls, None if check is None else check.refusal
@@ -204,6 +207,7 @@ def _http_server(
     settings: Settings,
     registry: ModelRegistry,
     v2: V2Protocol,
+    control: RepositoryControl,
     max_request_bytes: int,
     check: TokenCheck | None,
     tls: ssl.SSLContext | None,
@@ -214,13 +218,14 @@ def _http_server(
     page and the multipart endpoint serve the default model; a repository without one has V2 REST only.
     """
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
-    from grpc_model.src.v2.rest import v2_router
+    from grpc_model.src.v2.rest import repository_router, v2_router
     from grpc_model.src.web.app import create_app
     from grpc_model.src.web.hosting import HttpServer
     from grpc_model.src.web.model_routes import model_router
 
     default = registry.default_inference
-    routers = [v2_router(v2)] if default is None else [model_router(default, default.spec), v2_router(v2)]
+    routers = [] if default is None else [model_router(default, default.spec)]
+    routers += [v2_router(v2), repository_router(control)]
     spec = None if default is None else default.spec
     app = create_app(spec, routers, max_request_bytes, None if check is None else check.refusal)
     try:

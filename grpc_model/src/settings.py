@@ -26,6 +26,7 @@ MAX_BATCH_WAIT_MS = 60_000
 MAX_QUEUED_ITEMS = 10_000_000
 MAX_RAY_ONGOING_REQUESTS = 100_000
 MAX_INFLIGHT_BYTES = 1024**5  # 1 PiB
+MAX_LOADED_MODELS = 100_000
 Port = Annotated[int, Range(0, 65535, "(a TCP port number; 0 picks a free one)")]
 
 
@@ -282,6 +283,24 @@ class Settings(BaseSettings):
         default="auto",
         description="Protection of the metrics port: `auto` has the gRPC port's (TLS or mutual TLS from the same "
         "files, and the same bearer tokens); `open` serves metrics in plaintext to anyone who can reach the port.",
+    )
+
+    # Controlling a repository's models (docs/repository.md)
+    repository_control: bool = Field(
+        default=False,
+        description="Let clients load and unload models through the V2 model-repository extension "
+        "(RepositoryModelLoad and RepositoryModelUnload, POST /v2/repository/models/NAME/load and /unload); off, "
+        "they are refused and only the index answers. Behind the bearer tokens when tokens are on.",
+    )
+    max_loaded_models: Annotated[int, Range(0, MAX_LOADED_MODELS, "models")] = Field(
+        default=0,
+        description="Models loaded at once; a call for one that is not loaded loads it, after unloading the least "
+        "recently used model that no call is using. 0: no limit.",
+    )
+    max_loaded_bytes: Annotated[int, Range(0, MAX_INFLIGHT_BYTES, "bytes")] = Field(
+        default=0,
+        description="Bytes of models loaded at once, each counting its model.yaml's resources.memory.size (which "
+        "every model then needs); past it, as max_loaded_models. 0: no limit.",
     )
 
 

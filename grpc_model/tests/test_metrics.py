@@ -81,6 +81,7 @@ def test_one_scrape_counts_the_calls_and_items_of_every_worker_process(serve_wra
     assert value(found, "grpc_model_model_available") == 1
     assert value(found, "grpc_model_worker_restarts_total") == 0
     assert (value(found, "grpc_model_model_load_seconds") or 0) > 0
+    assert value(found, "grpc_model_model_load_duration_seconds_count") == 1
     assert value(found, "grpc_model_model_info", name="Hello World", version="0.1.0") == 1
     assert not [key for key in found if key[0] == "grpc_model_calls_total" and ("method", "Status") in key[1]]
 

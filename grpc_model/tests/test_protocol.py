@@ -1,7 +1,9 @@
 """The wire contract: the proto's names and numbers, and generated code that matches it."""
 
 import filecmp
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,9 @@ def test_v2_service_as_v2_clients_call_it() -> None:
         "ServerMetadata": "inference.ServerMetadataRequest",
         "ModelMetadata": "inference.ModelMetadataRequest",
         "ModelInfer": "inference.ModelInferRequest",
+        "RepositoryIndex": "inference.RepositoryIndexRequest",
+        "RepositoryModelLoad": "inference.RepositoryModelLoadRequest",
+        "RepositoryModelUnload": "inference.RepositoryModelUnloadRequest",
     }
     request = v2_pb.ModelInferRequest.DESCRIPTOR
     assert [(f.name, f.number) for f in request.fields] == [
@@ -122,3 +127,53 @@ def test_v2_service_as_v2_clients_call_it() -> None:
         ("raw_input_contents", 7),
     ]  # fmt: skip
     assert v2_pb.InferTensorContents.DESCRIPTOR.fields_by_name["bytes_contents"].number == 8
+
+
+REPOSITORY_MESSAGES = (
+    "ModelRepositoryParameter",
+    "RepositoryIndexRequest",
+    "RepositoryIndexResponse",
+    "RepositoryModelLoadRequest",
+    "RepositoryModelLoadResponse",
+    "RepositoryModelUnloadRequest",
+    "RepositoryModelUnloadResponse",
+)
+DESCRIBE = """
+import json, sys
+from importlib import import_module
+
+def fields(message):
+    own = [[f.name, f.number, f.type, f.is_repeated, f.message_type and f.message_type.name] for f in message.fields]
+    return {"fields": own, "nested": {n.name: fields(n) for n in message.nested_types}}
+
+module = import_module(sys.argv[1])
+names = sys.argv[2:]
+service = module.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+methods = {m.name: [m.input_type.name, m.output_type.name] for m in service.methods if "Repository" in m.name}
+messages = {n: fields(module.DESCRIPTOR.message_types_by_name[n]) for n in names}
+print(json.dumps({"messages": messages, "methods": methods}))
+"""
+
+
+def _described(module: str) -> object:
+    """The repository extension's messages and calls as `module` defines them, read in a process of its own:
+    tritonclient's generated code and the server's define the same `inference.*` names in one protobuf pool."""
+    finished = subprocess.run(
+        [sys.executable, "-c", DESCRIBE, module, *REPOSITORY_MESSAGES],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PROJECT_ROOT,
+    )
+    return json.loads(finished.stdout)
+
+
+def test_the_repository_extension_is_tritons_field_for_field() -> None:
+    """tritonclient's load_model, unload_model and get_model_repository_index put Triton's messages on the wire."""
+    ours = _described("grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2")
+    assert ours == _described("tritonclient.grpc.service_pb2")
+    assert ours["methods"] == {  # type: ignore[index]
+        "RepositoryIndex": ["RepositoryIndexRequest", "RepositoryIndexResponse"],
+        "RepositoryModelLoad": ["RepositoryModelLoadRequest", "RepositoryModelLoadResponse"],
+        "RepositoryModelUnload": ["RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"],
+    }

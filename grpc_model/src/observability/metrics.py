@@ -36,6 +36,8 @@ from prometheus_client.utils import floatToGoString
 PATH = "/metrics"
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Seconds a model load takes: from a model file read at once to minutes of weights and workers."""
 OUTCOMES = ("ok", "failed", "invalid", "refused")
 HEAD_LIMIT = 8192  # bytes of a scrape's request line and headers
 TEXT = "text/plain; charset=utf-8"
@@ -124,6 +126,7 @@ class Metrics(Recorder):
         self._restarts = 0
         self._restarts_lock = threading.Lock()
         self._load_seconds: float | None = None
+        self._load_durations = _Histogram(LOAD_BUCKETS)
         self._gauges: dict[str, Callable[[], float]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
@@ -168,6 +171,7 @@ class Metrics(Recorder):
 
     def model_loaded(self, seconds: float) -> None:
         self._load_seconds = seconds
+        self._load_durations.observe(seconds)
 
     def families(self) -> Iterator[Metric]:
         """Every metric as Prometheus reads it; see docs/operations.md for what each means."""
@@ -211,6 +215,11 @@ class Metrics(Recorder):
         if self._load_seconds is not None:
             load.add_metric([], self._load_seconds)
         yield load
+        yield _histogram(
+            "grpc_model_model_load_duration_seconds",
+            "How long each model load took (a repository's loads on demand included).",
+            self._load_durations,
+        )
 
 
 def _histogram(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:

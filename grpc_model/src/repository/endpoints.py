@@ -10,6 +10,7 @@ from prometheus_client.core import Metric
 from grpc_model.src.inference import Inference, build_inference
 from grpc_model.src.metadata import AssetBundle, BundleError, load_bundle, slug
 from grpc_model.src.observability.metrics import NO_METRICS, Metrics, Recorder
+from grpc_model.src.repository.budget import LoadBudget
 from grpc_model.src.repository.layout import ModelFolder, find_models
 from grpc_model.src.repository.registry import ModelRegistry
 from grpc_model.src.security.limits import InflightBudget, request_size_limit
@@ -34,19 +35,34 @@ def single_registry(
 def repository_registry(
     settings: Settings, directory: Path, folders: Sequence[ModelFolder], budget: InflightBudget
 ) -> ModelRegistry:
-    """Every version of every model found under `directory`, each its own endpoint (built, not loaded yet)."""
+    """Every version of every model found under `directory`, each its own endpoint (built, not loaded yet); with a
+    memory budget (max_loaded_models, max_loaded_bytes), none built until it loads. Raises BudgetError for a
+    version the budget could never hold."""
+    memory = LoadBudget(settings.max_loaded_models, settings.max_loaded_bytes)
+    for folder in folders:
+        for version in folder.versions if not folder.problem else ():
+            try:
+                spec = load_bundle(folder.asset_bundle_dir, version).spec
+            except BundleError:  # the version is reported by the index, and its calls are refused
+                continue
+            memory.cost((folder.name, version), spec.resources.memory.size)
+    recorders: dict[tuple[str, str], Recorder] = {}
 
     def build(folder: ModelFolder, version: str) -> Inference:
         bundle = load_bundle(folder.asset_bundle_dir, version)
-        metrics = Metrics(folder.name, version) if settings.metrics else NO_METRICS
+        key = (folder.name, version)
+        if key not in recorders:  # one per version, kept when it is loaded again: its counts go on
+            recorders[key] = Metrics(folder.name, version) if settings.metrics else NO_METRICS
+        metrics = recorders[key]
         limit = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
         inference = build_inference(settings, bundle, metrics, budget, project=folder.path, max_request_bytes=limit)
         watch(inference)
         return inference
 
     default = settings.default_model or (folders[0].name if len(folders) == 1 else None)
-    registry = ModelRegistry(build, lambda: find_models(directory), default, settings.shutdown_grace_seconds)
-    registry.build_all()
+    registry = ModelRegistry(build, lambda: find_models(directory), default, settings.shutdown_grace_seconds, memory)
+    if not memory.limited:
+        registry.build_all()
     return registry
 
 

@@ -7,15 +7,17 @@ load costs only its own calls. Only the budget of request bytes in flight is sha
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from grpc_model.src.inference import Inference
-from grpc_model.src.metadata import BundleError
+from grpc_model.src.metadata import BundleError, load_bundle
 from grpc_model.src.metadata.bundle import version_key
 from grpc_model.src.quoting import quoted
+from grpc_model.src.repository.budget import LoadBudget
 from grpc_model.src.repository.layout import ModelFolder
 from grpc_model.src.runtime import ModelLoadError, WrapperImportError
 from grpc_model.src.runtime.items import describe
@@ -33,6 +35,9 @@ NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
 IDLE = (NOT_LOADED, UNLOADED)
 """The reasons of a version that is not served but not broken either."""
+ON_DEMAND = "a call loads it again"
+ON_DEMAND_ATTEMPTS = 3
+"""The end of the reason of a version the memory budget unloaded: it is not loaded, but a call loads it."""
 
 
 class UnknownModelError(LookupError):
@@ -58,16 +63,27 @@ class _Slot:
     state: State = "UNAVAILABLE"
     reason: str = NOT_LOADED
     loading: "asyncio.Future[None] | None" = field(default=None, repr=False)
+    unloading: "asyncio.Future[None] | None" = field(default=None, repr=False)
 
 
 class ModelRegistry:
-    def __init__(self, build: Builder, scan: Scan, default: str | None = None, grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        build: Builder,
+        scan: Scan,
+        default: str | None = None,
+        grace_seconds: float = 10.0,
+        memory: LoadBudget | None = None,
+    ) -> None:
         """`default` is the model a call that names none goes to (a ModzyModel call without `x-model-name`)."""
         self._build = build
         self._scan = scan
         self.default = default
         self.grace_seconds = grace_seconds
         """How long an unloaded version's calls may go on before they are answered UNAVAILABLE."""
+        self.memory = memory or LoadBudget()
+        """Which versions stay loaded (max_loaded_models, max_loaded_bytes); with a limit, a call for a version
+        that is not loaded loads it, after the least recently used idle ones make room (repository/budget.py)."""
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._routes: dict[str, list[_Slot]] = {}
         """Each model's served versions, oldest first: what `resolve` reads, kept by `_mark`."""
@@ -155,11 +171,13 @@ class ModelRegistry:
             if self.default is None:
                 raise UnknownModelError(f"name a model: this server serves {self._listing()}")
             name = self.default
+        if self.memory.limited:
+            await self._load_on_demand(name, version)
         served = self._served(name)
         slot = served[-1] if served and not version else self._slots.get((name, version or ""))
         if slot is not None and slot in served:
             return self._endpoint(slot)
-        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in IDLE:
+        if slot is not None and slot.state == "UNAVAILABLE" and slot.reason not in (*IDLE, self._evicted):
             raise ModelLoadError(f"model {name!r} version {version} cannot be served: {slot.reason}")
         if name in self._problems:
             raise ModelLoadError(f"model {name!r} cannot be served: {self._problems[name].problem}")
@@ -171,6 +189,29 @@ class ModelRegistry:
         if any(s.reason not in ("", *IDLE) for (known, _), s in self._slots.items() if known == name):
             raise ModelLoadError(f"model {name!r} cannot be served: {self._reasons(name)}")
         raise UnknownModelError(f"model {name!r} has no version loaded: {self._reasons(name)}")
+
+    async def _load_on_demand(self, name: str, version: str | None) -> None:
+        """Loads the version a call needs when the memory budget left it unloaded (or never loaded it): the version
+        named, else the newest, unless some version is served. One a client unloaded stays unloaded. While every
+        other model is busy, the budget may unload it again before this call reaches it: then it loads again."""
+        for _ in range(ON_DEMAND_ATTEMPTS):
+            slots = sorted(
+                (s for (known, _), s in self._slots.items() if known == name), key=lambda s: version_key(s.version)
+            )
+            slots = [slot for slot in slots if slot.version == version] if version else slots
+            if not slots or any(slot in self._served(name) for slot in slots):
+                return
+            slot = slots[-1]
+            if slot.unloading is not None and slot.reason == self._evicted:
+                await asyncio.shield(slot.unloading)  # being unloaded to make room: loaded again once it is gone
+            if not (slot.loading or (slot.inference is None and slot.reason in (NOT_LOADED, self._evicted))):
+                return
+            await self.load(name, slot.version)
+
+    @property
+    def _evicted(self) -> str:
+        """The reason of a version the memory budget unloaded."""
+        return f"unloaded to make room ({self.memory}); {ON_DEMAND}"
 
     def _endpoint(self, slot: _Slot) -> Inference:
         assert slot.inference is not None  # only served slots get here
@@ -227,8 +268,26 @@ class ModelRegistry:
         )
 
     async def load_all(self) -> None:
-        """Loads every endpoint's model at once; a model that fails is reported, and the others serve."""
-        await asyncio.gather(*(self._load_model(inference) for inference in self.endpoints))
+        """Loads every endpoint's model at once; a model that fails is reported, and the others serve. With a
+        memory budget, the versions that fit, by name and newest first; the others load on their first call."""
+        if not self.memory.limited:
+            await asyncio.gather(*(self._load_model(inference) for inference in self.endpoints))
+            return
+        newest_first = sorted(self._slots.values(), key=lambda slot: version_key(slot.version), reverse=True)
+        for slot in sorted(newest_first, key=lambda slot: slot.folder.name):
+            key = (slot.folder.name, slot.version)
+            try:
+                size = self.memory.cost(
+                    key, load_bundle(slot.folder.asset_bundle_dir, slot.version).spec.resources.memory.size
+                )
+            except Exception as error:  # the load reports it, on the first call
+                size = 0
+                logger.debug("model %s %s: %s", *key, error)
+            if self.memory.has_room(size):
+                try:
+                    await self.load(*key)
+                except ModelLoadError as error:
+                    logger.error("%s; its calls are answered with this error, and the next one tries again", error)
 
     async def _load_model(self, inference: Inference) -> None:
         try:
@@ -254,23 +313,63 @@ class ModelRegistry:
         await asyncio.shield(slot.loading)
 
     async def _load_slot(self, slot: _Slot) -> None:
+        """Loads the version; one loaded already is loaded again (Triton's reload): a new instance serves once it
+        has loaded, and the old one answers its calls before it is released."""
+        key = (slot.folder.name, slot.version)
+        current = slot.inference if slot.state == "READY" else None
+        admitted = False
         try:
-            if slot.state == "READY" and slot.inference is not None:
-                await slot.inference.ensure_loaded()
+            if current is not None and not current.runtime.is_loaded:  # built at start-up, loaded on first use
+                await current.ensure_loaded()
                 return
-            self._mark(slot, "LOADING", "")
-            inference = slot.inference if slot.inference and not slot.inference.closed else None
-            if inference is None:
+            if current is None:
+                self._mark(slot, "LOADING", "")
+                inference = slot.inference if slot.inference and not slot.inference.closed else None
+                inference = inference or self._built(slot)
+                if inference.closed:  # the single-model server builds its one instance once
+                    raise ModelLoadError(
+                        "this server's one model cannot be loaded again once unloaded: restart the server (a "
+                        "repository server, --repository, builds a model anew for each load)"
+                    )
+                await self._make_room(key, inference)
+                admitted = True
+            else:
                 inference = self._built(slot)
+                if inference is current:  # the single-model server's one instance
+                    return
             await inference.ensure_loaded()
         except Exception as error:
-            self._mark(slot, "UNAVAILABLE", str(error))
+            if current is None:
+                self._mark(slot, "UNAVAILABLE", str(error))
+            if admitted:
+                self.memory.failed(key)
             raise ModelLoadError(f"model {slot.folder.name!r} version {slot.version}: {error}") from error
         finally:
             slot.loading = None
         self._register(slot, inference)
-        logger.info("model %s %s loaded and served", slot.folder.name, slot.version)
+        if current is None:
+            self.memory.loaded(key)
+        inference.lease = functools.partial(self.memory.use, key)
+        logger.info(
+            "model %s %s %s and served", slot.folder.name, slot.version, "loaded" if current is None else "reloaded"
+        )
+        if current is not None:
+            await current.close(self.grace_seconds)
         await self._changed()
+
+    async def _make_room(self, key: tuple[str, str], inference: Inference) -> None:
+        """Reserves the version's room in the memory budget, first unloading what it names; waits while every
+        loaded model is busy, as long as the model's timeout.status."""
+        size = self.memory.cost(key, inference.spec.resources.memory.size)
+        try:
+            victims = await asyncio.wait_for(self.memory.admit(key, size), inference.spec.timeout.status_seconds)
+        except TimeoutError:
+            raise ModelLoadError(
+                f"no room to load it ({self.memory}) while every loaded model is answering calls; call again"
+            ) from None
+        for victim in victims:
+            logger.info("model %s %s unloaded to make room for %s %s", *victim, *key)
+        await asyncio.gather(*(self._unload_slot(self._slots[victim], self._evicted) for victim in victims))
 
     async def unload(self, name: str, version: str | None = None) -> None:
         """Stops serving `name` at `version` (None: every version): new calls no longer reach it, and its calls
@@ -281,11 +380,12 @@ class ModelRegistry:
         await asyncio.gather(*(self._unload_slot(slot) for slot in slots))
         await self._changed()
 
-    async def _unload_slot(self, slot: _Slot) -> None:
+    async def _unload_slot(self, slot: _Slot, reason: str = UNLOADED) -> None:
+        """`reason` says why, in the index: a client's unload, or the memory budget's (shown while unloading)."""
         inference = slot.inference
         if inference is None:
             return
-        self._mark(slot, "UNLOADING", "")
+        self._mark(slot, "UNLOADING", "" if reason == UNLOADED else reason)
         logger.info(
             "model %s %s unloading: %d call(s) in flight have %g s to finish",
             slot.folder.name,
@@ -293,9 +393,14 @@ class ModelRegistry:
             inference.calls_in_flight,
             self.grace_seconds,
         )
-        await inference.close(self.grace_seconds)
-        slot.inference = None
-        self._mark(slot, "UNAVAILABLE", UNLOADED)
+        unloaded = slot.unloading = asyncio.get_running_loop().create_future()
+        try:
+            await inference.close(self.grace_seconds)
+        finally:
+            slot.inference, slot.unloading = None, None
+            self._mark(slot, "UNAVAILABLE", reason)
+            self.memory.unloaded((slot.folder.name, slot.version))
+            unloaded.set_result(None)
         logger.info("model %s %s unloaded", slot.folder.name, slot.version)
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from grpc_model.src.grpc_methods import add_unary_service, request_size
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
+from grpc_model.src.v2.repository import RepositoryControl, RepositoryParameter
 from grpc_model.src.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -44,6 +45,7 @@ CODES = {
     Problem.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Problem.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Problem.INTERNAL: grpc.StatusCode.INTERNAL,
+    Problem.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_DETAILS_BYTES = 4096
@@ -52,8 +54,9 @@ outside printable ASCII. Clients refuse a trailer past 8 KiB with RESOURCE_EXHAU
 
 
 class GRPCInferenceService:
-    def __init__(self, protocol: V2Protocol) -> None:
+    def __init__(self, protocol: V2Protocol, repository: RepositoryControl) -> None:
         self.protocol = protocol
+        self.repository = repository
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -93,6 +96,36 @@ class GRPCInferenceService:
         except V2Error as error:
             await _abort(context, error)
         return infer_response(response, raw=len(request.raw_input_contents) > 0)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+        try:
+            entries = self.repository.index(request.repository_name, request.ready)
+        except V2Error as error:
+            await _abort(context, error)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        parameters = {name: _repository_value(value) for name, value in request.parameters.items()}
+        try:
+            await self.repository.load(request.repository_name, request.model_name, parameters)
+        except V2Error as error:
+            await _abort(context, error)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        parameters = {name: _repository_value(value) for name, value in request.parameters.items()}
+        try:
+            await self.repository.unload(request.repository_name, request.model_name, parameters)
+        except V2Error as error:
+            await _abort(context, error)
+        return pb.RepositoryModelUnloadResponse()
 
 
 async def _abort(context: Context, error: V2Error) -> None:
@@ -179,6 +212,12 @@ def _value(parameter: pb.InferParameter) -> Parameter:
     return value
 
 
+def _repository_value(parameter: pb.ModelRepositoryParameter) -> RepositoryParameter:
+    choice = parameter.WhichOneof("parameter_choice")
+    value: RepositoryParameter = getattr(parameter, choice) if choice else ""
+    return value
+
+
 def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server, metrics: Recorder = NO_METRICS) -> None:
     add_unary_service(
         server,
@@ -190,6 +229,17 @@ def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server, metric
             "ServerMetadata": (service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
             "ModelMetadata": (service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
             "ModelInfer": (service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+            "RepositoryIndex": (service.RepositoryIndex, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+            "RepositoryModelLoad": (
+                service.RepositoryModelLoad,
+                pb.RepositoryModelLoadRequest,
+                pb.RepositoryModelLoadResponse,
+            ),
+            "RepositoryModelUnload": (
+                service.RepositoryModelUnload,
+                pb.RepositoryModelUnloadRequest,
+                pb.RepositoryModelUnloadResponse,
+            ),
         },
         metrics,
     )

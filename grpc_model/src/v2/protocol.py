@@ -15,13 +15,14 @@ from grpc_model.src.runtime import (
     QueueFullError,
     TensorSignature,
 )
-from grpc_model.src.v2 import numeric
+from grpc_model.src.v2 import numeric, repository
 from grpc_model.src.v2.tensors import BYTES, InferRequest, InferResponse, Problem, V2Error, V2Model, flag
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "grpc-model"
-EXTENSIONS = ("binary_tensor_data",)  # the REST binary data extension, as tritonclient's HTTP client sends
+EXTENSIONS = ("binary_tensor_data", *repository.EXTENSIONS)
+"""The REST binary data extension, as tritonclient's HTTP client sends; the model-repository extension."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,13 @@ class V2Protocol:
         return self.registry.ready()
 
     async def model_ready(self, name: str, version: str) -> bool:
-        """Loads the model if needed (waiting as long as Status would); whether it can take work."""
+        """Loads the model if needed (waiting as long as Status would); whether it can take work. A version the
+        repository holds but does not serve (unloaded) is not ready, as Triton answers; one it lacks is NOT_FOUND."""
         try:
             endpoint = await self.endpoint(name, version)
         except V2Error as error:
-            if error.problem is Problem.UNAVAILABLE:
+            held = any(entry.name == name and version in ("", entry.version) for entry in self.registry.index())
+            if error.problem is Problem.UNAVAILABLE or held:
                 return False
             raise
         try:

@@ -20,6 +20,7 @@ from grpc_model.src.quoting import quoted
 from grpc_model.src.runtime.signature import ITEM_SIZES
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
+from grpc_model.src.v2.repository import RepositoryControl, RepositoryParameter
 from grpc_model.src.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -40,6 +41,7 @@ STATUS = {
     Problem.UNAVAILABLE: 503,
     Problem.EXHAUSTED: 429,
     Problem.INTERNAL: 500,
+    Problem.FORBIDDEN: 403,
 }
 
 
@@ -92,6 +94,63 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
             return _error(error)
 
     return router
+
+
+def repository_router(control: RepositoryControl) -> APIRouter:
+    """The model-repository extension's routes, as Triton's: JSON in (or nothing), JSON out."""
+    router = APIRouter(tags=["V2 model repository"])
+
+    @router.post("/v2/repository/index", summary="Every model version, loaded or not, with its state")
+    async def index(request: Request) -> Response:
+        try:
+            ready = _json_body(await request.body(), "index").get("ready", False)
+            if not isinstance(ready, bool):
+                raise V2Error(Problem.INVALID, f'"ready" must be true or false, not {quoted(ready)}')
+            entries = control.index("", ready)
+        except V2Error as error:
+            return _error(error)
+        return JSONResponse(
+            [{"name": e.name, "version": e.version, "state": e.state, "reason": e.reason} for e in entries]
+        )
+
+    @router.post("/v2/repository/models/{name}/load", summary="Load a model, or load it again")
+    async def load(name: str, request: Request) -> Response:
+        try:
+            await control.load("", name, _repository_parameters(await request.body(), "load"))
+        except V2Error as error:
+            return _error(error)
+        return Response()
+
+    @router.post("/v2/repository/models/{name}/unload", summary="Unload a model, once its calls are answered")
+    async def unload(name: str, request: Request) -> Response:
+        try:
+            await control.unload("", name, _repository_parameters(await request.body(), "unload"))
+        except V2Error as error:
+            return _error(error)
+        return Response()
+
+    return router
+
+
+def _json_body(body: bytes, what: str) -> Mapping[str, Any]:
+    """A repository request's JSON object; an empty body is an empty object, as Triton takes it."""
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise V2Error(Problem.INVALID, f"the {what} request is not valid JSON: {error}") from None
+    except RecursionError:
+        raise V2Error(Problem.INVALID, f"the {what} request's JSON is nested too deeply") from None
+    return _object(document, f"the {what} request")
+
+
+def _repository_parameters(body: bytes, what: str) -> dict[str, RepositoryParameter]:
+    parameters = _object(_json_body(body, what).get("parameters"), "parameters")
+    for name, value in parameters.items():
+        if not isinstance(value, bool | int | str):
+            raise V2Error(Problem.INVALID, f"the {what} parameter {quoted(name)} must be a string, number or boolean")
+    return dict(parameters)
 
 
 def _error(error: V2Error) -> Response:

@@ -46,6 +46,8 @@ class Problem(Enum):
     UNAVAILABLE = "unavailable"
     EXHAUSTED = "resource exhausted"
     INTERNAL = "internal"
+    FORBIDDEN = "forbidden"
+    """A call the server's settings do not allow (loading models without repository_control)."""
 
 
 class V2Error(Exception):

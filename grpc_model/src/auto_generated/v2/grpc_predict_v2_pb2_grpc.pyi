@@ -69,6 +69,16 @@ class GRPCInferenceServiceStub:
     indicated by the google.rpc.Status returned for the request. The OK code 
     indicates success and other codes indicate failure.
     """
+    RepositoryIndex: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryIndexRequest, _grpc_predict_v2_pb2.RepositoryIndexResponse]
+    """The model-repository extension, as Triton Inference Server defines it
+    (grpc_service.proto of triton-inference-server/common; see NOTICE.md).
+
+    Get the index of model repository contents.
+    """
+    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryModelLoadRequest, _grpc_predict_v2_pb2.RepositoryModelLoadResponse]
+    """Load or reload a model from a repository."""
+    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryModelUnloadRequest, _grpc_predict_v2_pb2.RepositoryModelUnloadResponse]
+    """Unload a model."""
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -98,6 +108,16 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     indicated by the google.rpc.Status returned for the request. The OK code 
     indicates success and other codes indicate failure.
     """
+    RepositoryIndex: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryIndexRequest, _grpc_predict_v2_pb2.RepositoryIndexResponse]  # type: ignore[assignment]
+    """The model-repository extension, as Triton Inference Server defines it
+    (grpc_service.proto of triton-inference-server/common; see NOTICE.md).
+
+    Get the index of model repository contents.
+    """
+    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryModelLoadRequest, _grpc_predict_v2_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
+    """Load or reload a model from a repository."""
+    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.RepositoryModelUnloadRequest, _grpc_predict_v2_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
+    """Unload a model."""
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Inference Server GRPC endpoints."""
@@ -160,5 +180,33 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         indicated by the google.rpc.Status returned for the request. The OK code 
         indicates success and other codes indicate failure.
         """
+
+    @_abc_1.abstractmethod
+    def RepositoryIndex(
+        self,
+        request: _grpc_predict_v2_pb2.RepositoryIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_predict_v2_pb2.RepositoryIndexResponse, _abc.Awaitable[_grpc_predict_v2_pb2.RepositoryIndexResponse]]:
+        """The model-repository extension, as Triton Inference Server defines it
+        (grpc_service.proto of triton-inference-server/common; see NOTICE.md).
+
+        Get the index of model repository contents.
+        """
+
+    @_abc_1.abstractmethod
+    def RepositoryModelLoad(
+        self,
+        request: _grpc_predict_v2_pb2.RepositoryModelLoadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_predict_v2_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_grpc_predict_v2_pb2.RepositoryModelLoadResponse]]:
+        """Load or reload a model from a repository."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelUnload(
+        self,
+        request: _grpc_predict_v2_pb2.RepositoryModelUnloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_predict_v2_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_grpc_predict_v2_pb2.RepositoryModelUnloadResponse]]:
+        """Unload a model."""
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
