@@ -269,7 +269,7 @@ def test_calls_past_the_cap_are_refused_while_others_never_finish_sending(
         yield b""
 
     status: grpc.StreamUnaryMultiCallable[bytes, bytes] = server.client.channel.stream_unary(f"/{SERVICE_NAME}/Status")
-    held: list["grpc.Future[bytes]"] = []
+    held: list[grpc.Future[bytes]] = []
 
     def refused_with_one_more_held() -> grpc.RpcError | None:
         # One more held call before each probe: a probe that reaches the server before the last held call takes
