@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
-from grpc_model.src.grpc_methods import add_unary_service, request_size
+from grpc_model.src.grpc_methods import add_unary_service, request_size, restored_files
 from grpc_model.src.inference import Inference
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.modzy_messages import loaded_status, run_response, status_metadata
@@ -78,7 +78,7 @@ class ModzyModelService(ModzyModelServicer):
         started = time.perf_counter()
         count = len(request.inputs)
         try:
-            items = [item.input for item in request.inputs]
+            items = [restored_files(item.input) for item in request.inputs]
             results = await self.inference.run(items, request.detect_drift, request.explain, request_size(request))
         except ModelNotLoadedError as error:
             message = str(error)
@@ -160,9 +160,9 @@ def add_to_server(service: ModzyModelService, server: grpc.aio.Server) -> None:
         server,
         SERVICE_NAME,
         {
-            "Status": (service.Status, pb.StatusRequest, pb.StatusResponse),
-            "Run": (service.Run, pb.RunRequest, pb.RunResponse),
-            "Shutdown": (service.Shutdown, pb.ShutdownRequest, pb.ShutdownResponse),
+            "Status": (service.Status, pb.StatusRequest),
+            "Run": (service.Run, pb.RunRequest),
+            "Shutdown": (service.Shutdown, pb.ShutdownRequest),
         },
         service.metrics,
     )
