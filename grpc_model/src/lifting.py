@@ -12,6 +12,7 @@ only ever reads the fields of messages that can hold bytes fields and gives up (
 came) past MAX_FIELDS_READ fields, at bytes it cannot read, or when cutting would save little.
 """
 
+import ctypes
 import functools
 import os
 from typing import cast
@@ -29,6 +30,18 @@ MAX_FIELDS_READ = 10_000
 """Fields the walk reads before it gives up: a request of many small fields has nothing worth cutting."""
 NONCE_BYTES = 16
 TOKEN_BYTES = NONCE_BYTES + 4
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; other C libraries may lack it
+
+
+def _trim_heap() -> None:
+    """Gives the memory malloc holds free back to the system. grpcio receives a message in slices of tens of
+    kilobytes, too small for malloc to map apart, and frees them once it has joined them into the request's
+    bytes: without this, 40-50 MB of a 50 MiB request's slices stayed in the process, free but resident,
+    through the call (a millisecond or so, for requests of LIFT_FROM_BYTES or more only)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Lifted:
@@ -61,6 +74,7 @@ def lift(raw: bytes, request_type: type[Message]) -> tuple[bytes, Lifted | None]
     """What protobuf should parse: `raw` without its large bytes fields, and those fields; else `raw`, None."""
     if len(raw) < LIFT_FROM_BYTES:
         return raw, None
+    _trim_heap()
     lifted = Lifted()
     descriptor = cast(Descriptor, request_type.DESCRIPTOR)  # upb's Descriptor has the same fields
     try:

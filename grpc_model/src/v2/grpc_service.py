@@ -40,7 +40,10 @@ CONTENTS = {
 }
 """The InferTensorContents field that carries each numeric datatype."""
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+OUTPUTS = pb.ModelInferResponse.OUTPUTS_FIELD_NUMBER
 RAW_OUTPUT_CONTENTS = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+TENSOR_CONTENTS = pb.ModelInferResponse.InferOutputTensor.CONTENTS_FIELD_NUMBER
+BYTES_CONTENTS = pb.InferTensorContents.BYTES_CONTENTS_FIELD_NUMBER
 CODES = {
     Problem.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Problem.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -89,7 +92,7 @@ class GRPCInferenceService:
             outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse | bytes:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> bytes:
         try:
             response = await self.protocol.infer(infer_request(request, self.protocol.model))
         except V2Error as error:
@@ -161,28 +164,30 @@ def _elements(elements: Sequence[bytes]) -> Read:
     return lambda limit: [restored(element) for element in elements[:limit]]
 
 
-def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse | bytes:
-    """Outputs in raw_output_contents when the request came raw, as Triton answers (tritonclient under
-    numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents.
+def infer_response(response: InferResponse, raw: bool) -> bytes:
+    """The answer, serialised: outputs in raw_output_contents when the request came raw, as Triton answers
+    (tritonclient under numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents.
 
-    A raw answer comes serialised: its raw_output_contents are appended to the rest of the message on the
-    wire, so that each output is copied once, into the answer, rather than joined, then copied into the
-    message, then serialised."""
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id
-    )
-    contents: list[bytes] = []
+    Built on the wire: each output tensor's header is a small message and its data is appended to it (a
+    message's fields may come in any number of pieces), so each output is copied once, into the answer. A
+    message would hold a copy of its own, and serialising it takes two more."""
+    head = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
+    parts = [head.SerializeToString()]
+    raw_contents: list[bytes] = []
     for tensor in response.outputs:
-        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        output = pb.ModelInferResponse.InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        data: list[bytes] = []
         if tensor.raw is None and raw:
-            contents += length_delimited(RAW_OUTPUT_CONTENTS, framed(tensor.elements))
+            raw_contents += length_delimited(RAW_OUTPUT_CONTENTS, framed(tensor.elements))
         elif tensor.raw is None:
-            output.contents.bytes_contents.extend(tensor.elements)
+            elements = [part for element in tensor.elements for part in length_delimited(BYTES_CONTENTS, [element])]
+            data = length_delimited(TENSOR_CONTENTS, elements)
         elif raw:
-            contents += length_delimited(RAW_OUTPUT_CONTENTS, [tensor.raw])
+            raw_contents += length_delimited(RAW_OUTPUT_CONTENTS, [tensor.raw])
         else:
             getattr(output.contents, CONTENTS[tensor.datatype]).extend(values_of(tensor))
-    return b"".join([message.SerializeToString(), *contents]) if raw else message
+        parts += length_delimited(OUTPUTS, [output.SerializeToString(), *data])
+    return b"".join([*parts, *raw_contents])
 
 
 def _value(parameter: pb.InferParameter) -> Parameter:
