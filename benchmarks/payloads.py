@@ -206,7 +206,7 @@ def markdown(points: list[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _print_point(point: Point) -> None:
+def print_point(point: Point) -> None:
     print(
         f"{point.front_end:24} c={point.concurrency:<2} calls {point.calls:>4} errors {point.errors} "
         f"idle {point.idle_rss_mb:>7} MB peak {point.peak_rss_mb:>7} MB ratio {point.ratio:.2f}",
@@ -224,7 +224,7 @@ async def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     concurrencies = tuple(int(value) for value in args.concurrencies.split(","))
     front_ends = tuple(args.front_ends.split(","))
-    points = await measure(env, args.rounds, args.duration, concurrencies, front_ends, _print_point)
+    points = await measure(env, args.rounds, args.duration, concurrencies, front_ends, print_point)
     print(markdown(points))
     return 0
 
