@@ -14,6 +14,7 @@ from grpc_model.src.runtime import ItemResult, ModelRuntime
 RUN_OUTPUTS = pb.RunResponse.OUTPUTS_FIELD_NUMBER
 OUTPUT_FILES = pb.OutputItem.OUTPUT_FIELD_NUMBER  # a map: each entry's key is field 1, its value field 2
 SUCCEEDED = pb.OutputItem(success=True).SerializeToString()
+WIRE_FROM_BYTES = 1024 * 1024
 
 
 def loaded_status(runtime: ModelRuntime) -> pb.StatusResponse:
@@ -36,8 +37,11 @@ def run_response(results: Sequence[ItemResult]) -> pb.RunResponse:
 
 
 def run_answer(results: Sequence[ItemResult]) -> bytes:
-    """`run_response` serialised, but built on the wire: each output file is copied once, into the answer.
-    A message would hold a copy of its own, and serialising it takes two more."""
+    """`run_response` serialised. Past WIRE_FROM_BYTES of output files it is built on the wire, each file
+    copied once, into the answer: a message would hold a copy of its own, and serialising it takes two more.
+    Smaller answers are quicker to build as a message."""
+    if sum(len(content) for result in results for content in result.output.values()) < WIRE_FROM_BYTES:
+        return run_response(results).SerializeToString()
     parts = [_run_head(results).SerializeToString()]
     for result in results:
         item = [

@@ -103,9 +103,10 @@ def test_other_requests_are_parsed_as_they_came(raw: bytes) -> None:
     assert lift(raw, pb.RunRequest) == (raw, None)
 
 
-def test_a_run_answer_built_on_the_wire_is_the_message_it_stands_for() -> None:
+@pytest.mark.parametrize("large", [LARGE, b"small"], ids=["on-the-wire", "as-a-message"])
+def test_a_run_answer_is_the_message_it_stands_for(large: bytes) -> None:
     results = [
-        ItemResult({"out": LARGE, "empty": b""}, success=True),
+        ItemResult({"out": large, "empty": b""}, success=True),
         ItemResult({"error": b"bad input"}, success=False),
         ItemResult({}, success=True),
     ]
