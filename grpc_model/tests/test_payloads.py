@@ -1,6 +1,6 @@
 """Large payloads are copied as few times as grpcio allows (lifting.py, grpc_methods.py, the answers built on the wire).
 
-A 50 MiB echo held 6.4 copies of its payload at the server's peak: grpcio's received bytes, protobuf's copy
+A 50 MiB echo held 5.5-7.7 copies of its payload at the server's peak: grpcio's received bytes, protobuf's copy
 of them, the copy read out for the model, the answer's message, its serialisation (two copies) and grpcio's
 copy to send, with grpcio's freed receive buffers still resident. Issue 23 asks for at most 4.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from google.protobuf.descriptor import FieldDescriptor
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
@@ -26,6 +27,15 @@ MIB = 1024 * 1024
 LARGE = os.urandom(1024) * (2 * LIFT_FROM_BYTES // 1024)  # large enough to be lifted
 
 
+def bytes_value(field: FieldDescriptor) -> FieldDescriptor | None:
+    """The value field of a map of bytes values (which `field` is); None for any other field."""
+    entry = field.message_type
+    if entry is None or not entry.GetOptions().map_entry:
+        return None
+    value = entry.fields_by_name["value"]
+    return value if value.type == FieldDescriptor.TYPE_BYTES else None
+
+
 def read_back(message: object, lifted: Lifted) -> None:
     """Puts every lifted field of `message` back in place, as the front ends read them."""
     for field, value in message.ListFields():  # type: ignore[attr-defined]
@@ -33,7 +43,7 @@ def read_back(message: object, lifted: Lifted) -> None:
             value[:] = [bytes(lifted.view(item)) for item in value]
         elif field.type == field.TYPE_BYTES:
             setattr(message, field.name, bytes(lifted.view(value)))
-        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+        elif bytes_value(field) is not None:  # a map of files
             value.update({key: bytes(lifted.view(content)) for key, content in value.items()})
         elif field.type == field.TYPE_MESSAGE and field.is_repeated:
             for item in value:
@@ -48,6 +58,7 @@ CUT_REQUESTS = {
     ),
     "v2-raw": v2.ModelInferRequest(
         model_name="m",
+        parameters={"partial_results": v2.InferParameter(bool_param=True)},  # messages without bytes: not walked
         inputs=[v2.ModelInferRequest.InferInputTensor(name="a", datatype="BYTES", shape=[1])],
         raw_input_contents=[LARGE, b"tiny"],
     ),
