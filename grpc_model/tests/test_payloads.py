@@ -45,6 +45,9 @@ def read_back(message: object, lifted: Lifted) -> None:
             setattr(message, field.name, bytes(lifted.view(value)))
         elif bytes_value(field) is not None:  # a map of files
             value.update({key: bytes(lifted.view(content)) for key, content in value.items()})
+        elif field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            for item in value.values():
+                read_back(item, lifted)
         elif field.type == field.TYPE_MESSAGE and field.is_repeated:
             for item in value:
                 read_back(item, lifted)
