@@ -1,4 +1,4 @@
-"""Large payloads: the server's memory per call in flight, for a 50 MiB echo on each gRPC front end.
+"""Large payloads: the server's memory per call in flight, for a 50 MiB echo on each front end.
 
     .venv/bin/python -m benchmarks.payloads [--rounds 3] [--duration 3] [--concurrencies 1,8]
 
@@ -17,6 +17,7 @@ machine's drift hits them alike; the table gives each ratio's median over the ro
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -26,11 +27,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 
 from benchmarks.bundle import write_bundle
 from benchmarks.load import Call, drive
-from benchmarks.processes import Server, reset_peak_rss
+from benchmarks.processes import Server, free_port, reset_peak_rss
 from grpc_model.src.auto_generated.model2_template import model_pb2 as modzy
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
@@ -40,7 +42,10 @@ from grpc_model.src.metadata import load_bundle, slug
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD_BYTES = 50 * 1024 * 1024
 MESSAGE_LIMIT = 300 * 1024 * 1024
-FRONT_ENDS = ("ModzyModel Run", "V2 ModelInfer raw", "V2 ModelInfer contents")
+GRPC_FRONT_ENDS = ("ModzyModel Run", "V2 ModelInfer raw", "V2 ModelInfer contents")
+REST = "V2 REST binary"
+"""POST /v2/models/NAME/infer with the file as binary data, the answer asked as binary data too."""
+FRONT_ENDS = (*GRPC_FRONT_ENDS, REST)
 TARGET = 4.0
 """Copies of the payload per call in flight that the server may hold at its peak (issue 23)."""
 SAMPLE_SECONDS = 0.001
@@ -93,7 +98,7 @@ def sampled_peak(pid: int, peak: list[float]) -> Iterator[None]:
 
 
 def callers(channel: grpc.aio.Channel, model: str, payload: bytes) -> dict[str, Call]:
-    """One 50 MiB echo call per front end, answering whether the same bytes came back."""
+    """One echo call per gRPC front end, answering whether the same bytes came back."""
     run_request = modzy.RunRequest(inputs=[modzy.InputItem(input={"input.bin": payload})])
     tensor = v2.ModelInferRequest.InferInputTensor
     raw_request = v2.ModelInferRequest(
@@ -119,30 +124,57 @@ def callers(channel: grpc.aio.Channel, model: str, payload: bytes) -> dict[str, 
         response = await v2_stub.ModelInfer(contents_request, timeout=120)
         return response.outputs[0].contents.bytes_contents[0] == payload
 
-    return dict(zip(FRONT_ENDS, (run, infer_raw, infer_contents), strict=True))
+    return dict(zip(GRPC_FRONT_ENDS, (run, infer_raw, infer_contents), strict=True))
+
+
+def rest_caller(session: aiohttp.ClientSession, url: str, payload: bytes) -> Call:
+    """One echo over REST: the file as binary data (a 4-byte length, then the file), the answer asked the same."""
+    size = len(payload) + 4
+    header = json.dumps({
+        "inputs": [{"name": "input.bin", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": size}}],
+        "outputs": [{"name": "output.bin", "parameters": {"binary_data": True}}],
+    }).encode()  # fmt: skip
+    body = header + len(payload).to_bytes(4, "little") + payload
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+
+    async def infer() -> bool:
+        async with session.post(url, data=body, headers=headers) as response:
+            answer = await response.read()
+            return response.status == 200 and answer.endswith(payload)
+
+    return infer
 
 
 async def front_end_points(
     front_end: str, bundle: Path, env: dict[str, str], concurrencies: list[int], seconds: float, payload: bytes
 ) -> list[Point]:
     """A fresh server: its idle RSS after a first small call, then one point per concurrency."""
+    http_port = free_port()
     command = [
         sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
         "--model-class", "benchmarks.models:Echo", "--asset-bundle-dir", str(bundle),
         "--max-receive-message-bytes", str(MESSAGE_LIMIT), "--max-send-message-bytes", str(MESSAGE_LIMIT),
-        "--log-level", "WARNING", "--http", "off",
+        "--log-level", "WARNING", "--http", "on" if front_end == REST else "off", "--http-port", str(http_port),
     ]  # fmt: skip
     server = Server(command, env, f"payloads-{front_end.replace(' ', '-')}")
     options = [("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
     points = []
+    model = slug(load_bundle(bundle).spec.name)
     try:
-        async with grpc.aio.insecure_channel(server.target, options=options) as channel:
-            model = slug(load_bundle(bundle).spec.name)
+        async with (
+            grpc.aio.insecure_channel(server.target, options=options) as channel,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+        ):
             await ModzyModelStub(channel).Status(modzy.StatusRequest(), timeout=120)  # loads the model
-            small = callers(channel, model, b"x" * 64)[front_end]
+            url = f"http://127.0.0.1:{http_port}/v2/models/{model}/infer"
+            small = (
+                rest_caller(session, url, b"x" * 64) if front_end == REST else callers(channel, model, b"x")[front_end]
+            )
             assert await small(), f"{front_end} did not echo a small payload"
             idle = rss_mb(server.process.pid)
-            call = callers(channel, model, payload)[front_end]
+            call = (
+                rest_caller(session, url, payload) if front_end == REST else callers(channel, model, payload)[front_end]
+            )
             for concurrency in concurrencies:
                 peak = [0.0]
 
