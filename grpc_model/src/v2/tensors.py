@@ -363,11 +363,6 @@ def framed(elements: Sequence[bytes]) -> list[bytes]:
     return [part for element in elements for part in (LENGTH.pack(len(element)), element)]
 
 
-def joined_bytes(elements: Sequence[bytes]) -> bytes:
-    """The raw/binary form of BYTES elements, as `split_bytes` reads it."""
-    return b"".join(framed(elements))
-
-
 def flattened(data: object) -> Iterator[object]:
     """A JSON tensor's `data` in row-major order, whether nested by shape or already flat."""
     if isinstance(data, list):
