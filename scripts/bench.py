@@ -294,7 +294,7 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
-        if "payloads" in args.profiles.split(","):  # memory per 50 MiB call in flight, per gRPC front end
+        if "payloads" in args.profiles.split(","):  # memory per 50 MiB call in flight, per front end
             points = await payloads.measure(env, seconds=args.duration, report=payloads.print_point)
             results.extras["payloads"] = [asdict(point) for point in points]
         if "cost" in args.profiles.split(","):  # what metrics and logs cost per call
