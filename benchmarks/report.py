@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks import cost, percall, scale_out
+from benchmarks import cost, payloads, percall, scale_out
 from benchmarks.load import Load
 from benchmarks.processes import Usage
 
@@ -86,8 +86,6 @@ def ratio(results: Results, profile: str, concurrency: int, metric: str, over: s
 
 def targets(results: Results) -> list[tuple[str, str, float | None, Callable[[float], bool]]]:
     """(target, measured as, value, check) for each target of the engine issue."""
-    large_payload_mb = LARGE_BYTES / 1e6
-    large = find(results, "large", "engine", 1)
     cold = results.extras.get("cold_start_s")
     return [
         ("echo c=32: server CPU/request <= 1.2x bare", "engine/bare", ratio(results, "echo", 32, "cpu_us_per_request", "engine", "bare"), lambda v: v <= 1.2),
@@ -98,8 +96,18 @@ def targets(results: Results) -> list[tuple[str, str, float | None, Callable[[fl
         ("sleep-batch c=64: p99 <= 3x 20 ms", "p99 ms / 20", (find(results, "sleep-batch", "engine", 64) or Point("", "", 0)).p99_ms / 20 or None, lambda v: v <= 3),
         ("cpu c=8, 2 workers: >= 1.6x template", "engine/template", ratio(results, "cpu", 8, "requests_per_s", "engine", "template"), lambda v: v >= 1.6),
         ("large c=1: latency <= 1.5x bare", "engine/bare p50", ratio(results, "large", 1, "p50_ms", "engine", "bare"), lambda v: v <= 1.5),
-        ("large c=1: peak RSS < 4x payload", "RSS / payload", large.peak_rss_mb * 1.048576 / large_payload_mb if large else None, lambda v: v < 4),
         ("cold start to SERVING < 1 s", "seconds (median of 3)", cold, lambda v: v < 1),
+        *payload_targets(results),
+    ]  # fmt: skip
+
+
+def payload_targets(results: Results) -> list[tuple[str, str, float | None, Callable[[float], bool]]]:
+    """Issue 23's memory target, per front end and concurrency of the `payloads` profile (benchmarks/payloads.py)."""
+    points = [payloads.Point(**point) for point in results.extras.get("payloads", [])]
+    return [
+        (f"50 MiB echo, {front_end}, c={concurrency}: peak RSS <= {payloads.TARGET:g}x payload per call",
+         "(peak - idle RSS) / (calls x payload), median", ratio, lambda v: v <= payloads.TARGET)
+        for (front_end, concurrency), ratio in payloads.medians(points).items()
     ]  # fmt: skip
 
 
@@ -139,6 +147,8 @@ def markdown(results: Results) -> str:
                   f"| grpc-model score --batch-size 32 --concurrency 4 | {score['items_per_s']:.1f} |",
                   f"| the same, over the whole process (start-up, listing, writing) | {score['process_items_per_s']:.1f} |",
                   f"| score / the faster load generator (target >= 0.90) | {score['ratio']:.2f} |"]  # fmt: skip
+    if "payloads" in results.extras:
+        lines += ["", payloads.markdown([payloads.Point(**point) for point in results.extras["payloads"]]).rstrip("\n")]
     if "cost" in results.extras:
         lines += cost.markdown(results.extras["cost"])
     if "percall" in results.extras:

@@ -33,7 +33,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import cost, examples, percall, scale_out, scoring  # noqa: E402
+from benchmarks import cost, examples, payloads, percall, scale_out, scoring  # noqa: E402
 from benchmarks import load as load_driver  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import calibrate_cpu_iterations  # noqa: E402
@@ -256,7 +256,7 @@ async def main() -> int:
     if args.peers:
         return await peer_comparison(args)
     args.profiles = args.profiles or ",".join(
-        [*(p.name for p in PROFILES), "digits", "score", "cost", "percall", "scale-out"]
+        [*(p.name for p in PROFILES), "payloads", "digits", "score", "cost", "percall", "scale-out"]
     )
     args.out = args.out or ROOT / "docs" / "bench"
     chosen = [
@@ -294,6 +294,9 @@ async def main() -> int:
                               f"rss {point.peak_rss_mb:>7} MB  errors {point.errors}", flush=True)  # fmt: skip
                 finally:
                     server.stop()
+        if "payloads" in args.profiles.split(","):  # memory per 50 MiB call in flight, per front end
+            points = await payloads.measure(env, seconds=args.duration, report=payloads.print_point)
+            results.extras["payloads"] = [asdict(point) for point in points]
         if "cost" in args.profiles.split(","):  # what metrics and logs cost per call
             results.extras["cost"] = await cost.observability_cost(cpu_per_request, bundle, env, args.duration)
         if "percall" in args.profiles.split(","):  # the per-call path against the bare servicers, both protocols

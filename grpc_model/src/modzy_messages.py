@@ -7,8 +7,14 @@ deployment), so both answer alike; front ends never import each other.
 from collections.abc import Sequence
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
+from grpc_model.src.grpc_methods import length_delimited
 from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.runtime import ItemResult, ModelRuntime
+
+RUN_OUTPUTS = pb.RunResponse.OUTPUTS_FIELD_NUMBER
+OUTPUT_FILES = pb.OutputItem.OUTPUT_FIELD_NUMBER  # a map: each entry's key is field 1, its value field 2
+SUCCEEDED = pb.OutputItem(success=True).SerializeToString()
+WIRE_FROM_BYTES = 1024 * 1024
 
 
 def loaded_status(runtime: ModelRuntime) -> pb.StatusResponse:
@@ -23,10 +29,7 @@ def loaded_status(runtime: ModelRuntime) -> pb.StatusResponse:
 
 def run_response(results: Sequence[ItemResult]) -> pb.RunResponse:
     """The answer to a Run call whose items all got a result (each a success or its own error)."""
-    succeeded = sum(result.success for result in results)
-    response = pb.RunResponse(
-        status_code=200, status="OK", message=f"Inference executed: {succeeded} of {len(results)} items succeeded."
-    )
+    response = _run_head(results)
     add = response.outputs.add
     for result in results:
         # Filled in place: building OutputItems first would copy every output file once more. Entry by entry:
@@ -35,6 +38,32 @@ def run_response(results: Sequence[ItemResult]) -> pb.RunResponse:
         for name, content in result.output.items():
             output[name] = content
     return response
+
+
+def run_answer(results: Sequence[ItemResult]) -> bytes:
+    """`run_response` serialised. Past WIRE_FROM_BYTES of output files it is built on the wire, each file
+    copied once, into the answer: a message would hold a copy of its own, and serialising it takes two more.
+    Smaller answers are quicker to build as a message."""
+    if sum(len(content) for result in results for content in result.output.values()) < WIRE_FROM_BYTES:
+        return run_response(results).SerializeToString()
+    parts = [_run_head(results).SerializeToString()]
+    for result in results:
+        item = [
+            part
+            for name, content in result.output.items()
+            for part in length_delimited(
+                OUTPUT_FILES, [*length_delimited(1, [name.encode()]), *length_delimited(2, [content])]
+            )
+        ]
+        parts += length_delimited(RUN_OUTPUTS, [*item, SUCCEEDED] if result.success else item)
+    return b"".join(parts)
+
+
+def _run_head(results: Sequence[ItemResult]) -> pb.RunResponse:
+    """A Run answer without its outputs."""
+    succeeded = sum(result.success for result in results)
+    message = f"Inference executed: {succeeded} of {len(results)} items succeeded."
+    return pb.RunResponse(status_code=200, status="OK", message=message)
 
 
 def status_metadata(spec: ModelSpec) -> pb.StatusResponse:

@@ -47,7 +47,7 @@ class _Call:
 
     __slots__ = ("future", "queued", "remaining", "request_id", "results", "trace")
 
-    def __init__(self, count: int, future: "asyncio.Future[list[ItemResult]]", trace: tracing.CallTrace | None) -> None:
+    def __init__(self, count: int, future: "asyncio.Future[None]", trace: tracing.CallTrace | None) -> None:
         self.results: list[ItemResult | None] = [None] * count
         self.remaining = count
         self.queued = count  # items still in the queue that count against its bound
@@ -65,7 +65,9 @@ class _Call:
         self.results[index] = result
         self.remaining -= 1
         if self.remaining == 0:
-            self.future.set_result(cast(list[ItemResult], self.results))  # no None is left
+            # Done, not the results: the loop's handle that wakes the caller holds the future until the
+            # caller's step ends, which is once its answer is sent, and the results would live as long.
+            self.future.set_result(None)
 
     def fail_unanswered(self, message: str) -> None:
         """Its unanswered items fail now (queued ones are then never run): the call's time is up, or the server's."""
@@ -158,7 +160,8 @@ class Batcher:
         if self.timeout_seconds is not None and not call.future.done():  # a model on the loop may have answered
             expiry = self._expire_later(call, now + self.timeout_seconds)
         try:
-            return await call.future
+            await call.future
+            return cast(list[ItemResult], call.results)  # no None is left
         except asyncio.CancelledError:
             call.future.cancel()  # the caller went away: its queued items are dropped, not run for nobody
             raise

@@ -127,6 +127,7 @@ class ThreadExecutor:
             finally:
                 self._since[index] = None
             job.resolve(results, time.monotonic() - started)
+            del job, results  # the caller's now: a thread waiting for work must not keep a batch's files alive
             if self._stuck and self._loop is not None:  # free again: say so now, not at the next check
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._check_stuck)

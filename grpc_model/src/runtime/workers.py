@@ -97,6 +97,7 @@ def _serve_batches(conn: Connection, source: WrapperSource | None, server_pid: i
         with tracing.worker_span(trace, len(items)):
             results = process_items(model, items, detect_drift, explain)
         conn.send((results, time.perf_counter() - started))
+        del request, items, results  # sent: not kept alive while the worker waits for the next batch
 
 
 class _Worker:
@@ -295,6 +296,7 @@ class WorkerPool:
                     logger.exception("a worker's feeding thread failed outside the model")
                     job.resolve([ItemResult.failure(f"internal error: {describe(error)}")] * len(job.items))
                     self._replace(index)  # what the worker holds now is unknown
+                del job  # answered: a thread waiting for work must not keep a batch's files alive
         finally:
             self._set_state(index, _Slot.LOST)  # nobody feeds this slot any more
 

@@ -40,12 +40,12 @@ def check_message_count(raw: bytes, request_type: type[Message]) -> None:
     descriptor = cast(Descriptor, request_type.DESCRIPTOR)  # upb's Descriptor has the same fields
     try:
         _walk(memoryview(raw), 0, len(raw), descriptor, _Budget())
-    except (IndexError, _Malformed):
+    except (IndexError, MalformedError):
         return  # the parser answers it
 
 
-class _Malformed(Exception):
-    pass
+class MalformedError(Exception):
+    """The bytes are no protobuf message; the parser names why."""
 
 
 @functools.cache
@@ -63,16 +63,16 @@ def _walk(buffer: memoryview, position: int, end: int, descriptor: Descriptor, b
             raise TooManyMessagesError(
                 f"the request holds more than {MAX_FIELDS_READ} fields around its nested messages"
             )
-        key, position = _varint(buffer, position)
+        key, position = read_varint(buffer, position)
         wire_type = key & 7
         if wire_type == 0:
-            _, position = _varint(buffer, position)
+            _, position = read_varint(buffer, position)
         elif wire_type == 1:
             position += 8
         elif wire_type == 5:
             position += 4
         elif wire_type == 2:
-            length, position = _varint(buffer, position)
+            length, position = read_varint(buffer, position)
             field = descriptor.fields_by_number.get(key >> 3)
             if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
                 budget.messages += 1
@@ -86,12 +86,13 @@ def _walk(buffer: memoryview, position: int, end: int, descriptor: Descriptor, b
                     _walk(buffer, position, min(position + length, end), nested, budget)
             position += length
         else:
-            raise _Malformed  # groups (3, 4) and unknown wire types: the parser names them
+            raise MalformedError  # groups (3, 4) and unknown wire types: the parser names them
     if position > end:
-        raise _Malformed
+        raise MalformedError
 
 
-def _varint(buffer: memoryview, position: int) -> tuple[int, int]:
+def read_varint(buffer: memoryview, position: int) -> tuple[int, int]:
+    """The varint at `position` and the position after it; raises MalformedError past 64 bits, IndexError at the end."""
     result = shift = 0
     while True:
         byte = buffer[position]
@@ -101,4 +102,14 @@ def _varint(buffer: memoryview, position: int) -> tuple[int, int]:
             return result, position
         shift += 7
         if shift > 63:
-            raise _Malformed
+            raise MalformedError
+
+
+def write_varint(value: int) -> bytes:
+    """`value` (not negative) as a varint, as `read_varint` reads it."""
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)

@@ -1,11 +1,12 @@
 """`inference.GRPCInferenceService` on the ModzyModel server's port: V2 messages to and from `V2Protocol`."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as pb
-from grpc_model.src.grpc_methods import add_unary_service, request_size
+from grpc_model.src.grpc_methods import add_unary_service, length_delimited, request_size, restored, view
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import V2Protocol
@@ -16,10 +17,11 @@ from grpc_model.src.v2.tensors import (
     InputTensor,
     Parameter,
     Problem,
+    Read,
     V2Error,
     V2Model,
     check_dimensions,
-    joined_bytes,
+    framed,
     listed,
     packed,
 )
@@ -39,6 +41,10 @@ CONTENTS = {
 }
 """The InferTensorContents field that carries each numeric datatype."""
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+OUTPUTS = pb.ModelInferResponse.OUTPUTS_FIELD_NUMBER
+RAW_OUTPUT_CONTENTS = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+TENSOR_CONTENTS = pb.ModelInferResponse.InferOutputTensor.CONTENTS_FIELD_NUMBER
+BYTES_CONTENTS = pb.InferTensorContents.BYTES_CONTENTS_FIELD_NUMBER
 CODES = {
     Problem.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Problem.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -89,7 +95,7 @@ class GRPCInferenceService:
             outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> bytes:
         try:
             endpoint = await self.protocol.endpoint(request.model_name, request.model_version)
             response = await self.protocol.infer(infer_request(request, endpoint.model), endpoint)
@@ -162,7 +168,7 @@ def infer_request(request: pb.ModelInferRequest, model: V2Model) -> InferRequest
         )
     if raw and any(tensor.HasField("contents") for tensor in request.inputs):
         raise V2Error(Problem.INVALID, "an input has contents as well as raw_input_contents: send one or the other")
-    inputs = [_input(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
+    inputs = [_input(tensor, view(raw[index]) if raw else None) for index, tensor in enumerate(request.inputs)]
     return InferRequest(
         request.model_name,
         request.model_version,
@@ -174,36 +180,48 @@ def infer_request(request: pb.ModelInferRequest, model: V2Model) -> InferRequest
     )
 
 
-def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InputTensor:
+def _input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | memoryview | None) -> InputTensor:
     """A request tensor, read when the model asks: BYTES elements, or a runtime's numbers (v2/numeric.py)."""
     shape = list(tensor.shape)
     field = CONTENTS.get(tensor.datatype)
     if field is None:
-        read = packed(tensor.name, raw) if raw is not None else listed(tensor.contents.bytes_contents)
+        read = packed(tensor.name, raw) if raw is not None else _elements(tensor.contents.bytes_contents)
         return InputTensor(tensor.name, tensor.datatype, shape, read)
     if raw is not None:
-        return InputTensor(tensor.name, tensor.datatype, shape, listed([]), raw=raw)
+        return InputTensor(tensor.name, tensor.datatype, shape, listed([]), raw=bytes(raw))
     values = getattr(tensor.contents, field)
     return InputTensor(tensor.name, tensor.datatype, shape, listed([]), read_values=lambda limit: values[:limit])
 
 
-def infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
-    """Outputs in raw_output_contents when the request came raw, as Triton answers (tritonclient under
-    numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents."""
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id
-    )
+def _elements(elements: Sequence[bytes]) -> Read:
+    """BYTES elements that came one by one (contents), each as the client sent it (large ones come lifted)."""
+    return lambda limit: [restored(element) for element in elements[:limit]]
+
+
+def infer_response(response: InferResponse, raw: bool) -> bytes:
+    """The answer, serialised: outputs in raw_output_contents when the request came raw, as Triton answers
+    (tritonclient under numpy 2 reads BYTES outputs only from there), else in each tensor's bytes_contents.
+
+    Built on the wire: each output tensor's header is a small message and its data is appended to it (a
+    message's fields may come in any number of pieces), so each output is copied once, into the answer. A
+    message would hold a copy of its own, and serialising it takes two more."""
+    head = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
+    parts = [head.SerializeToString()]
+    raw_contents: list[bytes] = []
     for tensor in response.outputs:
-        output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        output = pb.ModelInferResponse.InferOutputTensor(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        data: list[bytes] = []
         if tensor.raw is None and raw:
-            message.raw_output_contents.append(joined_bytes(tensor.elements))
+            raw_contents += length_delimited(RAW_OUTPUT_CONTENTS, framed(tensor.elements))
         elif tensor.raw is None:
-            output.contents.bytes_contents.extend(tensor.elements)
+            elements = [part for element in tensor.elements for part in length_delimited(BYTES_CONTENTS, [element])]
+            data = length_delimited(TENSOR_CONTENTS, elements)
         elif raw:
-            message.raw_output_contents.append(tensor.raw)
+            raw_contents += length_delimited(RAW_OUTPUT_CONTENTS, [tensor.raw])
         else:
             getattr(output.contents, CONTENTS[tensor.datatype]).extend(values_of(tensor))
-    return message
+        parts += length_delimited(OUTPUTS, [output.SerializeToString(), *data])
+    return b"".join([*parts, *raw_contents])
 
 
 def _value(parameter: pb.InferParameter) -> Parameter:
@@ -223,23 +241,15 @@ def add_to_server(service: GRPCInferenceService, server: grpc.aio.Server, metric
         server,
         SERVICE_NAME,
         {
-            "ServerLive": (service.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            "ServerReady": (service.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            "ModelReady": (service.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
-            "ServerMetadata": (service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-            "ModelMetadata": (service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-            "ModelInfer": (service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
-            "RepositoryIndex": (service.RepositoryIndex, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
-            "RepositoryModelLoad": (
-                service.RepositoryModelLoad,
-                pb.RepositoryModelLoadRequest,
-                pb.RepositoryModelLoadResponse,
-            ),
-            "RepositoryModelUnload": (
-                service.RepositoryModelUnload,
-                pb.RepositoryModelUnloadRequest,
-                pb.RepositoryModelUnloadResponse,
-            ),
+            "ServerLive": (service.ServerLive, pb.ServerLiveRequest),
+            "ServerReady": (service.ServerReady, pb.ServerReadyRequest),
+            "ModelReady": (service.ModelReady, pb.ModelReadyRequest),
+            "ServerMetadata": (service.ServerMetadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (service.ModelMetadata, pb.ModelMetadataRequest),
+            "ModelInfer": (service.ModelInfer, pb.ModelInferRequest),
+            "RepositoryIndex": (service.RepositoryIndex, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": (service.RepositoryModelLoad, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (service.RepositoryModelUnload, pb.RepositoryModelUnloadRequest),
         },
         metrics,
     )

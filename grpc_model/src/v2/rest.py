@@ -30,7 +30,7 @@ from grpc_model.src.v2.tensors import (
     V2Model,
     check_dimensions,
     flattened,
-    joined_bytes,
+    framed,
     packed,
 )
 
@@ -212,9 +212,10 @@ def infer_request(
     return InferRequest(name, version, inputs, requested, parameters, request_id, len(body)), binary_outputs
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header, and the binary data after it as a view (files are copied once, into the model's items)."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     try:
         length = int(header_length)
     except ValueError:
@@ -223,10 +224,10 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         raise V2Error(
             Problem.INVALID, f"{HEADER_LENGTH} is {quoted(header_length)}: expected the JSON header's length in bytes"
         )
-    return body[:length], body[length:]
+    return body[:length], memoryview(body)[length:]
 
 
-def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple[InputTensor, int]:
+def _input_tensor(entry: Mapping[str, Any], binary: memoryview, offset: int) -> tuple[InputTensor, int]:
     """One input tensor, and how many bytes of the binary data it took."""
     name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str):
@@ -245,7 +246,7 @@ def _input_tensor(entry: Mapping[str, Any], binary: bytes, offset: int) -> tuple
             )
         data = binary[offset : offset + size]
         if datatype in ITEM_SIZES:  # numbers, for a runtime's model (v2/numeric.py)
-            return InputTensor(name, datatype, shape, lambda limit: [], raw=data), size
+            return InputTensor(name, datatype, shape, lambda limit: [], raw=data.tobytes()), size
         return InputTensor(name, datatype, shape, packed(name, data)), size
     json_data = entry.get("data", [])
     if datatype in ITEM_SIZES:
@@ -313,13 +314,13 @@ def infer_response(response: InferResponse, binary_outputs: set[str]) -> Respons
         as_binary = bool({"*", tensor.name} & binary_outputs)
         values: list[Any] | None
         if tensor.raw is not None:
-            data, values = (tensor.raw, None) if as_binary else (b"", values_of(tensor))
+            data, values = ([tensor.raw], None) if as_binary else ([], values_of(tensor))
         else:
             values = None if as_binary else _texts(tensor.elements)
-            data = joined_bytes(tensor.elements) if values is None else b""
+            data = framed(tensor.elements) if values is None else []  # pieces: joined once, into the answer
         if values is None:
-            entry["parameters"] = {"binary_data_size": len(data)}
-            binary.append(data)
+            entry["parameters"] = {"binary_data_size": sum(len(part) for part in data)}
+            binary += data
         else:
             entry["data"] = values
         outputs.append(entry)

@@ -326,12 +326,12 @@ def listed(elements: Sequence[bytes]) -> Read:
     return lambda limit: elements[:limit]
 
 
-def packed(name: str, data: bytes) -> Read:
+def packed(name: str, data: bytes | memoryview) -> Read:
     """Reads BYTES elements from raw or binary tensor data (`split_bytes`) when the model asks."""
     return lambda limit: split_bytes(name, data, limit)
 
 
-def split_bytes(name: str, data: bytes, limit: int) -> list[bytes]:
+def split_bytes(name: str, data: bytes | memoryview, limit: int) -> list[bytes]:
     """Up to `limit` BYTES elements from raw or binary tensor data: each a 4-byte little-endian length, then
     that many bytes. Stops at the limit, so a tensor of millions of elements costs no more than the limit."""
     elements: list[bytes] = []
@@ -356,9 +356,9 @@ def split_bytes(name: str, data: bytes, limit: int) -> list[bytes]:
     return elements
 
 
-def joined_bytes(elements: Sequence[bytes]) -> bytes:
-    """The raw/binary form of BYTES elements, as `split_bytes` reads it."""
-    return b"".join(part for element in elements for part in (LENGTH.pack(len(element)), element))
+def framed(elements: Sequence[bytes]) -> list[bytes]:
+    """The raw/binary form of BYTES elements in pieces (each one's length, then it), as `split_bytes` reads it."""
+    return [part for element in elements for part in (LENGTH.pack(len(element)), element)]
 
 
 def flattened(data: object) -> Iterator[object]:
