@@ -7,14 +7,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grpc_model.src.client import PLAINTEXT, InputError, ModelClient, read_inputs, render
+from grpc_model.src.client import DEFAULT_MODEL, PLAINTEXT, InputError, ModelClient, ModelRoute, read_inputs, render
 from grpc_model.src.metadata.names import file_name_problem
 from grpc_model.src.security.channel import ClientSecurity
 
 
-def show_status(console: Console, target: str, timeout: float, security: ClientSecurity = PLAINTEXT) -> int:
-    """Prints Status and health; 0 only when the model is loaded and the server SERVING."""
-    with ModelClient(target, timeout=timeout, security=security) as client:
+def show_status(
+    console: Console,
+    target: str,
+    timeout: float,
+    security: ClientSecurity = PLAINTEXT,
+    route: ModelRoute = DEFAULT_MODEL,
+) -> int:
+    """Prints the routed model's Status and the server's health; 0 only when the model is loaded and the server
+    SERVING."""
+    with ModelClient(target, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()  # first: it loads a model that loads on demand
             health = client.health()
@@ -24,6 +31,8 @@ def show_status(console: Console, target: str, timeout: float, security: ClientS
     info = status.model_info
     table = Table(show_header=False, box=None)
     table.add_row("server", target)
+    if route != DEFAULT_MODEL:
+        table.add_row("asked for", str(route))
     table.add_row("health", health)
     table.add_row("status", f"{status.status_code} {status.status}: {status.message}")
     table.add_row("model", f"{info.model_name} {info.model_version} by {info.model_author}")
@@ -44,9 +53,10 @@ def call_once(
     explain: bool,
     timeout: float,
     security: ClientSecurity = PLAINTEXT,
+    route: ModelRoute = DEFAULT_MODEL,
 ) -> int:
-    """Sends one item made of `NAME=PATH` files; prints or writes its outputs."""
-    with ModelClient(target, timeout=timeout, security=security) as client:
+    """Sends one item made of `NAME=PATH` files to the routed model; prints or writes its outputs."""
+    with ModelClient(target, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()
             item = read_inputs(pairs, [i.filename for i in status.inputs])
