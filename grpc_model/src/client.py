@@ -217,15 +217,16 @@ class ModelClient:
         response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
-    def wait_for_health(self, wanted: str, seconds: float) -> str:
-        """Polls health until it reports `wanted` or `seconds` pass; returns the last answer.
+    def wait_for_health(self, wanted: str, seconds: float, service: str = "") -> str:
+        """Polls health (of `service`: a model's name on a server of several) until it reports `wanted` or
+        `seconds` pass; returns the last answer.
 
         "UNREACHABLE" stands for a server that did not answer at all.
         """
         deadline = time.monotonic() + seconds
         while True:
             try:
-                answer = self.health()
+                answer = self.health(service)
             except grpc.RpcError:
                 answer = "UNREACHABLE"
             if answer == wanted or time.monotonic() >= deadline:

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(client: ModelClient, args: argparse.Namespace) -> int:
     if args.health:
-        answer = client.wait_for_health("SERVING", args.wait)
+        answer = client.wait_for_health("SERVING", args.wait, service=args.model_name or "")
         print(answer)
         return 0 if answer == "SERVING" else 1
     if args.shutdown:
@@ -166,7 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="send the item N times in one Run call")
     parser.add_argument("--detect-drift", action="store_true", help="set detect_drift on the Run call")
     parser.add_argument("--explain", action="store_true", help="set explain on the Run call")
-    parser.add_argument("--health", action="store_true", help="print the health status; exit 0 only if SERVING")
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="print the health status (with --model-name, that model's); exit 0 only if SERVING",
+    )
     parser.add_argument("--wait", type=float, default=0.0, help="with --health: seconds to wait for SERVING")
     parser.add_argument("--shutdown", action="store_true", help="ask the server to shut down")
     parser.add_argument(

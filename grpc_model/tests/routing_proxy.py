@@ -1,6 +1,7 @@
 """A stand-in for a server of several models, for the clients' tests: a real grpc.aio server that records the
 call metadata of every call it receives and forwards the call, unparsed, to the real server of the model that
-its `x-model-name` names (the default model's without one), or answers NOT_FOUND as docs/protocol.md says.
+its `x-model-name` names (the default model's without one), or answers NOT_FOUND as docs/protocol.md says. A
+health check of a model's name is that model's server's health.
 """
 
 import asyncio
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from grpc_model.src.routing import MODEL_NAME_METADATA, MODEL_VERSION_METADATA
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class RoutingProxy:
         routing = (MODEL_NAME_METADATA, MODEL_VERSION_METADATA)
         self.received.append(Received(method, {key: metadata[key] for key in routing if key in metadata}))
         name = metadata.get(MODEL_NAME_METADATA, self.default)
+        if method == HEALTH_CHECK:  # a model's health service is its name: its own server's whole health
+            service = health_pb2.HealthCheckRequest.FromString(request).service
+            if service in self.models:
+                name, request = service, health_pb2.HealthCheckRequest().SerializeToString()
         version = metadata.get(MODEL_VERSION_METADATA, "")
         if name not in self.models or version not in ("", self.models[name].version):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {name!r} version {version or 'any'!r} here")

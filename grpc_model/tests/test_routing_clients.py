@@ -89,7 +89,16 @@ def test_status_asks_for_the_named_model_and_shows_its_answer(proxy: RoutingProx
     assert code == 0, output
     assert OTHER in output
     assert "x-model-name=second-greeter x-model-version=0.1.0" in output
+    assert "SERVING (the health service second-greeter)" in output  # the model's own health, beside the server's
     assert proxy.routes(STATUS) == [ROUTE]
+
+
+def test_status_of_a_name_a_server_does_not_route_by_fails(greeter_server: ServerThread) -> None:
+    """A server of one model that knows no such name: its Status is NOT_FOUND, or (a server from before routing,
+    which ignores the metadata) there is no health service of that name."""
+    code, output = invoke("status", f"127.0.0.1:{greeter_server.running.port}", "--model-name", "second-greeter")
+    assert code == 1
+    assert "NOT_FOUND" in output
 
 
 def test_without_the_options_no_routing_metadata_is_sent(proxy: RoutingProxy, tmp_path: Path) -> None:
@@ -151,6 +160,8 @@ def test_the_reference_client_runs_cases_against_the_named_model(
     assert proxy.routes(STATUS) == proxy.routes(RUN) == [ROUTE]
     assert model_client.main([*args, "--model-name", "caf\u00e9"]) == 2
     assert "x-model-name 'café'" in capsys.readouterr().err
+    assert model_client.main([*args[:4], "--health", "--model-name", "second-greeter"]) == 0  # that model's health
+    assert capsys.readouterr().out == "SERVING\n"
 
 
 def test_test_server_checks_that_the_named_model_is_the_projects(proxy: RoutingProxy, tmp_path: Path) -> None:

@@ -38,8 +38,8 @@ def status(
     tls_server_name: TlsServerName = None,
     token: Token = None,
 ) -> None:
-    """Show a server's Status answer (of --model-name on a server of several) and health; exit 0 only if Status
-    is 200 and health SERVING.
+    """Show a server's Status answer (of --model-name on a server of several) and health (and that model's); exit
+    0 only if Status is 200 and health SERVING.
 
     Example: `grpc-model status localhost:45000`
     """

@@ -19,8 +19,8 @@ def show_status(
     security: ClientSecurity = PLAINTEXT,
     route: ModelRoute = DEFAULT_MODEL,
 ) -> int:
-    """Prints the routed model's Status and the server's health; 0 only when the model is loaded and the server
-    SERVING."""
+    """Prints the routed model's Status, the server's health and a named model's; 0 only when the model is loaded
+    and both are SERVING."""
     with ModelClient(target, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()  # first: it loads a model that loads on demand
@@ -28,12 +28,15 @@ def show_status(
         except grpc.RpcError as error:
             console.print(f"[red]{escape(target)}: {error.code().name}: {escape(str(error.details()))}[/red]")
             return 1
+        model_health = _model_health(client, route.name) if route.name else "SERVING"
     info = status.model_info
     table = Table(show_header=False, box=None)
     table.add_row("server", target)
     if route != DEFAULT_MODEL:
         table.add_row("asked for", str(route))
     table.add_row("health", health)
+    if route.name:
+        table.add_row("model health", f"{model_health} (the health service {route.name})")
     table.add_row("status", f"{status.status_code} {status.status}: {status.message}")
     table.add_row("model", f"{info.model_name} {info.model_version} by {info.model_author}")
     table.add_row("inputs", ", ".join(f"{i.filename} ({', '.join(i.accepted_media_types)})" for i in status.inputs))
@@ -41,7 +44,16 @@ def show_status(
     table.add_row("max batch", str(status.features.batch_size))
     table.add_row("timeouts", f"status {status.timeout.status or '-'}, run {status.timeout.run or '-'}")
     console.print(table)
-    return 0 if status.status_code == 200 and health == "SERVING" else 1
+    return 0 if status.status_code == 200 and health == model_health == "SERVING" else 1
+
+
+def _model_health(client: ModelClient, name: str) -> str:
+    """The health service a server of several models keeps for each by its name; a server that routes by no
+    name has none (NOT_FOUND), which is how one that ignored the name shows."""
+    try:
+        return client.health(name)
+    except grpc.RpcError as error:
+        return str(error.code().name)
 
 
 def call_once(
