@@ -5,12 +5,22 @@ results back into its own answer, so items from every protocol share the one run
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 
-from grpc_model.src.metadata import AssetBundle
+from grpc_model.src.metadata import AssetBundle, ModelSpec, slug
 from grpc_model.src.observability import tracing
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
-from grpc_model.src.runtime import EngineOptions, ItemResult, ModelLoadError, ModelRuntime, TensorSignature
+from grpc_model.src.runtime import (
+    EngineOptions,
+    ItemResult,
+    ModelLoadError,
+    ModelRuntime,
+    ModelUnavailableError,
+    TensorSignature,
+    WrapperSource,
+)
 from grpc_model.src.runtimes import model_source
 from grpc_model.src.security.limits import InflightBudget, OverBudgetError
 from grpc_model.src.settings import Settings
@@ -25,17 +35,28 @@ thread, so that Status, health and other calls keep answering while a large file
 
 
 class Inference:
+    """The endpoint of one model version: its spec, validator, runtime and metrics."""
+
     def __init__(
         self,
         runtime: ModelRuntime,
         validator: InputValidator,
+        spec: ModelSpec,
         metrics: Recorder = NO_METRICS,
         budget: InflightBudget | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.validator = validator
+        self.spec = spec
         self.metrics = metrics
         self.budget = budget or InflightBudget(2**63)
+        self.max_request_bytes = max_request_bytes
+        """This model's own request-size limit, when the port takes larger requests for another model."""
+        self.closed = False
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.on_loaded: Callable[[], Awaitable[None]] | None = None
         """Called once by the load that succeeds, whichever front end started it (the wiring sets it to
         report health SERVING)."""
@@ -101,7 +122,17 @@ class Inference:
     async def _run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool, explain: bool, request_bytes: int, sized: bool
     ) -> list[ItemResult]:
+        if self.closed:
+            raise ModelUnavailableError(self._unloaded())
+        if self.max_request_bytes is not None and request_bytes > self.max_request_bytes:
+            raise OverBudgetError(
+                f"the request has {request_bytes} bytes, over the {self.max_request_bytes} bytes that model "
+                f"{self.spec.name!r} {self.spec.version} takes (its inputs' maxSize summed, times "
+                "features.maxBatchSize, in its model.yaml)"
+            )
         self.metrics.items_arrived(len(items))
+        self._calls += 1
+        self._idle.clear()
         try:
             with self.budget.hold(request_bytes):
                 if sized:
@@ -112,11 +143,36 @@ class Inference:
                 valid = [item for item, error in checked if error is None]
                 answers = iter(await self.runtime.run(valid, detect_drift, explain))
                 results = [next(answers) if error is None else ItemResult.failure(error) for _, error in checked]
+            if self.closed:  # unloaded while it ran: its items were answered by the closing runtime
+                raise ModelUnavailableError(self._unloaded())
         except BaseException:
             self.metrics.items_refused(len(items))
             raise
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self._idle.set()
         self.metrics.items_answered(results, invalid=len(items) - len(valid))
         return results
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls between entering `run` and their answer."""
+        return self._calls
+
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Drains, then releases the model: calls in flight have `grace_seconds` (None: as long as they take) to
+        finish; those still running then, and every call after, get ModelUnavailableError saying it was unloaded."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        self.closed = True
+        await self.runtime.close()
+
+    def _unloaded(self) -> str:
+        return (
+            f"model {self.spec.name!r} version {self.spec.version} was unloaded before this call finished; "
+            "call again to reach the versions still served"
+        )
 
     async def _check(self, items: Sequence[Mapping[str, bytes]], request_bytes: int) -> list[CheckedItem]:
         if request_bytes <= CHECK_INLINE_BYTES:
@@ -131,10 +187,15 @@ def _retrieve_exception(task: "asyncio.Future[None]") -> None:
 
 
 def build_inference(
-    settings: Settings, bundle: AssetBundle, metrics: Recorder = NO_METRICS, budget: InflightBudget | None = None
+    settings: Settings,
+    bundle: AssetBundle,
+    metrics: Recorder = NO_METRICS,
+    budget: InflightBudget | None = None,
+    project: Path | None = None,
+    max_request_bytes: int | None = None,
 ) -> Inference:
     """The data plane as the settings and model.yaml configure it, its model not loaded yet: the runtime
-    model.yaml names, else the settings' model class.
+    model.yaml names, else the settings' model class (from the model folder `project`, for a repository).
 
     Raises WrapperImportError when the model class cannot be imported or configured.
     """
@@ -149,5 +210,9 @@ def build_inference(
         run_timeout_seconds=spec.timeout.run_seconds,
     )
     validator = InputValidator(spec, reject_undeclared=settings.undeclared_inputs == "reject")
-    runtime = ModelRuntime(model_source(bundle, settings.model_class), options, metrics)
-    return Inference(runtime, validator, metrics, budget)
+    source = model_source(bundle, settings.model_class)
+    if project is not None and source.config is None:
+        source = WrapperSource(source.path, project=str(project))
+    label = "" if project is None else f"{slug(spec.name)} {spec.version}"
+    runtime = ModelRuntime(source, options, metrics, label)
+    return Inference(runtime, validator, spec, metrics, budget, max_request_bytes)

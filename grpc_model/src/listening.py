@@ -13,9 +13,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 
-from grpc_model.src.observability.metrics import Metrics, Recorder, Refusal, Scrape
-from grpc_model.src.runtime import ModelRuntime
+from grpc_model.src.observability.metrics import Refusal, Scrape
+from grpc_model.src.repository.registry import ModelRegistry
 from grpc_model.src.security.connections import PortGuard, bind, connection_cap
 from grpc_model.src.settings import INT32_MAX, Settings, env_var, flag
 
@@ -67,17 +68,15 @@ def server_options(settings: Settings, max_receive_bytes: int) -> list[tuple[str
 
 
 async def serve_metrics(
-    metrics: Recorder, runtime: ModelRuntime, settings: Settings, tls: ssl.SSLContext | None, refusal: Refusal | None
+    registry: CollectorRegistry | None, settings: Settings, tls: ssl.SSLContext | None, refusal: Refusal | None
 ) -> asyncio.Server | None:
-    """The /metrics endpoint on the event loop, or None with metrics off; raises ListenError naming metrics_port.
+    """The /metrics endpoint of `registry` on the event loop, or None with metrics off (no registry); raises
+    ListenError naming metrics_port.
 
     It has the gRPC port's TLS and tokens (`tls`, `refusal`) unless `metrics_auth` is `open`, and the HTTP port's
     cap on connections and read timeout."""
-    if not isinstance(metrics, Metrics):
+    if registry is None:
         return None
-    metrics.watch(
-        queued=lambda: runtime.queued_items, loaded=lambda: runtime.is_loaded, available=lambda: runtime.available
-    )
     if settings.metrics_auth == "open":
         tls = refusal = None
     read_seconds = settings.http_read_timeout_seconds
@@ -90,7 +89,6 @@ async def serve_metrics(
             f"{error.strerror or error} (set with {flag('metrics_port')} or {env_var('metrics_port')}, "
             "or turn metrics off with --no-metrics)"
         ) from None
-    registry = metrics.registry
     return await asyncio.get_running_loop().create_server(
         lambda: guard.protocol(lambda: Scrape(registry, refusal, read_seconds)), sock=sock
     )
@@ -115,6 +113,33 @@ class HealthService(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_he
             await super().Watch(request, context)
         finally:
             self._watches -= 1
+
+
+class ModelHealth:
+    """The health service's statuses, kept from the registry's: each of `overall` (the whole server) is SERVING
+    while a model version can take work, and each model's name while one of its versions can, so that a probe
+    can watch one model. NOT_SERVING for good once the server is stopping."""
+
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        registry: ModelRegistry,
+        overall: tuple[str, ...],
+        stopping: asyncio.Event,
+    ) -> None:
+        self.servicer = servicer
+        self.registry = registry
+        self.overall = overall
+        self.stopping = stopping
+
+    async def update(self) -> None:
+        if self.stopping.is_set():
+            return
+        statuses = {name: self.registry.ready() for name in self.overall}
+        statuses |= {name: self.registry.ready(name) for name in self.registry.names()}
+        for name, ready in statuses.items():
+            serving = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.servicer.set(name, serving)
 
 
 def health_server_options(settings: Settings) -> list[tuple[str, Any]]:

@@ -9,18 +9,20 @@ import logging
 import signal
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
-from grpc_model.src.inference import Inference, build_inference
 from grpc_model.src.listening import (
     ANSWER_SECONDS,
     HEALTH_PORT_CALLS,
     HealthService,
     ListenError,
+    ModelHealth,
     bind_health_only,
     health_server_options,
     most_calls,
@@ -28,13 +30,20 @@ from grpc_model.src.listening import (
     server_options,
     why_not_listening,
 )
-from grpc_model.src.metadata import AssetBundle, load_bundle, older_bundle_warning
+from grpc_model.src.metadata import load_bundle, older_bundle_warning
 from grpc_model.src.observability import tracing
-from grpc_model.src.observability.metrics import NO_METRICS, Metrics
-from grpc_model.src.runtime import ModelLoadError
+from grpc_model.src.observability.metrics import NO_METRICS, Metrics, Recorder
+from grpc_model.src.repository.endpoints import (
+    largest_request,
+    repository_metrics,
+    repository_registry,
+    single_registry,
+)
+from grpc_model.src.repository.layout import find_models
+from grpc_model.src.repository.registry import ModelRegistry
 from grpc_model.src.security.auth import TokenAuthInterceptor, TokenCheck, load_tokens
 from grpc_model.src.security.connections import PortGuard, bind, connection_cap
-from grpc_model.src.security.limits import inflight_budget, request_size_limit
+from grpc_model.src.security.limits import InflightBudget, inflight_budget, request_size_limit
 from grpc_model.src.security.tls import https_context, server_credentials
 from grpc_model.src.servicer import HEALTH_SERVICES, SERVICE_NAME, ModzyModelService, add_to_server
 from grpc_model.src.settings import Settings, env_var, flag
@@ -85,7 +94,7 @@ class RunningServer:
         if self.http is not None:
             stopping.add(asyncio.ensure_future(self.http.stop()))
         await asyncio.wait(stopping, timeout=grace)
-        await self.service.runtime.close()
+        await self.service.registry.close()
         await asyncio.gather(*stopping)
         if self.metrics_server is not None:
             self.metrics_server.close()
@@ -101,41 +110,23 @@ async def start_server(settings: Settings) -> RunningServer:
         with_http = serves_http(settings.http)
     except HttpUnavailableError as error:
         raise ListenError(str(error)) from None
-    bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
-    if older := older_bundle_warning(bundle):
-        logger.warning("%s", older)
     credentials = server_credentials(settings)  # file problems stop start-up before the model loads
     tls = https_context(settings)  # the same files, for the HTTP and metrics ports
     tokens = load_tokens(settings)
     check = TokenCheck(tokens) if tokens else None
-    largest_request = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
-    budget = inflight_budget(settings.max_inflight_request_bytes, largest_request)
     if tokens and credentials is None:
         logger.warning("bearer tokens travel in plaintext: set tls_cert and tls_key, or put TLS in front")
-    metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
-    inference = build_inference(settings, bundle, metrics, budget)
-    runtime = inference.runtime
+    registry, largest_request, budget, metrics = _registry(settings)
     health_servicer = HealthService()
     for name in HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    service = ModzyModelService(
-        runtime,
-        bundle.spec,
-        health_servicer,
-        inference,
-        settings.shutdown,
-        settings.shutdown_token,
-        status_timeout=bundle.spec.timeout.status_seconds,
-        metrics=metrics,
-    )
-    runtime.on_capacity_change = service.on_capacity_change
-    inference.on_loaded = service.report_loaded
-    if settings.load_model_at_startup or settings.workers > 0:
+    service = ModzyModelService(registry, health_servicer, settings.shutdown, settings.shutdown_token, metrics=metrics)
+    model_health = ModelHealth(health_servicer, registry, HEALTH_SERVICES, service.shutdown_requested)
+    registry.on_change = model_health.update
+    await model_health.update()
+    if settings.repository or settings.load_model_at_startup or settings.workers > 0:
         # Before any gRPC server exists, so worker processes fork from a process without gRPC threads.
-        try:
-            await inference.ensure_loaded()
-        except ModelLoadError as error:
-            logger.error("%s; the server starts anyway and the next Status call tries again", error)
+        await registry.load_all()
     interceptors = [*(tracing.server_interceptors() or []), *([TokenAuthInterceptor(check)] if check else [])]
     server = grpc.aio.server(
         interceptors=interceptors or None,
@@ -143,7 +134,7 @@ async def start_server(settings: Settings) -> RunningServer:
         maximum_concurrent_rpcs=most_calls(settings),
     )
     add_to_server(service, server)
-    v2 = V2Protocol(inference, bundle.spec, settings.max_send_message_bytes)
+    v2 = V2Protocol(registry, settings.max_send_message_bytes)
     v2_grpc.add_to_server(v2_grpc.GRPCInferenceService(v2), server, metrics)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [SERVICE_NAME, v2_grpc.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -165,12 +156,14 @@ async def start_server(settings: Settings) -> RunningServer:
             raise ListenError(why_not_listening(settings.host, settings.port)) from None
         if health_server is not None:
             bind_health_only(health_server, health_servicer, settings)
-        http = _http_server(settings, bundle, inference, v2, largest_request, check, tls) if with_http else None
+        http = _http_server(settings, registry, v2, largest_request, check, tls) if with_http else None
         # Once gRPC has its port, so that a bad host is reported as such.
-        metrics_server = await serve_metrics(metrics, runtime, settings, tls, None if check is None else check.refusal)
+        metrics_server = await serve_metrics(
+            _scraped(settings, registry, metrics), settings, tls, None if check is None else check.refusal
+        )
     except ListenError:
         await server.stop(None)  # a server never started keeps its ports until collected: the process exits
-        await runtime.close()  # worker processes started with the model must not outlive the failed start
+        await registry.close()  # worker processes started with the model must not outlive the failed start
         raise
     await server.start()
     if health_server is not None:
@@ -183,13 +176,11 @@ async def start_server(settings: Settings) -> RunningServer:
             settings.host,
             http.port,
         )
-    runtime.may_fork = False
+    for inference in registry.endpoints:
+        inference.runtime.may_fork = False
     logger.info(
-        "serving %s %s (%s:%s) on %s:%d%s; requests up to %d bytes, %d bytes in flight",
-        bundle.spec.name,
-        bundle.version,
-        runtime.wrapper_class.__module__,
-        runtime.wrapper_class.__qualname__,
+        "serving %s on %s:%d%s; requests up to %d bytes, %d bytes in flight",
+        _served(registry),
         settings.host,
         port,
         (" with mutual TLS" if settings.tls_client_ca else " with TLS" if credentials else "")
@@ -212,8 +203,7 @@ async def start_server(settings: Settings) -> RunningServer:
 
 def _http_server(
     settings: Settings,
-    bundle: AssetBundle,
-    inference: Inference,
+    registry: ModelRegistry,
     v2: V2Protocol,
     max_request_bytes: int,
     check: TokenCheck | None,
@@ -221,7 +211,8 @@ def _http_server(
 ) -> "HttpServer":
     """The HTTP server with every front end's router, its port bound; raises ListenError.
 
-    It has the gRPC port's protection: the same bearer tokens, and HTTPS from the same certificate files.
+    It has the gRPC port's protection: the same bearer tokens, and HTTPS from the same certificate files. The
+    page and the multipart endpoint serve the default model; a repository without one has V2 REST only.
     """
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
     from grpc_model.src.v2.rest import v2_router
@@ -229,8 +220,10 @@ def _http_server(
     from grpc_model.src.web.hosting import HttpServer
     from grpc_model.src.web.model_routes import model_router
 
-    routers = [model_router(inference, bundle.spec), v2_router(v2)]
-    app = create_app(bundle.spec, routers, max_request_bytes, None if check is None else check.refusal)
+    default = registry.default_inference
+    routers = [v2_router(v2)] if default is None else [model_router(default, default.spec), v2_router(v2)]
+    spec = None if default is None else default.spec
+    app = create_app(spec, routers, max_request_bytes, None if check is None else check.refusal)
     try:
         sock = bind(settings.host, settings.http_port)
     except OSError as error:
@@ -241,6 +234,46 @@ def _http_server(
     guard = PortGuard("HTTP", connection_cap(settings.http_max_connections), tls, settings.http_read_timeout_seconds)
     grace = settings.shutdown_grace_seconds + ANSWER_SECONDS
     return HttpServer(app, sock, grace, guard, settings.http_idle_timeout_seconds, settings.http_read_timeout_seconds)
+
+
+def _registry(settings: Settings) -> tuple[ModelRegistry, int, InflightBudget, Recorder]:
+    """The models to serve (the repository's, or the settings' one), the largest request the port takes, the
+    server-wide budget of bytes in flight, and what records the calls."""
+    if settings.repository:
+        directory = Path(settings.repository)
+        folders = find_models(directory)
+        largest = largest_request(settings, folders)
+        budget = inflight_budget(settings.max_inflight_request_bytes, largest)
+        calls = Metrics("", "") if settings.metrics else NO_METRICS
+        return repository_registry(settings, directory, folders, budget), largest, budget, calls
+    bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+    if older := older_bundle_warning(bundle):
+        logger.warning("%s", older)
+    largest = settings.max_receive_message_bytes or request_size_limit(bundle.spec)
+    budget = inflight_budget(settings.max_inflight_request_bytes, largest)
+    metrics = Metrics(bundle.spec.name, bundle.version) if settings.metrics else NO_METRICS
+    return single_registry(settings, bundle, metrics, budget), largest, budget, metrics
+
+
+def _scraped(settings: Settings, registry: ModelRegistry, calls: Recorder) -> CollectorRegistry | None:
+    """What /metrics serves: the one model's metrics as they are, or a repository's labelled by model; None
+    with metrics off."""
+    if not isinstance(calls, Metrics):
+        return None
+    if settings.repository:
+        return repository_metrics(calls, lambda: registry.endpoints)
+    return calls.registry
+
+
+def _served(registry: ModelRegistry) -> str:
+    """The models served, for the start-up line: the wrapper class too when there is one model."""
+    endpoints = registry.endpoints
+    if len(endpoints) == 1 and registry.default_inference is not None:
+        spec, wrapper = endpoints[0].spec, endpoints[0].runtime.wrapper_class
+        return f"{spec.name} {spec.version} ({wrapper.__module__}:{wrapper.__qualname__})"
+    entries = registry.index()
+    ready = [f"{entry.name} {entry.version}" for entry in entries if entry.state == "READY"]
+    return f"{len(ready)} of {len(entries)} model versions ({', '.join(ready) or 'none'})"
 
 
 async def serve(settings: Settings) -> None:

@@ -9,15 +9,16 @@ import logging
 import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health
 
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelServicer
 from grpc_model.src.grpc_methods import add_unary_service, request_size
 from grpc_model.src.inference import Inference
-from grpc_model.src.metadata import ModelSpec
 from grpc_model.src.modzy_messages import loaded_status, run_response, status_metadata
 from grpc_model.src.observability.metrics import NO_METRICS, Recorder
+from grpc_model.src.repository.registry import ModelRegistry, UnknownModelError
+from grpc_model.src.routing import MODEL_NAME_METADATA, MODEL_VERSION_METADATA
 from grpc_model.src.runtime import (
     ModelLoadError,
     ModelNotLoadedError,
@@ -37,40 +38,60 @@ HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server, as grpc health c
 class ModzyModelService(ModzyModelServicer):
     def __init__(
         self,
-        runtime: ModelRuntime,
-        spec: ModelSpec,
+        registry: ModelRegistry,
         health_servicer: health.aio.HealthServicer,
-        inference: Inference,
         shutdown_policy: str = "allowed",
         shutdown_token: str = "",
-        status_timeout: float | None = None,
         metrics: Recorder = NO_METRICS,
     ) -> None:
-        self.status_timeout = status_timeout
+        self.registry = registry
         self.metrics = metrics
-        self.runtime = runtime
-        self.inference = inference
         self.shutdown_policy = shutdown_policy
         self.shutdown_token = shutdown_token
         self.health = health_servicer
         self.shutdown_requested = asyncio.Event()
-        self._health_updates: set[asyncio.Future[None]] = set()
-        self._metadata = status_metadata(spec)
+        self._metadata: dict[int, tuple[Inference, pb.StatusResponse]] = {}
 
-    async def report_loaded(self) -> None:
-        """SERVING once the model is loaded, unless the server is shutting down."""
-        if not self.shutdown_requested.is_set():
-            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+    @property
+    def runtime(self) -> ModelRuntime:
+        """The default model's runtime (the single-model server's one model)."""
+        inference = self.registry.default_inference
+        assert inference is not None, "the server has no default model"
+        return inference.runtime
+
+    async def _route(self, context: grpc.aio.ServicerContext) -> Inference:  # type: ignore[type-arg]
+        """The model version the call names in its metadata (none: the default model); raises UnknownModelError
+        when there is no such model, ModelLoadError for one whose folder cannot be served."""
+        name = version = None
+        for key, value in context.invocation_metadata() or ():
+            if key == MODEL_NAME_METADATA:
+                name = value if isinstance(value, str) else value.decode(errors="replace")
+            elif key == MODEL_VERSION_METADATA:
+                version = value if isinstance(value, str) else value.decode(errors="replace")
+        return await self.registry.resolve(name, version)
+
+    def _status_metadata(self, inference: Inference) -> pb.StatusResponse:
+        """The routed model's Status fields from its model.yaml, built once per model version."""
+        known = self._metadata.get(id(inference))
+        if known is None or known[0] is not inference:
+            known = self._metadata[id(inference)] = (inference, status_metadata(inference.spec))
+        return known[1]
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:  # type: ignore[type-arg]
         started = time.perf_counter()
         try:
-            await self.inference.ensure_loaded(self.status_timeout)
+            inference = await self._route(context)
+        except UnknownModelError as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except ModelLoadError as error:  # a repository's model whose folder cannot be served
+            return pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
+        try:
+            await inference.ensure_loaded(inference.spec.timeout.status_seconds)
         except ModelLoadError as error:
             response = pb.StatusResponse(status_code=500, status="Internal Server Error", message=str(error))
         else:
-            response = loaded_status(self.runtime)
-        response.MergeFrom(self._metadata)
+            response = loaded_status(inference.runtime)
+        response.MergeFrom(self._status_metadata(inference))
         logger.debug("Status: %d in %.1f ms", response.status_code, (time.perf_counter() - started) * 1000)
         return response
 
@@ -78,12 +99,15 @@ class ModzyModelService(ModzyModelServicer):
         started = time.perf_counter()
         count = len(request.inputs)
         try:
+            inference = await self._route(context)
             items = [item.input for item in request.inputs]
-            results = await self.inference.run(items, request.detect_drift, request.explain, request_size(request))
-        except ModelNotLoadedError as error:
+            results = await inference.run(items, request.detect_drift, request.explain, request_size(request))
+        except (ModelNotLoadedError, ModelLoadError) as error:
             message = str(error)
             outputs = [pb.OutputItem(output={"error": message.encode()}, success=False) for _ in range(count)]
             return pb.RunResponse(status_code=503, status="Service Unavailable", message=message, outputs=outputs)
+        except UnknownModelError as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except ModelUnavailableError as error:
             logger.warning("Run: %d items refused: %s", count, error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
@@ -134,25 +158,9 @@ class ModzyModelService(ModzyModelServicer):
                 return f"Shutdown needs the server's token in the '{SHUTDOWN_TOKEN_METADATA}' call metadata"
         return None
 
-    def on_capacity_change(self, available: bool) -> None:
-        """Health tells the truth: NOT_SERVING while no worker process or model thread can take work."""
-        if self.shutdown_requested.is_set():
-            return
-        status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING
-        logger.warning(
-            "model capacity %s; health %s", "back" if available else "lost", "SERVING" if available else "NOT_SERVING"
-        )
-        task = asyncio.ensure_future(self._set_health(status))
-        self._health_updates.add(task)
-        task.add_done_callback(self._health_updates.discard)
-
     def request_shutdown(self) -> None:
         """Wakes the serving loop, which reports NOT_SERVING, drains in-flight calls and stops."""
         self.shutdown_requested.set()
-
-    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus.ValueType") -> None:
-        for name in HEALTH_SERVICES:
-            await self.health.set(name, status)
 
 
 def add_to_server(service: ModzyModelService, server: grpc.aio.Server) -> None:

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
         default_factory=_default_asset_bundle_dir,
         description="Directory holding one `<version>/` bundle per model version.",
     )
+    repository: str = Field(
+        default="",
+        description="Serve every model of this directory, one model per folder (its `model_lib/` or a runtime, "
+        "and its `asset_bundle/`), each with its own engine; empty serves the one model of `model_class` and "
+        "`asset_bundle_dir`. See docs/repository.md.",
+    )
+    default_model: str = Field(
+        default="",
+        description="With `repository`: the model that ModzyModel calls without `x-model-name` metadata go to; "
+        "empty: the repository's only model, and calls must name one when it holds several.",
+    )
     load_model_at_startup: bool = Field(
         default=False,
         description="Load the model when the server starts instead of on the first Status call.",

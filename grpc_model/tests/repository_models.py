@@ -19,14 +19,20 @@ import json
 import os
 from pathlib import Path
 
+from grpc_model.tests.wrappers import gate_file, wait_until
 from grpc_model.wrapper import ModelWrapper
 
 
 class Recorder(ModelWrapper):
-    """Answers the model (tag.txt) and version (its marker input) of each item, and logs each batch."""
+    """Answers the model (tag.txt) and version (its marker input) of each item, and logs each batch to BATCH_LOG.
+
+    The item "hold" waits for the gate file "release" (after making "holding"): a call that runs as long as the
+    test says."""
 
     def __init__(self) -> None:
         self.tag = (Path(__file__).parent / "tag.txt").read_text()
+        if self.tag == "Failing":
+            raise RuntimeError("this model never loads")
 
     def handle_single_input(self, model_input, detect_drift, explain):
         return self.handle_input_batch([model_input], detect_drift, explain)[0]
@@ -38,12 +44,14 @@ class Recorder(ModelWrapper):
         if "BATCH_LOG" in os.environ:
             with open(os.environ["BATCH_LOG"], "a") as log:
                 log.write(json.dumps([self.tag, [answer["echo"] for answer in answers]]) + "\\n")
+        if any(answer["echo"] == "hold" for answer in answers):
+            gate_file("holding").touch()
+            wait_until(gate_file("release").exists, "the test's release")
         return [{"results.json": json.dumps(answer).encode()} for answer in answers]
 
 
 def _version(item):
-    markers = [name[1:-4] for name in item if name.startswith("v") and name.endswith(".txt")]
-    return ",".join(markers)
+    return ",".join(name[1:-4] for name in item if name.startswith("v") and name.endswith(".txt"))
 '''
 
 

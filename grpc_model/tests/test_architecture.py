@@ -1,4 +1,5 @@
-"""The import graph: front ends (servicer, web) -> data plane -> runtime -> wrapper; the wiring joins them."""
+"""The import graph: front ends (servicer, v2, web) -> registry -> data plane -> runtime -> wrapper; the wiring joins
+them."""
 
 import ast
 from pathlib import Path
@@ -64,6 +65,18 @@ def imported(paths: list[Path], prefix: str) -> list[str]:
         ("grpc_model.src.v2", "grpc_model.src.runtimes"),  # front ends see a runtime's tensors via the data plane
         ("grpc_model.src.web", "grpc_model.src.runtimes"),
         ("grpc_model.src.ray_serve", "grpc_model.src.runtimes"),
+        ("grpc_model.src.repository", "grpc"),  # front ends -> registry -> data plane -> runtime
+        ("grpc_model.src.repository", "grpc_model.src.servicer"),
+        ("grpc_model.src.repository", "grpc_model.src.server"),
+        ("grpc_model.src.repository", "grpc_model.src.v2"),
+        ("grpc_model.src.repository", "grpc_model.src.web"),
+        ("grpc_model.src.repository", "grpc_model.src.ray_serve"),
+        ("grpc_model.src.repository", "grpc_model.src.cli"),
+        ("grpc_model.src.runtime", "grpc_model.src.repository"),
+        ("grpc_model.src.runtimes", "grpc_model.src.repository"),
+        ("grpc_model.src.metadata", "grpc_model.src.repository"),
+        ("grpc_model.src.observability", "grpc_model.src.repository"),
+        ("grpc_model.src.security", "grpc_model.src.repository"),
     ],
 )
 def test_layers_do_not_import_upwards(package: str, forbidden: str) -> None:
@@ -171,6 +184,8 @@ def test_only_observability_imports_opentelemetry() -> None:
 
 V2_MAY_IMPORT = (
     "grpc_model.src.v2",
+    "grpc_model.src.repository.registry",
+    "grpc_model.src.quoting",
     "grpc_model.src.inference",
     "grpc_model.src.metadata",
     "grpc_model.src.runtime",
@@ -182,9 +197,18 @@ V2_MAY_IMPORT = (
 
 def test_the_v2_front_end_leans_on_the_data_plane_only() -> None:
     """No sibling front end (the ModzyModel servicer, the web page, ...) and not the wiring: the V2 service and
-    routes reach the model through inference.py alone."""
+    routes reach the model through the registry and inference.py alone."""
     framework = imported(modules("grpc_model.src.v2"), "grpc_model")
     assert [name for name in framework if not name.startswith(V2_MAY_IMPORT)] == []
+
+
+def test_front_ends_reach_models_through_the_registry() -> None:
+    """Front ends -> registry -> data plane -> runtime: the gRPC front ends resolve a call's model in the registry
+    (which the wiring builds), and the data plane knows nothing of the models beside its own."""
+    for front_end in (SOURCE / "servicer.py", SOURCE / "v2" / "protocol.py"):
+        assert imported([front_end], "grpc_model.src.repository") == ["grpc_model.src.repository.registry"]
+    assert imported([SOURCE / "inference.py", SOURCE / "validation.py"], "grpc_model.src.repository") == []
+    assert importers_of("grpc_model.src.repository.endpoints") == ["grpc_model/src/server.py"]
 
 
 def test_only_the_wiring_and_the_v2_package_import_the_v2_front_end() -> None:

@@ -1,10 +1,13 @@
 """Finding and instantiating the model wrapper class: the user's, or a runtime the framework ships."""
 
+import hashlib
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -33,9 +36,12 @@ class WrapperSource:
 
     path: str
     config: object | None = None
+    project: str = ""
+    """The model project directory that holds the class's package, when it is one folder of a repository:
+    every folder has its own `model_lib`, so each is imported apart (see `import_from_project`)."""
 
     def load(self) -> "LoadedModel":
-        return instantiate(import_wrapper_class(self.path), self.config)
+        return instantiate(import_wrapper_class(self.path, self.project), self.config)
 
 
 @dataclass(frozen=True)
@@ -50,18 +56,20 @@ class LoadedModel:
     """The numeric tensors it takes as row items, when it declares them (the runtimes do)."""
 
 
-def import_wrapper_class(path: str) -> type:
-    """Imports `package.module:ClassName`, or the one wrapper class of `package.module`.
+def import_wrapper_class(path: str, project: str = "") -> type:
+    """Imports `package.module:ClassName`, or the one wrapper class of `package.module`, from `project` when
+    given (a repository's model folder), else from the import path.
 
     A module path alone lets an author rename the class (or keep the seed template's name)
     without telling the server anything.
     """
     module_name, sep, class_name = path.partition(":")
-    project_importable()
+    if not project:
+        project_importable()
     if not module_name or module_name.startswith(".") or (sep and not class_name):  # no relative imports
         raise WrapperImportError(f"model class {path!r} must look like 'package.module' or 'package.module:ClassName'")
     try:
-        module = importlib.import_module(module_name)
+        module = import_from_project(project, module_name) if project else importlib.import_module(module_name)
     except ImportError as error:
         raise WrapperImportError(f"cannot import module {module_name!r} of model class {path!r}: {error}") from error
     found = _wrapper_classes(module)
@@ -99,6 +107,45 @@ def project_importable(directory: str | None = None) -> None:
     project = os.path.abspath(directory or os.getcwd())
     if project not in (os.path.abspath(entry or os.curdir) for entry in sys.path):
         sys.path.append(project)
+
+
+_ISOLATED_IMPORTS = threading.Lock()
+
+
+def import_from_project(project: str, module_name: str) -> ModuleType:
+    """Imports `module_name` from the project directory, apart from every other project's package of that name.
+
+    Every folder of a repository has a package called `model_lib`, and sys.modules holds one module per name.
+    So the package is imported while only this project's copy is visible (its own absolute imports of
+    `model_lib...` find its own files), and then kept in sys.modules under a name of this project's alone,
+    `_grpc_model_project_<hash>.model_lib...`, which the next import of the same folder finds. A package that
+    the project does not hold (an installed one) is imported as usual. Imports the wrapper makes later, at call
+    time, of its own package find none: a wrapper imports its modules when it is imported, as most do.
+    """
+    top = module_name.partition(".")[0]
+    root = Path(project)
+    if not ((root / top).is_dir() or (root / f"{top}.py").is_file()):
+        return importlib.import_module(module_name)
+    alias = "_grpc_model_project_" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    with _ISOLATED_IMPORTS:
+        if (done := sys.modules.get(f"{alias}.{module_name}")) is not None:
+            return done
+        others = _take_modules(top)
+        sys.path.insert(0, str(root))
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(root))
+            for name, module in _take_modules(top).items():
+                sys.modules[f"{alias}.{name}"] = module
+            sys.modules.update(others)
+
+
+def _take_modules(top: str) -> dict[str, ModuleType]:
+    """Removes the package `top` and its submodules from sys.modules, and returns them."""
+    names = [name for name in sys.modules if name == top or name.startswith(top + ".")]
+    return {name: sys.modules.pop(name) for name in names}
 
 
 def _wrapper_classes(module: ModuleType) -> list[type]:

@@ -51,12 +51,20 @@ class EngineOptions:
 
 class ModelRuntime:
     def __init__(
-        self, model_class: str | WrapperSource, options: EngineOptions, metrics: Recorder = NO_METRICS
+        self,
+        model_class: str | WrapperSource,
+        options: EngineOptions,
+        metrics: Recorder = NO_METRICS,
+        label: str = "",
     ) -> None:
-        """Imports the wrapper class now, so a wrong name stops start-up, not the first call."""
+        """Imports the wrapper class now, so a wrong name stops start-up, not the first call.
+
+        `label` names the model in log lines (a repository's model and version); the wrapper class's name
+        when empty."""
         self.source = model_class if isinstance(model_class, WrapperSource) else WrapperSource(model_class)
         self.metrics = metrics
-        self.wrapper_class = import_wrapper_class(self.source.path)
+        self.wrapper_class = import_wrapper_class(self.source.path, self.source.project)
+        self.label = label or self.wrapper_class.__name__
         self.options = options
         thread_safe = bool(getattr(self.wrapper_class, "thread_safe", False))
         if options.model_threads > 1 and not thread_safe:
@@ -125,7 +133,7 @@ class ModelRuntime:
 
     async def _load(self) -> ModelLoadError | None:
         """The one running load; returns its error rather than raising it, for every caller to raise."""
-        name = self.wrapper_class.__name__
+        name = self.label
         started = time.perf_counter()
         try:
             model = await in_daemon_thread(self.source.load, f"load-{name}")
@@ -210,7 +218,7 @@ class ModelRuntime:
         """Why Run cannot run: a client that called Status and saw it fail is told that load's error again."""
         if self.last_load_error is None:
             return "the model is not loaded: call Status first, which loads it"
-        name = self.wrapper_class.__name__
+        name = self.label
         return f"the model is not loaded: the last load failed: {self.last_load_error} (Status loads {name} again)"
 
     async def close(self) -> None:

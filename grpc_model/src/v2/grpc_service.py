@@ -88,7 +88,8 @@ class GRPCInferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         try:
-            response = await self.protocol.infer(infer_request(request, self.protocol.model))
+            endpoint = await self.protocol.endpoint(request.model_name, request.model_version)
+            response = await self.protocol.infer(infer_request(request, endpoint.model), endpoint)
         except V2Error as error:
             await _abort(context, error)
         return infer_response(response, raw=len(request.raw_input_contents) > 0)

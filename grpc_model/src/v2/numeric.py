@@ -11,9 +11,9 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
+from grpc_model.src.quoting import quoted, quoted_list
 from grpc_model.src.runtime import ItemResult, TensorSignature, TensorSpec
 from grpc_model.src.runtime.signature import BYTES, ITEM_SIZES
-from grpc_model.src.v2.quoting import quoted, quoted_list
 from grpc_model.src.v2.tensors import (
     ERROR_TENSOR,
     MAX_LISTED_FAILURES,

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from grpc_model.src.inference import Inference, OverBudgetError
-from grpc_model.src.metadata import ModelSpec
+from grpc_model.src.repository.registry import ModelRegistry, UnknownModelError
 from grpc_model.src.runtime import (
     ModelLoadError,
     ModelNotLoadedError,
@@ -39,14 +39,34 @@ class ModelMetadata:
     outputs: tuple[TensorMetadata, ...]
 
 
+@dataclass(frozen=True)
+class V2Endpoint:
+    """One served model version as V2 calls reach it: its data plane and its tensors."""
+
+    inference: Inference
+    model: V2Model
+
+
 class V2Protocol:
-    def __init__(self, inference: Inference, spec: ModelSpec, max_answer_bytes: int) -> None:
-        self.inference = inference
-        self.model = V2Model.of(spec)
-        self.load_wait_seconds = spec.timeout.status_seconds
-        """V2 clients never call Status: readiness and inference wait for a load as long as Status would."""
+    def __init__(self, registry: ModelRegistry, max_answer_bytes: int) -> None:
+        self.registry = registry
         self.max_answer_bytes = max_answer_bytes
         """max_send_message_bytes, for REST answers too: a larger answer is refused before it is built."""
+        self._models: dict[int, V2Endpoint] = {}
+
+    async def endpoint(self, name: str, version: str) -> V2Endpoint:
+        """The model version a call names (an empty version: the newest served); raises NOT_FOUND for one not
+        served, UNAVAILABLE for one that cannot be."""
+        try:
+            inference = await self.registry.resolve(name, version)
+        except UnknownModelError as error:
+            raise V2Error(Problem.NOT_FOUND, str(error)) from None
+        except ModelLoadError as error:
+            raise V2Error(Problem.UNAVAILABLE, str(error)) from None
+        endpoint = self._models.get(id(inference))
+        if endpoint is None or endpoint.inference is not inference:
+            endpoint = self._models[id(inference)] = V2Endpoint(inference, V2Model.of(inference.spec))
+        return endpoint
 
     def server_metadata(self) -> tuple[str, str, tuple[str, ...]]:
         """Name, version and extensions of the server."""
@@ -57,63 +77,57 @@ class V2Protocol:
         return SERVER_NAME, version, EXTENSIONS
 
     def server_ready(self) -> bool:
-        """Whether the model can take work now; starts loading it without waiting (readiness probes are short)."""
-        if not self.inference.runtime.is_loaded:
-            self.inference.start_loading()
-        return self.inference.runtime.available
+        """Whether a model can take work now; starts loading those not loaded without waiting (readiness probes
+        are short)."""
+        for inference in self.registry.endpoints:
+            if not inference.runtime.is_loaded:
+                inference.start_loading()
+        return self.registry.ready()
 
     async def model_ready(self, name: str, version: str) -> bool:
         """Loads the model if needed (waiting as long as Status would); whether it can take work."""
-        self.model.check(name, version)
         try:
-            await self._loaded()
+            endpoint = await self.endpoint(name, version)
+        except V2Error as error:
+            if error.problem is Problem.UNAVAILABLE:
+                return False
+            raise
+        try:
+            await _loaded(endpoint.inference)
         except ModelLoadError:
             return False
-        return self.inference.runtime.available
-
-    async def _loaded(self) -> None:
-        """Loads the model unless it is loaded; the check first spares every call a load task."""
-        if not self.inference.runtime.is_loaded:
-            await self.inference.ensure_loaded(self.load_wait_seconds)
+        return endpoint.inference.runtime.available
 
     async def model_metadata(self, name: str, version: str) -> ModelMetadata:
         """The model's tensors: a runtime's own (loading it, since they come from its file), else one BYTES
         tensor per file."""
-        self.model.check(name, version)
-        signature = await self._signature()
+        endpoint = await self.endpoint(name, version)
+        model = endpoint.model
+        signature = await _signature(endpoint.inference)
         if signature is not None:
             inputs = tuple(TensorMetadata(t.name, t.datatype, t.shape) for t in signature.inputs)
             outputs = tuple(TensorMetadata(t.name, t.datatype, t.shape) for t in signature.outputs)
         else:
-            inputs = tuple(TensorMetadata(input_name, BYTES, (-1,)) for input_name in self.model.inputs)
-            outputs = tuple(TensorMetadata(output_name, BYTES, (-1,)) for output_name in self.model.outputs)
-        return ModelMetadata(self.model.name, (self.model.version,), SERVER_NAME, inputs, outputs)
+            inputs = tuple(TensorMetadata(input_name, BYTES, (-1,)) for input_name in model.inputs)
+            outputs = tuple(TensorMetadata(output_name, BYTES, (-1,)) for output_name in model.outputs)
+        versions = tuple(self.registry.served_versions(model.name)) or (model.version,)
+        return ModelMetadata(model.name, versions, SERVER_NAME, inputs, outputs)
 
-    async def _signature(self) -> TensorSignature | None:
-        """The numeric tensors of a model that declares them, loading it first; raises UNAVAILABLE when it cannot."""
-        if not self.inference.declares_tensors:
-            return None
-        try:
-            await self._loaded()
-        except ModelLoadError as error:
-            raise V2Error(Problem.UNAVAILABLE, str(error)) from None
-        return self.inference.signature
-
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Runs the request's items (or rows, for a model with numeric tensors) through the shared data plane;
+    async def infer(self, request: InferRequest, endpoint: V2Endpoint) -> InferResponse:
+        """Runs the request's items (or rows, for a model with numeric tensors) through the endpoint's data plane;
         raises V2Error."""
         started = time.perf_counter()
-        self.model.check(request.model_name, request.model_version)
-        self.model.check_outputs(request)
-        signature = await self._signature()
-        items = self.model.items(request) if signature is None else numeric.rows(self.model, request, signature)
+        inference, model = endpoint.inference, endpoint.model
+        model.check_outputs(request)
+        signature = await _signature(inference)
+        items = model.items(request) if signature is None else numeric.rows(model, request, signature)
         detect_drift, explain = flag(request.parameters, "detect_drift"), flag(request.parameters, "explain")
         try:
-            await self._loaded()
+            await _loaded(inference)
             if signature is None:
-                results = await self.inference.run(items, detect_drift, explain, request.size)
+                results = await inference.run(items, detect_drift, explain, request.size)
             else:
-                results = await self.inference.run_rows(items, detect_drift, explain, request.size)
+                results = await inference.run_rows(items, detect_drift, explain, request.size)
         except (ModelLoadError, ModelNotLoadedError, ModelUnavailableError) as error:
             raise V2Error(Problem.UNAVAILABLE, str(error)) from None
         except (QueueFullError, OverBudgetError) as error:
@@ -122,9 +136,9 @@ class V2Protocol:
             logger.exception("ModelInfer failed inside the framework")
             raise V2Error(Problem.INTERNAL, f"internal error: {type(error).__name__}: {error}") from None
         if signature is None:
-            response = self.model.response(request, results)
+            response = model.response(request, results)
         else:
-            response = numeric.response(self.model, request, results, signature)
+            response = numeric.response(model, request, results, signature)
         if response.size > self.max_answer_bytes:
             raise V2Error(
                 Problem.INVALID,
@@ -136,3 +150,21 @@ class V2Protocol:
             elapsed_ms = (time.perf_counter() - started) * 1000
             logger.debug("ModelInfer: %d items (%d failed) in %.1f ms", len(items), failed, elapsed_ms)
         return response
+
+
+async def _loaded(inference: Inference) -> None:
+    """Loads the model unless it is loaded, waiting as long as Status would (V2 clients never call Status); the
+    check first spares every call a load task."""
+    if not inference.runtime.is_loaded:
+        await inference.ensure_loaded(inference.spec.timeout.status_seconds)
+
+
+async def _signature(inference: Inference) -> TensorSignature | None:
+    """The numeric tensors of a model that declares them, loading it first; raises UNAVAILABLE when it cannot."""
+    if not inference.declares_tensors:
+        return None
+    try:
+        await _loaded(inference)
+    except ModelLoadError as error:
+        raise V2Error(Problem.UNAVAILABLE, str(error)) from None
+    return inference.signature

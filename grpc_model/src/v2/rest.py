@@ -16,10 +16,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from grpc_model.src.inference import CHECK_INLINE_BYTES
+from grpc_model.src.quoting import quoted
 from grpc_model.src.runtime.signature import ITEM_SIZES
 from grpc_model.src.v2.numeric import values_of
 from grpc_model.src.v2.protocol import ModelMetadata, V2Protocol
-from grpc_model.src.v2.quoting import quoted
 from grpc_model.src.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -83,10 +83,11 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     async def infer(name: str, request: Request, version: str = "") -> Response:
         try:
             body = await request.body()
-            parse = functools.partial(infer_request, name, version, body, request.headers, protocol.model)
+            endpoint = await protocol.endpoint(name, version)
+            parse = functools.partial(infer_request, name, version, body, request.headers, endpoint.model)
             # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
             parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
-            return infer_response(await protocol.infer(parsed), binary_outputs)
+            return infer_response(await protocol.infer(parsed, endpoint), binary_outputs)
         except V2Error as error:
             return _error(error)
 

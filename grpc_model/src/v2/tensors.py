@@ -12,8 +12,8 @@ from enum import Enum
 from typing import Any
 
 from grpc_model.src.metadata import ModelSpec, slug
+from grpc_model.src.quoting import MAX_QUOTED, first_few, quoted, quoted_list
 from grpc_model.src.runtime import ItemResult
-from grpc_model.src.v2.quoting import MAX_QUOTED, first_few, quoted, quoted_list
 
 BYTES = "BYTES"
 ERROR_TENSOR = "error"

@@ -30,16 +30,17 @@ Refusal = Callable[[Sequence[bytes]], str | None]
 
 
 def create_app(
-    spec: ModelSpec, routers: Sequence[APIRouter], max_request_bytes: int, refusal: Refusal | None = None
+    spec: ModelSpec | None, routers: Sequence[APIRouter], max_request_bytes: int, refusal: Refusal | None = None
 ) -> FastAPI:
+    """The HTTP app of the model `spec` (None: a repository's, with no default model for the page)."""
     app = FastAPIOffline(  # the /docs page's Swagger UI comes from the package, not a CDN
         docs_url=None,  # its pages put the title into HTML as it is: ours escape it
         redoc_url=None,
         static_url=OFFLINE,
-        title=f"{spec.name} {spec.version}",
+        title="grpc-model repository" if spec is None else f"{spec.name} {spec.version}",
         version=version("grpc-model"),
-        description=f"{spec.description.summary}\n\nThe browser page is at [/](/); the endpoints are "
-        "described in docs/http.md.",
+        description=("A repository of models." if spec is None else spec.description.summary)
+        + "\n\nThe browser page is at [/](/); the endpoints are described in docs/http.md.",
     )
     app.add_middleware(BodyLimit, limit=max_request_bytes)
     if refusal is not None:  # added after the limit, so it runs first: no body is read for a request without a token

@@ -1,4 +1,4 @@
-"""Client data in error messages, kept short: every V2 message that quotes a request goes through here.
+"""Client data in error messages, kept short: every message that quotes a request goes through here.
 
 gRPC carries an error message in a trailer, and clients refuse a trailer past 8 KiB with RESOURCE_EXHAUSTED,
 which hides the real code (INVALID_ARGUMENT, NOT_FOUND) behind one that says "busy, retry". A 1 MB name, 20,000
