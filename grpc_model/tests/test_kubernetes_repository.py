@@ -17,7 +17,7 @@ from grpc_model.src.cli.deployment.kubernetes import MODELS_ANNOTATION
 from grpc_model.src.cli.deployment.kubernetes_layout import render, write
 from grpc_model.src.cli.deployment.kubernetes_repository import repository_target
 from grpc_model.src.repository.layout import find_models
-from grpc_model.src.settings import Settings, env_var
+from grpc_model.src.settings import ENV_PREFIX, Settings, env_var
 from grpc_model.tests.conftest import GREETER, TEST_VERSION
 from grpc_model.tests.test_kubernetes import Manifest, build, files_of, one, validate
 
@@ -135,6 +135,15 @@ def test_probes_watch_the_health_port_and_each_model_is_noted(repository: Path, 
     assert env[env_var("shutdown_grace_seconds")] == "90"  # the longest timeout.run among the models
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 2 * (100 + 30)  # the budget's two slowest loads
+
+
+def test_the_settings_are_a_repository_servers(repository: Path) -> None:
+    files = render(repository_target(repository, Settings(default_model="big-model"), IMAGE, 2, 0))
+    lines = [line.split("=", 1) for line in files["base/settings.env"].splitlines() if not line.startswith("#")]
+    env: dict[str, Any] = {name.removeprefix(ENV_PREFIX).lower(): value for name, value in lines}
+    served = Settings(**env)
+    assert (served.repository, served.default_model, served.health_port) == ("/models", "big-model", 8086)
+    assert served.load_model_at_startup  # every model loaded before the pod is ready
 
 
 def test_the_image_holds_the_models_where_the_settings_look(manifests: Path) -> None:

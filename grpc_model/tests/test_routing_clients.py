@@ -22,11 +22,13 @@ from grpc_model.tests.conftest import (
     GREETER,
     TEST_VERSION,
     TESTS,
+    ServerFactory,
     ServerThread,
     copy_greeter_project,
     loopback_settings,
     write_greeter_bundle,
 )
+from grpc_model.tests.repository_models import marker, write_wrapper_model
 from grpc_model.tests.routing_proxy import RoutingProxy, Upstream
 from grpc_model.tests.test_cli import grpc_model_cli
 
@@ -233,3 +235,40 @@ def test_an_empty_version_is_the_newest_and_sends_nothing() -> None:
     assert ModelRoute("a", "").metadata == (("x-model-name", "a"),)
     assert ModelRoute(None, "0.2.0").metadata == (("x-model-version", "0.2.0"),)
     assert ModelRoute().metadata == ()
+
+
+@pytest.fixture
+def repository_server(serve: ServerFactory, tmp_path: Path) -> ServerThread:
+    """A real repository server (serve --repository): alpha at 0.1.0 and 0.2.0, and beta, each answering its name
+    and the version whose input checks passed."""
+    root = tmp_path / "repository"
+    write_wrapper_model(root, "alpha", "alpha", ("0.1.0", "0.2.0"))
+    write_wrapper_model(root, "beta", "beta")
+    return serve(repository=str(root), undeclared_inputs="ignore")
+
+
+def test_the_commands_route_to_a_repository_servers_models(repository_server: ServerThread, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{repository_server.running.port}"
+    (tmp_path / "in.txt").write_text("hello")
+    marked = [f"--input=input.txt={tmp_path / 'in.txt'}"] + [
+        f"--input={marker(version)}={tmp_path / 'in.txt'}" for version in ("0.1.0", "0.2.0")
+    ]
+
+    older = invoke("status", address, "--model-name", "alpha", "--model-version", "0.1.0")
+    beta = invoke("call", address, "--model-name", "beta", *marked[:2])
+    alpha = invoke("call", address, "--model-name", "alpha", "--model-version", "0.1.0", *marked[:2])
+    newest = invoke("call", address, "--model-name", "alpha", marked[0], marked[2])
+    unknown = invoke("status", address, "--model-name", "gamma")
+
+    assert older[0] == 0, older[1]
+    assert "alpha 0.1.0" in older[1]
+    assert "SERVING (the health service alpha)" in older[1]
+    assert beta[0] == 0, beta[1]
+    assert '"by": "beta"' in beta[1]
+    assert alpha[0] == 0, alpha[1]
+    assert '"by": "alpha", "version": "0.1.0"' in alpha[1]
+    assert newest[0] == 0, newest[1]
+    assert '"version": "0.2.0"' in newest[1]  # no version: the newest loaded
+    assert unknown[0] == 1
+    assert "NOT_FOUND" in unknown[1]
+    assert "alpha" in unknown[1]  # the answer names what the server serves

@@ -188,6 +188,8 @@ def settings_env(target: Target) -> dict[str, str]:
         env[env_var("metrics")] = "false"
     if target.repository is not None:
         env[env_var("repository")] = REPOSITORY_MOUNT
+        if target.settings.default_model:  # where calls that name no model go (several models: none without it)
+            env[env_var("default_model")] = target.settings.default_model
         if target.repository.max_loaded_models:
             env[env_var("max_loaded_models")] = str(target.repository.max_loaded_models)
     return env
