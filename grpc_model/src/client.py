@@ -5,6 +5,7 @@ import json
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -15,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub
 from grpc_model.src.metadata import TestCase
+from grpc_model.src.routing import MODEL_NAME_METADATA, MODEL_VERSION_METADATA
 from grpc_model.src.security.channel import ClientSecurity
 from grpc_model.src.settings import MIB
 
@@ -110,6 +112,48 @@ def channel_options(max_message_bytes: int = 250 * MIB) -> list[tuple[str, objec
 PLAINTEXT = ClientSecurity()
 
 
+class RouteError(ValueError):
+    """A model name or version that cannot travel as a gRPC metadata value; `key` is its metadata key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which model of a repository server a ModzyModel call is for, sent as call metadata (routing.py).
+
+    No name is the server's default model; no version (or an empty one) its newest loaded version.
+    Checked here because gRPC carries only printable ASCII in a text metadata value: anything else would
+    fail deep inside gRPC instead of naming the option.
+    """
+
+    name: str | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in ((MODEL_NAME_METADATA, self.name), (MODEL_VERSION_METADATA, self.version)):
+            if value is None:
+                continue
+            if key == MODEL_NAME_METADATA and not value:
+                raise RouteError(key, f"the model name ({key}) is empty; leave it out for the default model")
+            if value != value.strip() or not all(" " <= char <= "~" for char in value):
+                raise RouteError(key, f"{key} {value!r}: only printable ASCII without surrounding spaces can be sent")
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata: nothing at all for the default model and its newest version."""
+        pairs = ((MODEL_NAME_METADATA, self.name), (MODEL_VERSION_METADATA, self.version))
+        return tuple((key, value) for key, value in pairs if value)
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.metadata) or "the default model"
+
+
+DEFAULT_MODEL = ModelRoute()
+
+
 @overload
 def open_channel(
     target: str, security: ClientSecurity = ..., options: Sequence[tuple[str, Any]] = ..., *, aio: Literal[False] = ...
@@ -134,7 +178,8 @@ def open_channel(
 
 
 class ModelClient:
-    """Calls one server, or several (a list, `a:1,b:2`, or `dns:///name:port`) round robin."""
+    """Calls one server, or several (a list, `a:1,b:2`, or `dns:///name:port`) round robin; Status and Run go to
+    the model `route` names (a repository server's default model unless it names one)."""
 
     def __init__(
         self,
@@ -142,14 +187,17 @@ class ModelClient:
         timeout: float | None = 60.0,
         max_message_bytes: int = 250 * MIB,
         security: ClientSecurity = PLAINTEXT,
+        route: ModelRoute = DEFAULT_MODEL,
     ) -> None:
         self.timeout = timeout
+        self.route = route
         self.channel = open_channel(channel_target(target), security, options=channel_options(max_message_bytes))
         self.stub = ModzyModelStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def status(self) -> pb.StatusResponse:
-        return self.stub.Status(pb.StatusRequest(), timeout=self.timeout)
+        """The routed model's Status (the first Status also loads a model that loads on demand)."""
+        return self.stub.Status(pb.StatusRequest(), timeout=self.timeout, metadata=self.route.metadata)
 
     def run(
         self, items: Sequence[Mapping[str, bytes]], detect_drift: bool = False, explain: bool = False
@@ -157,7 +205,7 @@ class ModelClient:
         request = pb.RunRequest(
             inputs=[pb.InputItem(input=item) for item in items], detect_drift=detect_drift, explain=explain
         )
-        return self.stub.Run(request, timeout=self.timeout)
+        return self.stub.Run(request, timeout=self.timeout, metadata=self.route.metadata)
 
     def shutdown(self, token: str | None = None) -> pb.ShutdownResponse:
         """Asks the server to stop; `token` goes in the `shutdown-token` metadata when the server requires one."""
@@ -169,15 +217,16 @@ class ModelClient:
         response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
-    def wait_for_health(self, wanted: str, seconds: float) -> str:
-        """Polls health until it reports `wanted` or `seconds` pass; returns the last answer.
+    def wait_for_health(self, wanted: str, seconds: float, service: str = "") -> str:
+        """Polls health (of `service`: a model's name on a server of several) until it reports `wanted` or
+        `seconds` pass; returns the last answer.
 
         "UNREACHABLE" stands for a server that did not answer at all.
         """
         deadline = time.monotonic() + seconds
         while True:
             try:
-                answer = self.health()
+                answer = self.health(service)
             except grpc.RpcError:
                 answer = "UNREACHABLE"
             if answer == wanted or time.monotonic() >= deadline:

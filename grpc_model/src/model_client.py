@@ -14,8 +14,16 @@ from pathlib import Path
 import grpc
 from pydantic import ValidationError
 
-from grpc_model.src.client import InputError, ModelClient, check_test_case, read_inputs, render
-from grpc_model.src.metadata import BundleError, load_test_case
+from grpc_model.src.client import (
+    InputError,
+    ModelClient,
+    ModelRoute,
+    RouteError,
+    check_test_case,
+    read_inputs,
+    render,
+)
+from grpc_model.src.metadata import BundleError, load_bundle, load_test_case
 from grpc_model.src.security.channel import CLIENT_ENV, ClientSecurity, ClientSecurityError
 from grpc_model.src.settings import Settings, describe_settings_error
 
@@ -24,11 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         target, security = _local_server(args) if args.local else (f"{args.host}:{args.port}", _security(args))
-        client = ModelClient(target, timeout=args.timeout, security=security)
+        route = ModelRoute(args.model_name, args.model_version)
+        client = ModelClient(target, timeout=args.timeout, security=security, route=route)
     except ValidationError as error:
         print(f"error: invalid settings in the environment:\n{describe_settings_error(error)}", file=sys.stderr)
         return 2
-    except ClientSecurityError as error:
+    except (ClientSecurityError, RouteError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with client:
@@ -44,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(client: ModelClient, args: argparse.Namespace) -> int:
     if args.health:
-        answer = client.wait_for_health("SERVING", args.wait)
+        answer = client.wait_for_health("SERVING", args.wait, service=args.model_name or "")
         print(answer)
         return 0 if answer == "SERVING" else 1
     if args.shutdown:
@@ -64,6 +73,12 @@ def _main(client: ModelClient, args: argparse.Namespace) -> int:
     output_names = [model_output.filename for model_output in status.outputs]
     if args.input:
         return _run_inputs(client, args, read_inputs(args.input, input_names))
+    if not args.test_case and args.model_name is not None and not _is_this_project(info.model_name):
+        print(
+            f"error: the server's model {info.model_name!r} is not this project's: pass its --test-case DIRs",
+            file=sys.stderr,
+        )
+        return 2
     cases = args.test_case or _bundled_cases(info.model_version)
     if not cases:
         print("error: no test cases found; pass --input NAME=PATH or --test-case DIR", file=sys.stderr)
@@ -113,6 +128,12 @@ def _local_server(args: argparse.Namespace) -> tuple[str, ClientSecurity]:
     return f"127.0.0.1:{settings.port}", _security(args)
 
 
+def _is_this_project(model_name: str) -> bool:
+    """Whether the model a server of several answered for is the one this project's bundle describes."""
+    settings = Settings()
+    return load_bundle(settings.asset_bundle_dir, settings.model_version).spec.name == model_name
+
+
 def _bundled_cases(version: str) -> list[Path]:
     root = Settings().asset_bundle_dir / version / "test_cases"  # the served bundle's, as the server finds it
     return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
@@ -132,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the server of this environment's GRPC_MODEL_ settings on 127.0.0.1: its health_port if set, "
         "else its port (the image's HEALTHCHECK)",
     )
+    route = parser.add_argument_group("the model, on a server of several (call metadata x-model-name, x-model-version)")
+    route.add_argument("--model-name", metavar="NAME", help="the model to call (default: the server's default model)")
+    route.add_argument(
+        "--model-version", metavar="X.Y.Z", help="its version (default: the newest the server has loaded)"
+    )
     _add_security_arguments(parser)
     parser.add_argument(
         "--input", action="append", metavar="NAME=PATH", help="an input file of one item, e.g. input.txt=hello.txt"
@@ -140,7 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="send the item N times in one Run call")
     parser.add_argument("--detect-drift", action="store_true", help="set detect_drift on the Run call")
     parser.add_argument("--explain", action="store_true", help="set explain on the Run call")
-    parser.add_argument("--health", action="store_true", help="print the health status; exit 0 only if SERVING")
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="print the health status (with --model-name, that model's); exit 0 only if SERVING",
+    )
     parser.add_argument("--wait", type=float, default=0.0, help="with --health: seconds to wait for SERVING")
     parser.add_argument("--shutdown", action="store_true", help="ask the server to shut down")
     parser.add_argument(

@@ -96,7 +96,7 @@ def for_podman(objects: list[dict[str, Any]], image: str, ports: dict[str, int])
 
 def test_the_deployment_serves_the_test_cases_under_podman(image: str, tmp_path: Path) -> None:
     bundle = load_bundle(Settings().asset_bundle_dir)
-    write(tmp_path / "k8s", render(Target(bundle, Settings(), default_image(bundle))))
+    write(tmp_path / "k8s", render(Target((bundle,), Settings(), default_image(bundle))))
     built = subprocess.run(
         [str(KUBECTL), "kustomize", str(tmp_path / "k8s/base")], capture_output=True, text=True, check=True, timeout=60
     ).stdout

@@ -63,7 +63,7 @@ def gpu(tmp_path_factory: pytest.TempPathFactory) -> AssetBundle:
 @pytest.fixture(scope="module")
 def gpu_manifests(tmp_path_factory: pytest.TempPathFactory, gpu: AssetBundle) -> Path:
     out = tmp_path_factory.mktemp("k8s")
-    write(out, render(Target(gpu, Settings(), default_image(gpu))))
+    write(out, render(Target((gpu,), Settings(), default_image(gpu))))
     return out
 
 
@@ -75,7 +75,7 @@ def greeter(tmp_path_factory: pytest.TempPathFactory) -> AssetBundle:
 @pytest.fixture(scope="module")
 def greeter_manifests(tmp_path_factory: pytest.TempPathFactory, greeter: AssetBundle) -> Path:
     out = tmp_path_factory.mktemp("k8s")
-    write(out, render(Target(greeter, Settings(), default_image(greeter))))
+    write(out, render(Target((greeter,), Settings(), default_image(greeter))))
     return out
 
 
@@ -300,7 +300,7 @@ def test_k8s_writes_the_files_and_check_names_a_stale_one(
 def test_ports_follow_the_settings_and_probes_use_the_plaintext_health_port(greeter: AssetBundle) -> None:
     """A TLS server's probes go to health_port (kubelet's gRPC probes speak no TLS); HTTP is declared when on."""
     settings = Settings(health_port=8086, metrics_port=9100, http="on", tls_cert="/tls/cert.pem", tls_key="/tls/k.pem")
-    files = render(Target(greeter, settings, "example.org/m:1"))
+    files = render(Target((greeter,), settings, "example.org/m:1"))
     (container,) = yaml.safe_load(files["base/deployment.yaml"])["spec"]["template"]["spec"]["containers"]
     lines = [line.split("=", 1) for line in files["base/settings.env"].splitlines() if not line.startswith("#")]
     env: dict[str, Any] = {name.removeprefix(ENV_PREFIX).lower(): value for name, value in lines}
@@ -314,7 +314,7 @@ def test_ports_follow_the_settings_and_probes_use_the_plaintext_health_port(gree
     assert (served.metrics_port, served.health_port, served.http, served.http_port) == (9100, 8086, "on", 8080)
     assert service_ports == {"grpc": 45000, "metrics": 9100, "http": 8080}
 
-    quiet = render(Target(greeter, Settings(metrics=False), "example.org/m:1"))
+    quiet = render(Target((greeter,), Settings(metrics=False), "example.org/m:1"))
     (container,) = yaml.safe_load(quiet["base/deployment.yaml"])["spec"]["template"]["spec"]["containers"]
     assert [port["name"] for port in container["ports"]] == ["grpc"]
     assert "GRPC_MODEL_METRICS=false" in quiet["base/settings.env"]

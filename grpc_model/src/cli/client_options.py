@@ -1,5 +1,6 @@
-"""The transport security options of every command that calls a server (status, call, test --server, score),
-and `client_security`, which checks what they name before a call goes out.
+"""The options of every command that calls a server (status, call, test --server, score): transport security,
+with `client_security`, which checks what they name before a call goes out; and the model the calls are for, with
+`model_route`.
 
 Each falls back to its environment variable when not given (security/channel.py), so a script can
 set them once. Nothing here imports gRPC: `grpc-model version` stays quick.
@@ -13,9 +14,11 @@ import typer
 from grpc_model.src.cli.output import USAGE, fail
 
 if TYPE_CHECKING:
+    from grpc_model.src.client import ModelRoute
     from grpc_model.src.security.channel import ClientSecurity
 
 PANEL = "Transport security"
+ROUTE_PANEL = "Model (a server of several models)"
 
 Tls = Annotated[
     bool, typer.Option("--tls", help="Speak TLS, trusting the system's root certificates.", rich_help_panel=PANEL)
@@ -87,3 +90,34 @@ def client_security(options: SecurityOptions) -> "ClientSecurity":
     except ClientSecurityError as error:
         raise fail(str(error), USAGE) from None
     return security
+
+
+ModelName = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="The model to call on a server of several (its name as V2 lists it, e.g. word-stats); "
+        "default: the server's default model. Sent as x-model-name call metadata.",
+        rich_help_panel=ROUTE_PANEL,
+    ),
+]
+ModelVersion = Annotated[
+    str | None,
+    typer.Option(
+        metavar="X.Y.Z",
+        help="The version of that model; default: the newest the server has loaded. Sent as x-model-version.",
+        rich_help_panel=ROUTE_PANEL,
+    ),
+]
+
+
+def model_route(name: str | None, version: str | None) -> "ModelRoute":
+    """The model the calls are for; a name or version gRPC cannot carry is a usage error naming the option."""
+    from grpc_model.src.client import ModelRoute, RouteError
+    from grpc_model.src.routing import MODEL_NAME_METADATA
+
+    try:
+        return ModelRoute(name, version)
+    except RouteError as error:
+        option = "--model-name" if error.key == MODEL_NAME_METADATA else "--model-version"
+        raise fail(f"{option}: {error}", USAGE) from None

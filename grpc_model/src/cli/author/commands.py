@@ -13,6 +13,8 @@ from rich.markup import escape
 from grpc_model.src.cli.author import project, scaffold
 from grpc_model.src.cli.author.file_spec import ScaffoldError
 from grpc_model.src.cli.client_options import (
+    ModelName,
+    ModelVersion,
     SecurityOptions,
     Tls,
     TlsCa,
@@ -21,6 +23,7 @@ from grpc_model.src.cli.client_options import (
     TlsServerName,
     Token,
     client_security,
+    model_route,
 )
 from grpc_model.src.cli.output import USAGE, console, fail, settings_from_env, shown
 from grpc_model.src.metadata import (
@@ -175,6 +178,8 @@ def run_tests(
     image: Annotated[bool, typer.Option("--image", help="Build the image and test it in a container.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the results as a JUnit XML file.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per call with --server.")] = 60.0,
+    model_name: ModelName = None,
+    model_version: ModelVersion = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -189,6 +194,9 @@ def run_tests(
     """
     if server and image:
         raise fail("choose --server or --image, not both", USAGE)
+    if (model_name is not None or model_version is not None) and not server:
+        raise fail("--model-name and --model-version choose a model on a server: add --server HOST:PORT", USAGE)
+    route = model_route(model_name, model_version)
     from grpc_model.src.cli.author import testing  # gRPC and the runtime, only when testing
     from grpc_model.src.client import server_list
 
@@ -215,7 +223,7 @@ def run_tests(
                 console.rule(f"test cases of {bundle.version} against {', '.join(servers)}")
                 options = SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token)
                 security = client_security(options)
-                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout, security)
+                outcomes = testing.run_cases_on_server(bundle, cases, servers, timeout, security, route)
                 suites.append(testing.Suite(",".join(servers), outcomes))
             else:
                 console.rule(f"test cases of {bundle.version} through {settings.model_class}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, EngineError, engine_environment
-from grpc_model.src.client import PLAINTEXT, ModelClient, TargetError, check_test_case
+from grpc_model.src.client import DEFAULT_MODEL, PLAINTEXT, ModelClient, ModelRoute, TargetError, check_test_case
 from grpc_model.src.metadata import AssetBundle, TestCase
 from grpc_model.src.runtime.items import describe, process_items
 from grpc_model.src.runtime.loader import LoadedModel
@@ -128,14 +128,15 @@ def run_cases_on_server(
     servers: list[str],
     timeout: float,
     security: ClientSecurity = PLAINTEXT,
+    route: ModelRoute = DEFAULT_MODEL,
 ) -> list[Outcome]:
-    """Each server's Status (which loads a model that loads on demand), then each case as one Run call,
-    round robin over the servers."""
-    outcomes = [_status_outcome(bundle, server, timeout, security) for server in servers]
+    """Each server's Status of the routed model (which loads a model that loads on demand), then each case as
+    one Run call, round robin over the servers."""
+    outcomes = [_status_outcome(bundle, server, timeout, security, route) for server in servers]
     if not all(outcome.passed for outcome in outcomes):
         return outcomes
     try:
-        client = ModelClient(servers, timeout=timeout, security=security)
+        client = ModelClient(servers, timeout=timeout, security=security, route=route)
     except TargetError as error:
         return [*outcomes, Outcome("the servers' addresses", [str(error)])]
     with client:
@@ -149,18 +150,30 @@ def run_cases_on_server(
     return outcomes
 
 
-def _status_outcome(bundle: AssetBundle, server: str, timeout: float, security: ClientSecurity) -> Outcome:
+def _status_outcome(
+    bundle: AssetBundle, server: str, timeout: float, security: ClientSecurity, route: ModelRoute
+) -> Outcome:
+    """The routed model's Status: loaded, and the model and version whose cases these are (a server of several
+    models answers for its default model unless the route names one)."""
     started = time.monotonic()
-    with ModelClient(server, timeout=timeout, security=security) as client:
+    name = f"Status of {server}" + ("" if route == DEFAULT_MODEL else f" ({route})")
+    with ModelClient(server, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()
         except grpc.RpcError as error:
-            return Outcome(f"Status of {server}", [f"{error.code().name}: {error.details()}"])
+            return Outcome(name, [f"{error.code().name}: {error.details()}"])
     problems = [] if status.status_code == 200 else [f"Status answered {status.status_code}: {status.message}"]
-    served = status.model_info.model_version
-    if served != bundle.version:
-        problems.append(f"the server serves version {served}, the cases are those of {bundle.version}")
-    return Outcome(f"Status of {server}", problems, time.monotonic() - started)
+    served = status.model_info
+    if served.model_name != bundle.spec.name:
+        problems.append(
+            f"the server answers for model {served.model_name!r}, the cases are those of {bundle.spec.name!r}"
+        )
+    elif served.model_version != bundle.version:
+        hint = f" (--model-version {bundle.version} asks for theirs)" if route.name and not route.version else ""
+        problems.append(
+            f"the server serves version {served.model_version}, the cases are those of {bundle.version}{hint}"
+        )
+    return Outcome(name, problems, time.monotonic() - started)
 
 
 def run_image(root: Path) -> Outcome:

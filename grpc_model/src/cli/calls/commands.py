@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from grpc_model.src.cli.client_options import (
+    ModelName,
+    ModelVersion,
     SecurityOptions,
     Tls,
     TlsCa,
@@ -17,6 +19,7 @@ from grpc_model.src.cli.client_options import (
     TlsServerName,
     Token,
     client_security,
+    model_route,
 )
 from grpc_model.src.cli.output import console
 
@@ -26,6 +29,8 @@ TargetArgument = Annotated[str, typer.Argument(metavar="HOST:PORT", help="The se
 def status(
     target: TargetArgument = "localhost:45000",
     timeout: Annotated[float, typer.Option(help="Seconds per call.")] = 30.0,
+    model_name: ModelName = None,
+    model_version: ModelVersion = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -33,14 +38,16 @@ def status(
     tls_server_name: TlsServerName = None,
     token: Token = None,
 ) -> None:
-    """Show a server's Status answer and health; exit 0 only if Status is 200 and health SERVING.
+    """Show a server's Status answer (of --model-name on a server of several) and health (and that model's); exit
+    0 only if Status is 200 and health SERVING.
 
     Example: `grpc-model status localhost:45000`
     """
     from grpc_model.src.cli.calls import remote  # gRPC, only when calling a server
 
+    route = model_route(model_name, model_version)
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    raise typer.Exit(remote.show_status(console, target, timeout, security))
+    raise typer.Exit(remote.show_status(console, target, timeout, security, route))
 
 
 def call(
@@ -54,6 +61,8 @@ def call(
     detect_drift: Annotated[bool, typer.Option(help="Set detect_drift on the call.")] = False,
     explain: Annotated[bool, typer.Option(help="Set explain on the call.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds for the call.")] = 60.0,
+    model_name: ModelName = None,
+    model_version: ModelVersion = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -61,13 +70,15 @@ def call(
     tls_server_name: TlsServerName = None,
     token: Token = None,
 ) -> None:
-    """Send one item to a server and print (or write) its outputs; exit 0 only if the item succeeded.
+    """Send one item to a server (to --model-name on a server of several) and print (or write) its outputs; exit 0
+    only if the item succeeded.
 
     Example: `grpc-model call localhost:45000 --input input.txt=hello.txt`
     """
     from grpc_model.src.cli.calls import remote  # gRPC, only when calling a server
 
+    route = model_route(model_name, model_version)
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
     raise typer.Exit(
-        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security)
+        remote.call_once(console, target, inputs or [], output_dir, detect_drift, explain, timeout, security, route)
     )

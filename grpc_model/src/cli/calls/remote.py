@@ -7,24 +7,36 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grpc_model.src.client import PLAINTEXT, InputError, ModelClient, read_inputs, render
+from grpc_model.src.client import DEFAULT_MODEL, PLAINTEXT, InputError, ModelClient, ModelRoute, read_inputs, render
 from grpc_model.src.metadata.names import file_name_problem
 from grpc_model.src.security.channel import ClientSecurity
 
 
-def show_status(console: Console, target: str, timeout: float, security: ClientSecurity = PLAINTEXT) -> int:
-    """Prints Status and health; 0 only when the model is loaded and the server SERVING."""
-    with ModelClient(target, timeout=timeout, security=security) as client:
+def show_status(
+    console: Console,
+    target: str,
+    timeout: float,
+    security: ClientSecurity = PLAINTEXT,
+    route: ModelRoute = DEFAULT_MODEL,
+) -> int:
+    """Prints the routed model's Status, the server's health and a named model's; 0 only when the model is loaded
+    and both are SERVING."""
+    with ModelClient(target, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()  # first: it loads a model that loads on demand
             health = client.health()
         except grpc.RpcError as error:
             console.print(f"[red]{escape(target)}: {error.code().name}: {escape(str(error.details()))}[/red]")
             return 1
+        model_health = _model_health(client, route.name) if route.name else "SERVING"
     info = status.model_info
     table = Table(show_header=False, box=None)
     table.add_row("server", target)
+    if route != DEFAULT_MODEL:
+        table.add_row("asked for", str(route))
     table.add_row("health", health)
+    if route.name:
+        table.add_row("model health", f"{model_health} (the health service {route.name})")
     table.add_row("status", f"{status.status_code} {status.status}: {status.message}")
     table.add_row("model", f"{info.model_name} {info.model_version} by {info.model_author}")
     table.add_row("inputs", ", ".join(f"{i.filename} ({', '.join(i.accepted_media_types)})" for i in status.inputs))
@@ -32,7 +44,16 @@ def show_status(console: Console, target: str, timeout: float, security: ClientS
     table.add_row("max batch", str(status.features.batch_size))
     table.add_row("timeouts", f"status {status.timeout.status or '-'}, run {status.timeout.run or '-'}")
     console.print(table)
-    return 0 if status.status_code == 200 and health == "SERVING" else 1
+    return 0 if status.status_code == 200 and health == model_health == "SERVING" else 1
+
+
+def _model_health(client: ModelClient, name: str) -> str:
+    """The health service a server of several models keeps for each by its name; a server that routes by no
+    name has none (NOT_FOUND), which is how one that ignored the name shows."""
+    try:
+        return client.health(name)
+    except grpc.RpcError as error:
+        return str(error.code().name)
 
 
 def call_once(
@@ -44,9 +65,10 @@ def call_once(
     explain: bool,
     timeout: float,
     security: ClientSecurity = PLAINTEXT,
+    route: ModelRoute = DEFAULT_MODEL,
 ) -> int:
-    """Sends one item made of `NAME=PATH` files; prints or writes its outputs."""
-    with ModelClient(target, timeout=timeout, security=security) as client:
+    """Sends one item made of `NAME=PATH` files to the routed model; prints or writes its outputs."""
+    with ModelClient(target, timeout=timeout, security=security, route=route) as client:
         try:
             status = client.status()
             item = read_inputs(pairs, [i.filename for i in status.inputs])

@@ -23,37 +23,67 @@ def kubernetes(
         typer.Option(help="The image to run; default: from docker_metadata.yaml, tagged with the served version."),
     ] = None,
     replicas: Annotated[int, typer.Option(min=1, help="Replicas without an autoscaler.")] = 2,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write a repository server's manifests instead, for every model of DIR (a folder per model), "
+            "and the Dockerfile of its image (image/Dockerfile); needs --image. Default --out: "
+            "deploy/kubernetes-repository.",
+        ),
+    ] = None,
+    max_loaded_models: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --repository: the server keeps at most N models loaded, and the pod's resources are the sum "
+            "of the N largest models' instead of every model's. 0: every model loaded.",
+        ),
+    ] = 0,
     check: Annotated[
         bool,
         typer.Option("--check", help="Write nothing; exit 1 if the files there differ from what would be written."),
     ] = False,
 ) -> None:
     """Deployment step: write the Kubernetes manifests of the served model (a kustomize base and overlays for
-    an HPA, KEDA, KServe) from its model.yaml; run it again whenever model.yaml changes.
+    an HPA, KEDA, KServe) from its model.yaml, or with --repository those of a server of many models; run it again
+    whenever a model.yaml changes.
 
     Example: `grpc-model k8s && kubectl apply -k deploy/kubernetes/overlays/hpa`
     """
     from grpc_model.src.cli.deployment import kubernetes_layout as layout
     from grpc_model.src.cli.deployment.kubernetes import Target, default_image
+    from grpc_model.src.cli.deployment.kubernetes_repository import repository_target
 
+    if max_loaded_models and repository is None:
+        raise fail("--max-loaded-models is a repository server's budget: add --repository DIR", USAGE)
+    if repository is not None and image is None:
+        raise fail("--repository needs --image: the image its image/Dockerfile builds (docs/deploy.md)", USAGE)
     settings = settings_from_env()
-    out = out or project_dir() / "deploy" / "kubernetes"
+    folder = "kubernetes" if repository is None else "kubernetes-repository"
+    out = out or project_dir() / "deploy" / folder
     try:
-        bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+        if repository is not None and image is not None:
+            target = repository_target(repository, settings, image, replicas, max_loaded_models)
+        else:
+            bundle = load_bundle(settings.asset_bundle_dir, settings.model_version)
+            target = Target((bundle,), settings, image or default_image(bundle), replicas)
     except BundleError as error:
         raise fail(str(error)) from None
-    files = layout.render(Target(bundle, settings, image or default_image(bundle), replicas))
+    files = layout.render(target)
     if check:
         stale = layout.stale_files(out, files)
         for name in stale:
             errors.print(f"[red]stale:[/red] {escape(shown(out / name))}")
         if stale:
-            raise fail(f"{shown(out)} is not what model.yaml gives: run `grpc-model k8s` and commit the result")
+            again = "grpc-model k8s" + (f" --repository {repository}" if repository is not None else "")
+            raise fail(f"{shown(out)} is not what model.yaml gives: run `{again}` and commit the result")
         console.print(f"[green]up to date:[/green] {escape(shown(out))} ({len(files)} files)")
         return
     for path in layout.write(out, files):
         console.print(f"  wrote {escape(shown(path))}")
-    console.print(f"Next: `kubectl apply -k {escape(shown(out))}/overlays/hpa` (docs/deploy.md)")
+    build = f"build and push the image as {shown(out / 'image/Dockerfile')} says, then " if repository else ""
+    console.print(f"Next: {escape(build)}`kubectl apply -k {escape(shown(out))}/overlays/hpa` (docs/deploy.md)")
 
 
 def serve(ctx: typer.Context) -> None:

@@ -4,6 +4,8 @@ base/              Deployment, Service, headless Service, PodDisruptionBudget, s
 overlays/hpa/      base + a HorizontalPodAutoscaler on CPU (any cluster)
 overlays/keda/     base + a KEDA ScaledObject on queue depth and CPU + a ServiceMonitor
 overlays/kserve/   a KServe InferenceService: the same container as a custom predictor
+image/Dockerfile   a repository server's only: its image, the models in /models (no kserve overlay: an
+                   InferenceService is one model, and KServe's answer for many is ModelMesh)
 """
 
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from grpc_model.src.cli.deployment import kubernetes_repository
 from grpc_model.src.cli.deployment.kubernetes import (
     Manifest,
     Target,
@@ -52,7 +55,7 @@ def _cpu_metric() -> Manifest:
 
 def scaled_object(target: Target) -> Manifest:
     """Queue depth (`grpc_model_queued_items`, scraped through the ServiceMonitor) per replica, and CPU."""
-    per_replica = QUEUED_BATCHES_PER_REPLICA * target.bundle.spec.features.maxBatchSize
+    per_replica = QUEUED_BATCHES_PER_REPLICA * target.max_batch_size
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -131,7 +134,7 @@ def _replicas_patch(target: Target) -> list[Manifest]:
 def manifests(target: Target) -> dict[str, Manifest | str]:
     """Every file, by its path under the output directory: a manifest, or text (the settings file)."""
     settings = "".join(f"{name}={value}\n" for name, value in settings_env(target).items())
-    return {
+    files: dict[str, Manifest | str] = {
         "base/kustomization.yaml": kustomization(
             ["deployment.yaml", "service.yaml", "service-headless.yaml", "pdb.yaml"],
             configMapGenerator=[{"name": f"{target.name}-settings", "envs": ["settings.env"]}],
@@ -148,17 +151,27 @@ def manifests(target: Target) -> dict[str, Manifest | str]:
         ),
         "overlays/keda/scaledobject.yaml": scaled_object(target),
         "overlays/keda/servicemonitor.yaml": service_monitor(target),
+    }
+    if target.repository is not None:
+        return {**files, kubernetes_repository.DOCKERFILE: kubernetes_repository.dockerfile(target)}
+    return {
+        **files,
         "overlays/kserve/kustomization.yaml": kustomization(["inferenceservice.yaml"]),
         "overlays/kserve/inferenceservice.yaml": inference_service(target),
     }
 
 
 def render(target: Target) -> dict[str, str]:
-    """The files' text, each YAML file headed by where it comes from."""
-    source = f"{target.bundle.path.parent.name}/{target.bundle.path.name}/model.yaml"
-    header = (
-        f"# Written by `grpc-model k8s` from {source} ({target.bundle.spec.name}); run it again after changing it.\n"
-    )
+    """The files' text, each headed by where it comes from."""
+    if target.repository is not None:
+        header = (
+            f"# Written by `grpc-model k8s --repository {target.repository.source}` from its models' model.yaml "
+            f"({kubernetes_repository.describe(target.bundles)}); run it again after changing one.\n"
+        )
+    else:
+        bundle = target.bundles[0]
+        source = f"{bundle.path.parent.name}/{bundle.path.name}/model.yaml"
+        header = f"# Written by `grpc-model k8s` from {source} ({bundle.spec.name}); run it again after changing it.\n"
     return {
         path: header + (content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
         for path, content in manifests(target).items()

@@ -8,7 +8,7 @@ imports the other.
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from grpc_model.src.client import PLAINTEXT
+from grpc_model.src.client import DEFAULT_MODEL, PLAINTEXT, ModelRoute
 from grpc_model.src.security.channel import ClientSecurity
 
 Answer = tuple[bool, dict[str, bytes]]
@@ -24,3 +24,4 @@ class Options:
     explain: bool = False
     security: ClientSecurity = PLAINTEXT
     paths_outside: bool = False  # read files outside the inputs' folder (links, paths in a CSV or JSONL)
+    route: ModelRoute = DEFAULT_MODEL  # the model of a server of several that the calls are for

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from grpc_model.src.cli.client_options import (
+    ModelName,
+    ModelVersion,
     SecurityOptions,
     Tls,
     TlsCa,
@@ -17,6 +19,7 @@ from grpc_model.src.cli.client_options import (
     TlsServerName,
     Token,
     client_security,
+    model_route,
 )
 from grpc_model.src.cli.output import USAGE, console, errors, fail, settings_from_env
 
@@ -50,6 +53,8 @@ def score(
             "name; without it they are refused."
         ),
     ] = False,
+    model_name: ModelName = None,
+    model_version: ModelVersion = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -71,10 +76,11 @@ def score(
     from grpc_model.src.cli.scoring.score_io import ScoreInputError
     from grpc_model.src.client import TargetError, server_list
 
+    if in_process and (model_name is not None or model_version is not None):
+        raise fail("--model-name and --model-version choose a model on a server, not with --in-process", USAGE)
+    route = model_route(model_name, model_version)
     security = client_security(SecurityOptions(tls, tls_ca, tls_cert, tls_key, tls_server_name, token))
-    options = Options(
-        batch_size, concurrency, timeout, detect_drift, explain, security, paths_outside=allow_paths_outside
-    )
+    options = Options(batch_size, concurrency, timeout, detect_drift, explain, security, allow_paths_outside, route)
     settings = settings_from_env()
     local = (settings.model_class, settings.asset_bundle_dir, settings.model_version) if in_process else None
     targets = server_list(server or ["localhost:45000"])

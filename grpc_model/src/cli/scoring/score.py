@@ -81,15 +81,20 @@ class Servers:
         self.options, self.tally = options, tally
 
     async def status(self) -> pb.StatusResponse:
-        """Each listed server's Status, retried while unavailable (it also loads a model that loads on demand);
-        the first answer that is not 200, else the first. Replicas behind one `dns:///` target get one call."""
+        """Each listed server's Status of the routed model, retried while unavailable (it also loads a model that
+        loads on demand); the first answer that is not 200, else the first. Replicas behind one `dns:///` target
+        get one call."""
         answers = [await self._status_of(target) for target in self.targets]
         return next((answer for answer in answers if answer.status_code != 200), answers[0])
 
     async def _status_of(self, target: str) -> pb.StatusResponse:
         async with open_channel(target, self.options.security, channel_options(), aio=True) as channel:
             stub: ModzyModelAsyncStub = ModzyModelStub(channel)
-            return await self._retrying(lambda _: stub.Status(pb.StatusRequest(), timeout=self.options.timeout))
+            return await self._retrying(
+                lambda _: stub.Status(
+                    pb.StatusRequest(), timeout=self.options.timeout, metadata=self.options.route.metadata
+                )
+            )
 
     async def run(self, items: list[dict[str, bytes]]) -> list[Answer]:
         request = pb.RunRequest(
@@ -98,7 +103,9 @@ class Servers:
             explain=self.options.explain,
         )
         try:
-            response = await self._retrying(lambda stub: stub.Run(request, timeout=self.options.timeout))
+            response = await self._retrying(
+                lambda stub: stub.Run(request, timeout=self.options.timeout, metadata=self.options.route.metadata)
+            )
         except grpc.aio.AioRpcError as error:
             return [(False, {ERROR: f"{error.code().name}: {error.details()}".encode()})] * len(items)
         if len(response.outputs) != len(items):
