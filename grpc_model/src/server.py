@@ -224,13 +224,14 @@ def _http_server(
     It has the gRPC port's protection: the same bearer tokens, and HTTPS from the same certificate files.
     """
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
-    from grpc_model.src.v2.rest import v2_router
+    from grpc_model.src.v2.rest import v2_router, v2_shortcut
     from grpc_model.src.web.app import create_app
     from grpc_model.src.web.hosting import HttpServer
     from grpc_model.src.web.model_routes import model_router
 
     routers = [model_router(inference, bundle.spec), v2_router(v2)]
-    app = create_app(bundle.spec, routers, max_request_bytes, None if check is None else check.refusal)
+    refusal = None if check is None else check.refusal
+    app = create_app(bundle.spec, routers, max_request_bytes, refusal, shortcuts=[v2_shortcut(v2)])
     try:
         sock = bind(settings.host, settings.http_port)
     except OSError as error:
