@@ -22,6 +22,7 @@ hits both sides alike.
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +61,29 @@ TARGETS = {  # ratio: (what, goal)
 COLD_START_GOAL_S = 0.5
 
 
-async def _turn(caller: Caller, pid: int, concurrency: int, seconds: float) -> Point:
+@dataclass
+class Turn(Point):
+    client_cpu_us_per_request: float = 0.0
+    """The load generator's own CPU per call (this process), which shares the machine's cores with the server."""
+
+
+async def _turn(caller: Caller, pid: int, concurrency: int, seconds: float) -> Turn:
     usage = Usage()
+    client: list[float] = []
+    server_window = usage_window(pid, usage)
+
+    @contextlib.asynccontextmanager
+    async def window() -> AsyncIterator[None]:
+        started = time.process_time()
+        async with server_window():
+            yield
+        client.append(time.process_time() - started)
+
     async with caller(concurrency) as call:
-        load = await drive(call, concurrency, seconds, window=usage_window(pid, usage))
-    point = Point("rest", "", concurrency)
+        load = await drive(call, concurrency, seconds, window=window)
+    point = Turn("rest", "", concurrency)
     fill(point, load, usage)
+    point.client_cpu_us_per_request = round(client[0] / load.calls * 1e6, 1) if load.calls else 0.0
     return point
 
 
@@ -75,11 +95,11 @@ def _bare(model: str) -> tuple[Launched, Caller]:
     return Launched(command, "bare-rest", http_ready(f"{base}/v2/health/ready"), env), v2_rest_caller(base, model)
 
 
-def _summary(turns: list[Point]) -> dict[str, Any]:
+def _summary(turns: list[Turn]) -> dict[str, Any]:
     def median(metric: str) -> float:
         return round(float(statistics.median(getattr(p, metric) for p in turns)), 2)
 
-    metrics = ("requests_per_s", "items_per_s", "p50_ms", "p99_ms", "cpu_us_per_request")
+    metrics = ("requests_per_s", "items_per_s", "p50_ms", "p99_ms", "cpu_us_per_request", "client_cpu_us_per_request")
     return {
         **{metric: median(metric) for metric in metrics},
         "errors": sum(p.errors for p in turns),
@@ -87,7 +107,7 @@ def _summary(turns: list[Point]) -> dict[str, Any]:
     }
 
 
-def _ratio(over: list[Point], under: list[Point], metric: str) -> dict[str, float]:
+def _ratio(over: list[Turn], under: list[Turn], metric: str) -> dict[str, float]:
     tops, bottoms = [getattr(p, metric) for p in over], [getattr(p, metric) for p in under]
     paired = [top / bottom for top, bottom in zip(tops, bottoms, strict=True) if bottom]
     return {
@@ -101,8 +121,8 @@ async def rest_against_bare(
 ) -> dict[str, Any]:
     """Echo over REST, this server and the bare route in turns; then the device profile over REST and gRPC."""
     roots = {OURS: PROJECT_ROOT, **({BEFORE: before} if before else {})}
-    echo_turns: dict[str, list[Point]] = {name: [] for name in [*roots, BARE]}
-    device_turns: dict[str, list[Point]] = {f"{name} V2 {p}": [] for name in roots for p in ("REST", "gRPC")}
+    echo_turns: dict[str, list[Turn]] = {name: [] for name in [*roots, BARE]}
+    device_turns: dict[str, list[Turn]] = {f"{name} V2 {p}": [] for name in roots for p in ("REST", "gRPC")}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-rest-") as directory:
             scratch = Path(directory)
@@ -237,12 +257,13 @@ def markdown(rest: dict[str, Any] | None, cold: dict[str, Any] | None) -> list[s
         lines += [
             "",
             f"| V2 REST, median of {rest['rounds']} interleaved rounds | conc. | req/s | items/s | p50 ms | p99 ms "
-            "| server CPU µs/req | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| server CPU µs/req | load generator CPU µs/req | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, profile, concurrency in (("echo_c32", "echo", 32), ("device_c64", "device", 64)):
             for name, s in rest[key].items():
-                figures = [s[m] for m in ("requests_per_s", "items_per_s", "p50_ms", "p99_ms", "cpu_us_per_request")]
+                figures = [s[m] for m in ("requests_per_s", "items_per_s", "p50_ms", "p99_ms", "cpu_us_per_request",
+                                          "client_cpu_us_per_request")]  # fmt: skip
                 lines.append(f"| {profile}: {name} | {concurrency} | {' | '.join(map(str, figures))} | {s['errors']} |")
         lines += ["", "| target | of the medians | median of the rounds' ratios | goal |", "|---|---:|---:|---|"]
         for name, ratio in rest["ratios"].items():
