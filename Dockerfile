@@ -62,8 +62,8 @@ COPY --from=dependencies /packages ./
 COPY --from=dependencies /bundle ./asset_bundle/
 # The framework's, the model's and the standard library's bytecode, for the reason given at --compile above. A file
 # that does not compile (a test's of the standard library...) is left as it is: bytecode only saves start-up time.
-RUN python -c "import compileall, re, sysconfig; [compileall.compile_dir(folder, quiet=2, rx=re.compile('asset_bundle')) \
-    for folder in ('/app', sysconfig.get_path('stdlib'))]"
+RUN python -c "import compileall, re, sysconfig; skip = re.compile('asset_bundle'); \
+    [compileall.compile_dir(folder, quiet=2, rx=skip) for folder in ('/app', sysconfig.get_path('stdlib'))]"
 USER model
 EXPOSE 45000
 # HTTP, served when the image has the `http` group (see the top of this file)
