@@ -137,9 +137,9 @@ async def rest_against_bare(
             stop_all()
             servers = {name: ours.start(PROFILES["device"], "default", scratch / f"{name}-device", cpu_iterations,
                                         root) for name, root in roots.items()}  # fmt: skip
-            for _ in range(rounds):
+            for round_ in range(rounds):
                 for name, started in servers.items():
-                    for protocol in ("REST", "gRPC"):
+                    for protocol in ("REST", "gRPC") if round_ % 2 == 0 else ("gRPC", "REST"):  # neither always first
                         caller = started.callers[f"V2 {protocol}"]
                         point = await _turn(caller, started.server.pid, DEVICE_CONCURRENCY, seconds)
                         device_turns[f"{name} V2 {protocol}"].append(point)
