@@ -24,7 +24,7 @@ COPY pyproject.toml poetry.lock ./
 ARG POETRY_GROUPS=""
 ARG POETRY_EXTRAS=""
 # --compile: the server runs with PYTHONDONTWRITEBYTECODE and may not write /venv, so without bytecode made here every
-# start compiled every module it imports again (about 1.4 s of CPU of a 2 s cold start, docs/benchmarks.md).
+# start compiled every module it imports again (1.3 s more CPU before health says SERVING, docs/benchmarks.md).
 RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only "main${POETRY_GROUPS:+,$POETRY_GROUPS}" \
     --extras "$(echo "$POETRY_EXTRAS" | tr , ' ')" --no-root --no-interaction --compile
 # The served bundle, validated, alone in /bundle: a broken model.yaml or test case fails the build.
