@@ -33,7 +33,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the project's packages
 
-from benchmarks import cost, examples, payloads, percall, scale_out, scoring  # noqa: E402
+from benchmarks import cost, examples, payloads, percall, rest_cost, scale_out, scoring  # noqa: E402
 from benchmarks import load as load_driver  # noqa: E402
 from benchmarks.bundle import write_bundle  # noqa: E402
 from benchmarks.models import calibrate_cpu_iterations  # noqa: E402
@@ -43,7 +43,6 @@ from benchmarks.processes import Server, Usage, memory_mb, process_tree, usage_w
 from benchmarks.report import CONFIGS, LARGE_BYTES, Point, Results, fill, machine, markdown, plot  # noqa: E402
 from grpc_model.src.auto_generated.model2_template import model_pb2 as pb  # noqa: E402
 from grpc_model.src.auto_generated.model2_template.model_pb2_grpc import ModzyModelStub  # noqa: E402
-from grpc_model.src.client import ModelClient  # noqa: E402
 
 MESSAGE_LIMIT = 300 * 1024 * 1024
 SMALL = b"x" * 64
@@ -121,21 +120,6 @@ async def cpu_per_request(target: str, pid: int, concurrency: int, seconds: floa
     point = Point("echo", "cost", concurrency)
     await drive(target, SMALL, concurrency, seconds, [pid], point)
     return point.requests_per_s, point.cpu_us_per_request
-
-
-def cold_start_seconds(env: dict[str, str], runs: int = 3) -> float:
-    """Median time from starting the example server (loading at start-up) to health SERVING."""
-    timings = []
-    for _ in range(runs):
-        started = time.monotonic()
-        command = [sys.executable, "-m", "grpc_model.src.model_server", "--host", "127.0.0.1",
-                   "--load-model-at-startup"]  # fmt: skip
-        server = Server(command, env, "cold-start")
-        with ModelClient(server.target, timeout=5) as client:
-            assert client.wait_for_health("SERVING", 30) == "SERVING"
-        timings.append(time.monotonic() - started)
-        server.stop()
-    return statistics.median(timings)
 
 
 async def one_big_call(
@@ -255,9 +239,8 @@ async def main() -> int:
     args = parser.parse_args()
     if args.peers:
         return await peer_comparison(args)
-    args.profiles = args.profiles or ",".join(
-        [*(p.name for p in PROFILES), "payloads", "digits", "score", "cost", "percall", "scale-out"]
-    )
+    extras = ["payloads", "digits", "score", "cost", "percall", "rest", "scale-out"]
+    args.profiles = args.profiles or ",".join([*(p.name for p in PROFILES), *extras])
     args.out = args.out or ROOT / "docs" / "bench"
     chosen = [
         replace(
@@ -277,7 +260,8 @@ async def main() -> int:
     results.extras["cpu_iterations_for_5ms"] = int(env["BENCH_CPU_ITERATIONS"])
     bundle = write_bundle(Path(tempfile.mkdtemp(prefix="bench-bundle-")))
     try:
-        results.extras["cold_start_s"] = round(cold_start_seconds(env), 3)
+        results.extras["cold_start"] = rest_cost.cold_start()
+        results.extras["cold_start_s"] = results.extras["cold_start"]["grpc-model, default (HTTP on)"]["serving_s"]
         for profile in chosen:
             for config in args.configs.split(","):
                 server = start_server(profile, config, bundle, env)
@@ -301,6 +285,9 @@ async def main() -> int:
             results.extras["cost"] = await cost.observability_cost(cpu_per_request, bundle, env, args.duration)
         if "percall" in args.profiles.split(","):  # the per-call path against the bare servicers, both protocols
             results.extras["percall"] = await percall.per_call(env, args.duration)
+        if "rest" in args.profiles.split(","):  # V2 REST against a bare FastAPI route, and against gRPC
+            iterations = int(env["BENCH_CPU_ITERATIONS"])
+            results.extras["rest"] = await rest_cost.rest_against_bare(args.duration, 5, iterations)
         if "score" in args.profiles.split(","):
             results.extras["score"] = await scorer_speed(bundle, env, args.duration)
         if "scale-out" in args.profiles.split(","):  # replicas behind round robin; SIGTERM under load
@@ -315,7 +302,7 @@ async def main() -> int:
         shutil.rmtree(bundle, ignore_errors=True)
 
     (args.out / "results.json").write_text(json.dumps({**asdict(results)}, indent=2))
-    table = markdown(results)
+    table = markdown(results) + "\n".join(rest_cost.markdown(results.extras.get("rest"), results.extras["cold_start"]))
     (args.out / "results.md").write_text(table)
     if results.points:  # only the profiles compared across configurations are plotted
         plot(results, args.out / "throughput.png")

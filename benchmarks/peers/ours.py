@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.bundle import write_bundle
 from benchmarks.peers.calls import Started, grpc_caller, v2_rest_caller
-from benchmarks.peers.probes import v2_grpc_ready
+from benchmarks.peers.probes import http_ready, v2_grpc_ready
 from benchmarks.peers.profiles import PeerProfile
 from benchmarks.processes import Launched, free_port
 from grpc_model.src.metadata import load_bundle, slug
@@ -25,7 +25,10 @@ VARIANTS = {
 PROTOCOLS = ("ModzyModel gRPC", "V2 gRPC", "V2 REST")
 
 
-def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int) -> Started:
+def start(
+    profile: PeerProfile, variant: str, directory: Path, cpu_iterations: int, root: Path = PROJECT_ROOT
+) -> Started:
+    """The server of the checkout at `root` (another one: a before-and-after comparison, benchmarks/rest_cost.py)."""
     model_class, flags = PROFILES[profile.name]
     bundle = write_bundle(directory / "bundle")
     model = slug(load_bundle(bundle).spec.name)
@@ -36,10 +39,18 @@ def start(profile: PeerProfile, variant: str, directory: Path, cpu_iterations: i
         "--model-class", f"benchmarks.models:{model_class}", "--asset-bundle-dir", str(bundle), *flags,
         *VARIANTS[variant],
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "BENCH_CPU_ITERATIONS": str(cpu_iterations),
+    env = {**os.environ, "PYTHONPATH": str(root), "BENCH_CPU_ITERATIONS": str(cpu_iterations),
            "GRPC_MODEL_METRICS_PORT": "0"}  # fmt: skip
     target = f"127.0.0.1:{port}"
-    server = Launched(command, f"ours-{profile.name}-{variant}", v2_grpc_ready(target, model), env)
+    grpc_ready, http_is_ready = (
+        v2_grpc_ready(target, model),
+        http_ready(f"http://127.0.0.1:{http_port}/v2/health/ready"),
+    )
+
+    def ready() -> bool:  # gRPC serves before the HTTP app has loaded (docs/http.md): the REST row needs both
+        return grpc_ready() and http_is_ready()
+
+    server = Launched(command, f"ours-{profile.name}-{variant}", ready, env, root)
     return Started(
         server,
         {

@@ -5,8 +5,10 @@ reflection, security, observability); nothing imports it but the entry point and
 """
 
 import asyncio
+import functools
 import logging
 import signal
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,7 @@ async def start_server(settings: Settings) -> RunningServer:
         if settings.health_port
         else None
     )
+    http_socket = None
     try:
         address = f"{settings.host}:{settings.port}"
         try:
@@ -159,19 +162,26 @@ async def start_server(settings: Settings) -> RunningServer:
             raise ListenError(why_not_listening(settings.host, settings.port)) from None
         if health_server is not None:
             bind_health_only(health_server, health_servicer, settings)
-        http = _http_server(settings, registry, v2, control, largest_request, check, tls) if with_http else None
+        http_socket = _http_socket(settings) if with_http else None
         # Once gRPC has its port, so that a bad host is reported as such.
         metrics_server = await serve_metrics(
             _scraped(settings, registry, metrics), settings, tls, None if check is None else check.refusal
         )
     except ListenError:
+        if http_socket is not None:
+            http_socket.close()
         await server.stop(None)  # a server never started keeps its ports until collected: the process exits
         await registry.close()  # worker processes started with the model must not outlive the failed start
         raise
     await server.start()
     if health_server is not None:
         await health_server.start()
-    if http is not None:
+    http = None
+    if http_socket is not None:
+        # FastAPI and uvicorn load on a thread while gRPC answers (their imports are most of a cold start); the
+        # HTTP port listens already, so a connection made meanwhile waits for its answer, not refused.
+        build = functools.partial(_http_server, settings, registry, v2, control, largest_request, check, tls)
+        http = await asyncio.to_thread(build, http_socket)
         await http.start()
         logger.info(
             "HTTP%s (the page, REST and OpenAPI at /docs) on %s:%d",
@@ -211,14 +221,15 @@ def _http_server(
     max_request_bytes: int,
     check: TokenCheck | None,
     tls: ssl.SSLContext | None,
+    sock: socket.socket,
 ) -> "HttpServer":
-    """The HTTP server with every front end's router, its port bound; raises ListenError.
+    """The HTTP server with every front end's router, on `sock`.
 
     It has the gRPC port's protection: the same bearer tokens, and HTTPS from the same certificate files. The
     page and the multipart endpoint serve the default model; a repository without one has V2 REST only.
     """
     # Imported here: FastAPI and uvicorn come from the optional `http` group.
-    from grpc_model.src.v2.rest import repository_router, v2_router
+    from grpc_model.src.v2.rest import repository_router, v2_router, v2_shortcut
     from grpc_model.src.web.app import create_app
     from grpc_model.src.web.hosting import HttpServer
     from grpc_model.src.web.model_routes import model_router
@@ -227,17 +238,22 @@ def _http_server(
     routers = [] if default is None else [model_router(default, default.spec)]
     routers += [v2_router(v2), repository_router(control)]
     spec = None if default is None else default.spec
-    app = create_app(spec, routers, max_request_bytes, None if check is None else check.refusal)
+    refusal = None if check is None else check.refusal
+    app = create_app(spec, routers, max_request_bytes, refusal, shortcuts=[v2_shortcut(v2)])
+    guard = PortGuard("HTTP", connection_cap(settings.http_max_connections), tls, settings.http_read_timeout_seconds)
+    grace = settings.shutdown_grace_seconds + ANSWER_SECONDS
+    return HttpServer(app, sock, grace, guard, settings.http_idle_timeout_seconds, settings.http_read_timeout_seconds)
+
+
+def _http_socket(settings: Settings) -> socket.socket:
+    """The HTTP port, listening; raises ListenError."""
     try:
-        sock = bind(settings.host, settings.http_port)
+        return bind(settings.host, settings.http_port)
     except OSError as error:
         raise ListenError(
             f"http_port: cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error} "
             f"(set with {flag('http_port')} or {env_var('http_port')}; {flag('http')} off turns HTTP off)"
         ) from None
-    guard = PortGuard("HTTP", connection_cap(settings.http_max_connections), tls, settings.http_read_timeout_seconds)
-    grace = settings.shutdown_grace_seconds + ANSWER_SECONDS
-    return HttpServer(app, sock, grace, guard, settings.http_idle_timeout_seconds, settings.http_read_timeout_seconds)
 
 
 def _registry(settings: Settings) -> tuple[ModelRegistry, int, InflightBudget, Recorder]:

@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 
 from grpc_model.src import web
+from grpc_model.src.client import ModelClient
 from grpc_model.src.server import ListenError, start_server
 from grpc_model.src.settings import Settings
-from grpc_model.tests.conftest import ServerFactory, ServerThread, eventually
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory, ServerThread, eventually, loopback_settings
 from grpc_model.tests.http_client import HTTP, get, post_form, request
 from grpc_model.tests.wrappers import Gated
 
 pytest.importorskip("fastapi", reason="the optional `http` extra is not installed")
+from grpc_model.src.web import app as web_app
 
 STATIC = Path(web.__file__).parent / "static"
 
@@ -235,3 +237,57 @@ def test_kept_alive_connections_send_answers_without_waiting_for_an_ack(greeter_
             assert server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         connection.close()
+
+
+def test_grpc_answers_serving_while_the_http_app_loads(greeter_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI and uvicorn load on a thread once gRPC serves (their imports are most of a cold start): health says
+    SERVING before the HTTP app exists, and a request sent to the HTTP port meanwhile is answered once it does."""
+    building, release = threading.Event(), threading.Event()
+    create_app = web_app.create_app
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        building.set()
+        assert release.wait(PATIENCE_SECONDS)
+        return create_app(*args, **kwargs)
+
+    monkeypatch.setattr(web_app, "create_app", gated)
+    port, http_port = _free_port(), _free_port()
+    settings = loopback_settings(
+        port=port,
+        http="on",
+        http_port=http_port,
+        asset_bundle_dir=greeter_bundle,
+        model_class="grpc_model.tests.wrappers:Greeter",
+        load_model_at_startup=True,
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    starting = asyncio.run_coroutine_threadsafe(start_server(settings), loop)
+    try:
+        assert building.wait(PATIENCE_SECONDS)
+        with ModelClient(f"127.0.0.1:{port}", timeout=PATIENCE_SECONDS) as client:
+            health = client.health()
+        early = socket.create_connection(("127.0.0.1", http_port), timeout=PATIENCE_SECONDS)
+        early.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        waiting = not starting.done()
+        release.set()
+        with early:
+            answer = early.makefile("rb").read()
+    finally:
+        release.set()
+        running = starting.result(PATIENCE_SECONDS)
+        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(PATIENCE_SECONDS)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(PATIENCE_SECONDS)
+        loop.close()
+
+    assert (health, waiting) == ("SERVING", True)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b'{"live":true}')
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

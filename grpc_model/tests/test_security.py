@@ -384,6 +384,10 @@ def test_the_http_port_has_the_grpc_ports_tls_and_tokens(serve_greeter: ServerFa
         status, headers, body = request(f"https://{base}{path}", context=trusted)
         assert (status, headers["www-authenticate"]) == (401, "Bearer"), path
         assert "needs a bearer token" in json.loads(body)["detail"]
+    infer = f"https://{base}/v2/models/hello-world/infer"  # answered outside FastAPI's routing: refused all the same
+    status, headers, body = request(infer, "POST", b'{"inputs": []}', context=trusted)
+    assert (status, headers["www-authenticate"]) == (401, "Bearer")
+    assert "needs a bearer token" in json.loads(body)["detail"]
     run = f"https://{base}/api/model/run"
     wrong = post_form(run, {"input.txt": b"Ada"}, None, {"Authorization": "Bearer x"}, context=trusted)
     right = post_form(run, {"input.txt": b"Ada"}, None, bearer, context=trusted)

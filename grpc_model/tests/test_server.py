@@ -2,7 +2,10 @@
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from grpc_model.src.auto_generated.v2 import grpc_predict_v2_pb2 as v2
 from grpc_model.src.auto_generated.v2.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from grpc_model.src.client import ModelClient
 from grpc_model.src.servicer import SERVICE_NAME
+from grpc_model.src.settings import PROJECT_ROOT
 from grpc_model.tests.conftest import (
     PATIENCE_SECONDS,
     TEST_VERSION,
@@ -368,3 +372,40 @@ def test_each_call_logs_one_debug_line_with_count_duration_and_rate(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run:")]
     assert len(lines) == 1
     assert re.fullmatch(r"Run: 2 items \(1 failed\) in [\d.]+ ms, [\d.]+ items/s", lines[0])
+
+
+OPTIONAL_LIBRARIES = ("fastapi", "starlette", "uvicorn", "opentelemetry", "ray")
+STARTS_AND_STOPS = """
+import asyncio, sys
+from grpc_model.src.server import start_server
+from grpc_model.src.settings import Settings
+
+async def main():
+    settings = Settings(host="127.0.0.1", port=0, metrics_port=0, http="off", tracing="off",
+                        asset_bundle_dir=sys.argv[1], model_class="grpc_model.tests.wrappers:Greeter",
+                        load_model_at_startup=True)
+    running = await start_server(settings)
+    await running.stop()
+
+asyncio.run(main())
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_a_server_without_http_or_tracing_imports_none_of_their_libraries(greeter_bundle: Path) -> None:
+    """Optional parts load only when they are on: their imports would lengthen every cold start (issue 23)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GRPC_MODEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", STARTS_AND_STOPS, str(greeter_bundle)],
+        env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_SECONDS,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "grpc" in loaded  # the list is the server's
+    assert loaded.isdisjoint(OPTIONAL_LIBRARIES), sorted(loaded & set(OPTIONAL_LIBRARIES))

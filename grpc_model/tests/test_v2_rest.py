@@ -1,11 +1,12 @@
 """The V2 REST routes (FastAPI router) on uvicorn in the gRPC server's event loop: JSON and binary tensor data."""
 
+import http.client as http_client
 import json
 import struct
 
 import pytest
 
-from grpc_model.tests.conftest import ServerFactory
+from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory
 from grpc_model.tests.http_client import HTTP, HttpClient
 
 GREETING = {"data": {"result": {"greeting": "Hello. Nice to meet you, Ada"}, "explanation": None, "drift": None}}
@@ -148,3 +149,29 @@ def test_non_utf8_outputs_go_as_binary_data(serve_wrapper: ServerFactory) -> Non
     outputs = {output["name"]: output for output in answer["outputs"]}
     assert outputs["a"]["parameters"] == {"binary_data_size": 6}  # not text: sent as binary data
     assert json.loads(outputs["flags.json"]["data"][0]) == {"detect_drift": False, "explain": False}
+
+
+def test_inference_passes_the_request_id_and_the_body_limit_as_every_route(serve_greeter: ServerFactory) -> None:
+    """Inference is answered outside FastAPI's routing (web/app.py's Shortcut), still behind the HTTP port's request
+    id and body limit: a body over it is 413, with its length declared or sent in chunks, and the server goes on."""
+    http = HttpClient(serve_greeter(max_receive_message_bytes=1000, **HTTP))
+    over = json.dumps({"inputs": [text_input("a" * 2000)]}).encode()
+
+    answered = http.request("POST", INFER, JSON_ONLY, {"x-request-id": "rest-call-7"})
+    declared = http.request("POST", INFER, over, {"Content-Type": "application/json"})
+    connection = http_client.HTTPConnection(http.url, timeout=PATIENCE_SECONDS)
+    try:
+        connection.request("POST", INFER, iter([over[:600], over[600:]]), encode_chunked=True)
+        chunked = connection.getresponse()
+        chunked_answer = (chunked.status, json.loads(chunked.read()))
+    finally:
+        connection.close()
+
+    assert (answered[0], answered[1]["x-request-id"]) == (200, "rest-call-7")
+    assert json.loads(json.loads(answered[2])["outputs"][0]["data"][0]) == GREETING
+    assert declared[0] == 413
+    assert "max_receive_message_bytes" in json.loads(declared[2])["detail"]
+    assert len(declared[1]["x-request-id"]) > 8
+    assert chunked_answer[0] == 413
+    assert "max_receive_message_bytes" in chunked_answer[1]["detail"]
+    assert http.request("POST", INFER, JSON_ONLY)[0] == 200

@@ -8,12 +8,14 @@ header gives, each element preceded by its 4-byte little-endian length.
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from grpc_model.src.inference import CHECK_INLINE_BYTES
 from grpc_model.src.quoting import quoted
@@ -83,15 +85,8 @@ def v2_router(protocol: V2Protocol) -> APIRouter:
     @router.post("/v2/models/{name}/infer", summary="Inference: element i of each input tensor is item i's file")
     @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference with a version")
     async def infer(name: str, request: Request, version: str = "") -> Response:
-        try:
-            body = await request.body()
-            endpoint = await protocol.endpoint(name, version)
-            parse = functools.partial(infer_request, name, version, body, request.headers, endpoint.model)
-            # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
-            parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
-            return infer_response(await protocol.infer(parsed, endpoint), binary_outputs)
-        except V2Error as error:
-            return _error(error)
+        """Served by `v2_shortcut` in the server; declared here for OpenAPI."""
+        return await _infer(protocol, name, version, request)
 
     return router
 
@@ -151,6 +146,40 @@ def _repository_parameters(body: bytes, what: str) -> dict[str, RepositoryParame
         if not isinstance(value, bool | int | str):
             raise V2Error(Problem.INVALID, f"the {what} parameter {quoted(name)} must be a string, number or boolean")
     return dict(parameters)
+
+
+INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+
+def v2_shortcut(protocol: V2Protocol) -> Callable[[Scope], ASGIApp | None]:
+    """Inference requests answered without FastAPI's routing and dependency solving (web/app.py's Shortcut),
+    which cost more CPU than the whole inference of a small request; the same paths as the router's."""
+
+    def answer(name: str, version: str) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await _infer(protocol, name, version, Request(scope, receive))
+            await response(scope, receive, send)
+
+        return app
+
+    def shortcut(scope: Scope) -> ASGIApp | None:
+        if scope["method"] != "POST" or not (matched := INFER_PATH.fullmatch(scope["path"])):
+            return None
+        return answer(matched[1], matched[2] or "")
+
+    return shortcut
+
+
+async def _infer(protocol: V2Protocol, name: str, version: str, request: Request) -> Response:
+    try:
+        body = await request.body()
+        endpoint = await protocol.endpoint(name, version)
+        parse = functools.partial(infer_request, name, version, body, request.headers, endpoint.model)
+        # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
+        parsed, binary_outputs = parse() if len(body) <= CHECK_INLINE_BYTES else await asyncio.to_thread(parse)
+        return infer_response(await protocol.infer(parsed, endpoint), binary_outputs)
+    except V2Error as error:
+        return _error(error)
 
 
 def _error(error: V2Error) -> Response:

@@ -27,12 +27,21 @@ OPEN_PATHS = ("/v2/health/",)
 """Paths served without a token, as gRPC's health service is: for probes that cannot send one."""
 Refusal = Callable[[Sequence[bytes]], str | None]
 """Why a request's `authorization` header values are refused, or None (security.auth.TokenCheck.refusal)."""
+Shortcut = Callable[[Scope], ASGIApp | None]
+"""A front end's hot route, answered without FastAPI's routing, dependencies and exception layers (about half of
+a small request's CPU): given a request's scope, the ASGI app that answers it, or None. The route stays declared
+in the front end's router too, so that OpenAPI describes it."""
 
 
 def create_app(
-    spec: ModelSpec | None, routers: Sequence[APIRouter], max_request_bytes: int, refusal: Refusal | None = None
-) -> FastAPI:
-    """The HTTP app of the model `spec` (None: a repository's, with no default model for the page)."""
+    spec: ModelSpec | None,
+    routers: Sequence[APIRouter],
+    max_request_bytes: int,
+    refusal: Refusal | None = None,
+    shortcuts: Sequence[Shortcut] = (),
+) -> ASGIApp:
+    """The HTTP app of the model `spec` (None: a repository's, with no default model for the page), behind the
+    request id, the token check and the body limit, which every request passes, a shortcut's too."""
     app = FastAPIOffline(  # the /docs page's Swagger UI comes from the package, not a CDN
         docs_url=None,  # its pages put the title into HTML as it is: ours escape it
         redoc_url=None,
@@ -42,10 +51,6 @@ def create_app(
         description=("A repository of models." if spec is None else spec.description.summary)
         + "\n\nThe browser page is at [/](/); the endpoints are described in docs/http.md.",
     )
-    app.add_middleware(BodyLimit, limit=max_request_bytes)
-    if refusal is not None:  # added after the limit, so it runs first: no body is read for a request without a token
-        app.add_middleware(BearerToken, refusal=refusal)
-    app.add_middleware(RequestId)
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
     _serve_docs(app)
 
@@ -55,7 +60,10 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    return app
+    served: ASGIApp = BodyLimit(Shortcuts(shortcuts, app) if shortcuts else app, max_request_bytes)
+    if refusal is not None:  # outside the limit: no body is read for a request without a token
+        served = BearerToken(served, refusal)
+    return RequestId(served)
 
 
 def _serve_docs(app: FastAPI) -> None:
@@ -115,6 +123,29 @@ def _inert(node: Any) -> Any:
     return node
 
 
+class Shortcuts:
+    """Answers a request a shortcut takes, the rest by `app`. The body limit's 413, raised while the shortcut
+    reads the body, is answered as FastAPI answers it (its exception layers are not in the way here)."""
+
+    def __init__(self, shortcuts: Sequence[Shortcut], app: ASGIApp) -> None:
+        self.shortcuts = shortcuts
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for shortcut in self.shortcuts:
+                answer = shortcut(scope)
+                if answer is not None:
+                    try:
+                        await answer(scope, receive, send)
+                    except HTTPException as error:
+                        await JSONResponse({"detail": error.detail}, error.status_code, error.headers)(
+                            scope, receive, send
+                        )
+                    return
+        await self.app(scope, receive, send)
+
+
 class RequestId:
     """Gives each request its id, as gRPC calls get theirs: from the `x-request-id` header or a new one, on every
     line logged about it, and sent back in the same header."""
@@ -126,7 +157,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = dict(scope["headers"]).get(REQUEST_ID_HEADER)
+        sent = _header(scope, REQUEST_ID_HEADER)
         request_id = logs.accepted_request_id(sent.decode("latin-1") if sent else None)
         logs.request_id.set(request_id)  # this request's own task: the id stays with it
 
@@ -169,7 +200,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        declared = _header(scope, b"content-length") or b""
         if declared.isdigit() and int(declared) > self.limit:
             await self.app(scope, _refusing(self.limit), send)
             return
@@ -184,6 +215,15 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The last value of header `name` (lower case), as `dict(scope["headers"])` gives it, without the dict."""
+    found = None
+    for key, value in scope["headers"]:
+        if key == name:
+            found = value
+    return found
 
 
 def _too_large(limit: int) -> HTTPException:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from grpc_model.src.security.connections import Guarded, PortGuard
 from grpc_model.src.web import deadlines
@@ -64,7 +64,7 @@ class HttpServer:
 
     def __init__(
         self,
-        app: FastAPI,
+        app: ASGIApp,
         sock: socket.socket,
         grace_seconds: float,
         guard: PortGuard,
