@@ -111,6 +111,14 @@ case "$command" in
     install --add examples,examples-train,http,tracing,ray,sklearn,xgboost,lightgbm,onnx # the tests of the digits example, HTTP, tracing, Ray Serve and the runtimes
     install_browser
     use_container_engine
+    # The suite starts hundreds of Python processes (servers, CLI commands, Ray's workers, the test projects'
+    # environments). Where PYTHONDONTWRITEBYTECODE is set, each compiles every module it imports (Ray,
+    # scikit-learn, grpc...) from source again; unset, the first writes the bytecode (into .venv/ and
+    # __pycache__/, which git ignores) and the rest read it.
+    unset PYTHONDONTWRITEBYTECODE
+    # mypy's cache beside poetry's, outside the checkout: a fresh clone on this machine reuses what an earlier
+    # run checked (mypy trusts a cached module only if its file's hash is unchanged, whatever its path).
+    export MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/grpc-model/mypy}
     echo "== ruff check" && .venv/bin/ruff check .
     echo "== ruff format --check" && .venv/bin/ruff format --check .
     echo "== mypy" && .venv/bin/mypy

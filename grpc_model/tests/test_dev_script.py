@@ -82,3 +82,29 @@ def test_the_engine_script_stops_the_service_it_started_and_nothing_else(tmp_pat
         finally:
             service.kill()
             other.kill()
+
+
+def test_the_test_command_writes_bytecode_and_keeps_mypys_cache_outside_the_checkout(
+    project: Path, tmp_path: Path
+) -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set, every process of the suite compiled all it imported again, and a fresh
+    clone's mypy checked every library from nothing: the two slowest parts of a fresh clone's run (docs/testing.md)."""
+    for tool in ("ruff", "mypy", "shellcheck", "pytest"):
+        (project / ".venv/bin" / tool).write_text(
+            '#!/bin/sh\necho "$(basename "$0") ${PYTHONDONTWRITEBYTECODE-unset} ${MYPY_CACHE_DIR-unset}" >>'
+            f" {tmp_path / 'ran'}\n"
+        )
+        (project / ".venv/bin" / tool).chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/apt-get").write_text("#!/bin/sh\nexit 1\n")  # never installs a browser from a test
+    (tmp_path / "bin/apt-get").chmod(0o755)
+    env = {name: value for name, value in os.environ.items() if name != "MYPY_CACHE_DIR"}
+    env.update(PYTHON=sys.executable, INTEGRATION_MODE="local", PYTHONDONTWRITEBYTECODE="1")
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}")
+    command = ["bash", "scripts/dev.sh", "test"]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    mypy_cache = tmp_path / "cache/grpc-model/mypy"
+    assert (tmp_path / "ran").read_text().splitlines() == [
+        f"{tool} unset {mypy_cache}" for tool in ("ruff", "ruff", "mypy", "shellcheck", "pytest")
+    ]

@@ -2,6 +2,9 @@
 container engine runs; test_integration.py checks the built image where one does)."""
 
 import re
+import tomllib
+
+from packaging.requirements import Requirement
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var
@@ -64,3 +67,25 @@ def test_the_build_context_leaves_out_tests_and_local_environments() -> None:
     assert "*" in ignored  # deny by default, then name what the image needs
     assert "**/tests/" in ignored
     assert not any(line.startswith("!") and (".venv" in line or ".tools" in line) for line in ignored)
+
+
+def test_the_templates_own_pins_leave_an_authors_common_libraries_unbounded() -> None:
+    """`poetry add numpy pandas scikit-learn` in the template resolves beside every extra and group the framework
+    declares only if none bounds those libraries from above (the examples' `numpy <2.5` once made it fail). What
+    Poetry still cannot do, whatever the template says, is choose a release for the project's Python by itself: the
+    README's range (`poetry add "numpy>=2.1"`) is for that."""
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    requirements = [Requirement(text) for text in pyproject["project"]["dependencies"]]
+    requirements += [
+        Requirement(text) for extra in pyproject["project"]["optional-dependencies"].values() for text in extra
+    ]
+    common = ("numpy", "pandas", "scikit-learn", "torch")
+    for group in pyproject["tool"]["poetry"]["group"].values():  # poetry's constraints: `>=2.1`, `^5.1`, a table
+        for name, constraint in group["dependencies"].items():
+            version = constraint if isinstance(constraint, str) else constraint.get("version", "*")
+            if name in common:
+                requirements.append(Requirement(name if version == "*" else f"{name}{version}"))
+    named = [requirement for requirement in requirements if requirement.name in common]
+    assert named  # the examples and the runtimes' extras name some
+    for requirement in named:
+        assert all(spec.operator in (">=", ">", "!=") for spec in requirement.specifier), str(requirement)

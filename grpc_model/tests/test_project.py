@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -87,10 +88,8 @@ def framework(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return clean_env(root / "bin", Path(poetry()).parent)
 
 
-@pytest.fixture(scope="module")
-def project(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_project(wheel: Path, framework: dict[str, str], root: Path) -> Path:
     """A project made by the wheel's own `grpc-model new`, installed with its lock, with one test case added."""
-    root = tmp_path_factory.mktemp("author")
     run(["grpc-model", "new", "word-stats", NAME, "--framework-wheel", str(wheel)], root, framework)
     project = root / "word-stats"
     run(["poetry", "install"], project, framework)
@@ -101,12 +100,10 @@ def project(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.Tem
     return project
 
 
-@pytest.fixture(scope="module")
-def runtime_project(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_runtime_project(wheel: Path, framework: dict[str, str], root: Path) -> Path:
     """A project made by the wheel's `grpc-model new --from` a scikit-learn pipeline trained here, with a sample's
     test case, installed with its lock: the framework and the `sklearn` extra's libraries, from the wheel's
     metadata (the scikit-learn the lock resolves is the newest, as here, so the pickle loads)."""
-    root = tmp_path_factory.mktemp("runtime-author")
     # `new --from` reads the model with its library: the author's environment has the framework with the extra.
     run(["pip", "install", "--quiet", f"{wheel}[sklearn]"], root, framework)
     file, _ = TRAINERS["sklearn"](root, iris()[0][:1])
@@ -116,6 +113,27 @@ def runtime_project(wheel: Path, framework: dict[str, str], tmp_path_factory: py
     run(made, root, framework)
     run(["poetry", "install"], root / "iris", framework)
     return root / "iris"
+
+
+@pytest.fixture(scope="module")
+def projects(wheel: Path, framework: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both projects, made at once: each is minutes of waiting on installs and locks, which overlap."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        made = {
+            "word-stats": pool.submit(make_project, wheel, framework, tmp_path_factory.mktemp("author")),
+            "iris": pool.submit(make_runtime_project, wheel, framework, tmp_path_factory.mktemp("runtime-author")),
+        }
+        return {name: future.result() for name, future in made.items()}
+
+
+@pytest.fixture(scope="module")
+def project(projects: dict[str, Path]) -> Path:
+    return projects["word-stats"]
+
+
+@pytest.fixture(scope="module")
+def runtime_project(projects: dict[str, Path]) -> Path:
+    return projects["iris"]
 
 
 def activated(project: Path) -> dict[str, str]:
