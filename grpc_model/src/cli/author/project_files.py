@@ -64,7 +64,8 @@ RUN python -m venv /opt/poetry && /opt/poetry/bin/pip install poetry=={POETRY_VE
 WORKDIR /build
 COPY pyproject.toml poetry.lock ./
 COPY wheels ./wheels
-RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only main --no-root --no-interaction
+# --compile: the server runs with PYTHONDONTWRITEBYTECODE, so bytecode not made here is made again at every start.
+RUN VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH /opt/poetry/bin/poetry sync --only main --no-root --no-interaction --compile
 COPY model_lib ./model_lib
 COPY asset_bundle ./asset_bundle
 ARG MODEL_VERSION=""
