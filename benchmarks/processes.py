@@ -128,7 +128,8 @@ class Server:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)],
                 cwd=cwd,
-                env={"GRPC_MODEL_METRICS_PORT": "0", **env},  # several servers at once: 9090 would clash
+                # several servers at once: metrics' 9090 and HTTP's 8080 would clash
+                env={"GRPC_MODEL_METRICS_PORT": "0", "GRPC_MODEL_HTTP_PORT": "0", **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
