@@ -1,11 +1,17 @@
 """The V2 REST routes (FastAPI router) on uvicorn in the gRPC server's event loop: JSON and binary tensor data."""
 
+import asyncio
 import http.client as http_client
 import json
 import struct
+import tracemalloc
+from typing import Any
 
 import pytest
+from starlette.requests import Request
 
+from grpc_model.src.v2.rest import _body
+from grpc_model.src.v2.tensors import V2Error
 from grpc_model.tests.conftest import PATIENCE_SECONDS, ServerFactory
 from grpc_model.tests.http_client import HTTP, HttpClient
 
@@ -175,3 +181,44 @@ def test_inference_passes_the_request_id_and_the_body_limit_as_every_route(serve
     assert chunked_answer[0] == 413
     assert "max_receive_message_bytes" in chunked_answer[1]["detail"]
     assert http.request("POST", INFER, JSON_ONLY)[0] == 200
+
+
+def _streamed(declared: int, chunks: int, chunk_size: int = 65536) -> Request:
+    """A request declaring `declared` bytes whose body arrives in `chunks` new chunks, as uvicorn hands them over."""
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        sent += 1
+        return {"type": "http.request", "body": b"x" * chunk_size, "more_body": sent < chunks}
+
+    headers = [(b"content-length", str(declared).encode())]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive)
+
+
+def test_a_declared_body_is_held_once_while_it_arrives() -> None:
+    """Starlette's body() keeps every chunk until it joins them: two copies of a 50 MiB body at its peak."""
+    size = 128 * 65536
+
+    async def read() -> tuple[bytes | bytearray, int]:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        body = await _body(_streamed(size, 128))
+        return body, tracemalloc.get_traced_memory()[1] - before
+
+    tracemalloc.start()
+    try:
+        body, peak = asyncio.run(read())
+    finally:
+        tracemalloc.stop()
+    assert body == b"x" * size
+    assert peak < 1.25 * size, f"reading {size} bytes peaked at {peak} bytes over what was held before"
+
+
+@pytest.mark.parametrize(
+    ("declared", "chunks", "problem"),
+    [(65536, 2, "longer than its Content-Length of 65536"), (3 * 65536, 2, "ended after 131072 of its")],
+)
+def test_a_body_that_does_not_match_its_length_is_refused(declared: int, chunks: int, problem: str) -> None:
+    with pytest.raises(V2Error, match=problem):
+        asyncio.run(_body(_streamed(declared, chunks)))

@@ -172,7 +172,7 @@ def v2_shortcut(protocol: V2Protocol) -> Callable[[Scope], ASGIApp | None]:
 
 async def _infer(protocol: V2Protocol, name: str, version: str, request: Request) -> Response:
     try:
-        body = await request.body()
+        body = await _body(request)
         endpoint = await protocol.endpoint(name, version)
         parse = functools.partial(infer_request, name, version, body, request.headers, endpoint.model)
         # a large body's JSON is parsed on a thread, as large items are checked: health goes on answering
@@ -180,6 +180,25 @@ async def _infer(protocol: V2Protocol, name: str, version: str, request: Request
         return infer_response(await protocol.infer(parsed, endpoint), binary_outputs)
     except V2Error as error:
         return _error(error)
+
+
+async def _body(request: Request) -> bytes | bytearray:
+    """The request's body, in one buffer of its declared length when it declares one: Starlette's `body()` holds
+    every chunk and then their join, two copies of a large body at once. BodyLimit has refused a declared length
+    over the limit before this allocates it, and stops a body that outgrows what it declared."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return await request.body()
+    body = bytearray(int(declared))
+    view, filled = memoryview(body), 0
+    async for chunk in request.stream():
+        if filled + len(chunk) > len(body):
+            raise V2Error(Problem.INVALID, f"the body is longer than its Content-Length of {len(body)} bytes")
+        view[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != len(body):
+        raise V2Error(Problem.INVALID, f"the body ended after {filled} of its Content-Length of {len(body)} bytes")
+    return body
 
 
 def _error(error: V2Error) -> Response:
@@ -200,7 +219,7 @@ def _metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
 
 
 def infer_request(
-    name: str, version: str, body: bytes, headers: Mapping[str, str], model: V2Model
+    name: str, version: str, body: bytes | bytearray, headers: Mapping[str, str], model: V2Model
 ) -> tuple[InferRequest, set[str]]:
     """The transport-free request, and the outputs to send as binary data; raises V2Error."""
     if headers.get("content-encoding", "identity") != "identity":
@@ -241,7 +260,7 @@ def infer_request(
     return InferRequest(name, version, inputs, requested, parameters, request_id, len(body)), binary_outputs
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+def _split_body(body: bytes | bytearray, header_length: str | None) -> tuple[bytes | bytearray, memoryview]:
     """The JSON header, and the binary data after it as a view (files are copied once, into the model's items)."""
     if header_length is None:
         return body, memoryview(b"")
