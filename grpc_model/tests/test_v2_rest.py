@@ -215,6 +215,24 @@ def test_a_declared_body_is_held_once_while_it_arrives() -> None:
     assert peak < 1.25 * size, f"reading {size} bytes peaked at {peak} bytes over what was held before"
 
 
+def test_a_declared_length_allocates_nothing_before_the_bytes_arrive() -> None:
+    """A client that declares 100 MB (under the limit) and sends 64 KiB must not make the server hold 100 MB."""
+
+    async def read() -> int:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        with pytest.raises(V2Error, match="ended after 65536 of its Content-Length of 104857600"):
+            await _body(_streamed(100 * 2**20, 1))
+        return tracemalloc.get_traced_memory()[1] - before
+
+    tracemalloc.start()
+    try:
+        peak = asyncio.run(read())
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"a 64 KiB body of a declared 100 MB peaked at {peak} bytes"
+
+
 @pytest.mark.parametrize(
     ("declared", "chunks", "problem"),
     [(65536, 2, "longer than its Content-Length of 65536"), (3 * 65536, 2, "ended after 131072 of its")],
