@@ -81,6 +81,10 @@ def test_integration_script_passes(mode: str, request: pytest.FixtureRequest) ->
         assert "HEALTHCHECK command passed" in stdout
         assert re.search(r"docker stop \(SIGTERM\): exit 0 in \d+\.\d s", stdout)
         assert containers_and_images() == before
+        layers = re.search(r"^\[integration\] build cache: (\S*)$", stdout, re.MULTILINE)
+        assert layers is not None
+        if layers[1]:  # where the engine records the layer under the image (podman, Docker's classic builder)
+            docker("image", "inspect", layers[1])  # kept: the next build takes every stage from the cache
 
 
 ONE_BUNDLE = "COPY --from=dependencies /bundle ./asset_bundle/"
