@@ -63,11 +63,12 @@ def containers_and_images() -> str:
     return containers + docker("images", "--filter", "reference=grpc-model-it-*", "--quiet")
 
 
-@pytest.mark.usefixtures("container_engine")
 @pytest.mark.parametrize("mode", ["local", "docker"] if MODE == "docker" else ["local"])
-def test_integration_script_passes(mode: str) -> None:
+def test_integration_script_passes(mode: str, request: pytest.FixtureRequest) -> None:
     if not load_test_cases(load_bundle(PROJECT_ROOT / "asset_bundle")):  # a model just started with init
         pytest.skip("the served bundle has no test cases yet (grpc-model test requires some)")
+    if mode == "docker":  # the local path never calls the engine: it leaves it to the image tests meanwhile
+        request.getfixturevalue("container_engine")
     before = containers_and_images() if mode == "docker" else ""
     returncode, stdout, stderr = run_integration_script(PROJECT_ROOT, mode)
     assert returncode == 0, stdout + stderr
@@ -80,6 +81,10 @@ def test_integration_script_passes(mode: str) -> None:
         assert "HEALTHCHECK command passed" in stdout
         assert re.search(r"docker stop \(SIGTERM\): exit 0 in \d+\.\d s", stdout)
         assert containers_and_images() == before
+        layers = re.search(r"^\[integration\] build cache: (\S*)$", stdout, re.MULTILINE)
+        assert layers is not None
+        if layers[1]:  # where the engine records the layer under the image (podman, Docker's classic builder)
+            docker("image", "inspect", layers[1])  # kept: the next build takes every stage from the cache
 
 
 ONE_BUNDLE = "COPY --from=dependencies /bundle ./asset_bundle/"

@@ -63,9 +63,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine is this module's alone meanwhile, as for every image test."""
     tag = f"localhost/{RUN_ID}:test"
     with container_engine_turn(tmp_path_factory):
-        podman("build", "--tag", tag, str(PROJECT_ROOT), seconds=900)
+        # The format `docker build` gets from podman's Docker API: the image test_integration.py built is in the build
+        # cache under that format's layers, so this build takes every layer from there.
+        podman("build", "--format", "docker", "--tag", tag, str(PROJECT_ROOT), seconds=900)
         yield tag
-        podman("rmi", "--force", tag)
+        podman("rmi", "--force", "--no-prune", tag)  # the layers under it stay, as the build cache
 
 
 def free_port() -> int:

@@ -55,6 +55,16 @@ def test_the_image_holds_only_the_served_bundle_version() -> None:
     assert not [source for source, _ in copies if source.startswith("asset_bundle")]  # never the whole directory
 
 
+def test_a_new_bundle_or_model_rebuilds_only_the_images_last_layers() -> None:
+    """The build cache keeps every layer before the first that changed: releasing a version (or each broken image
+    test_integration.py builds) reruns no bytecode compilation, and a new model only the framework's and its own."""
+    final_stage = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    before_project, _ = final_stage.split("\nCOPY ", 1)
+    assert "compileall.compile_dir(sysconfig.get_path('stdlib')" in before_project
+    after_bundle = final_stage.split("\nCOPY --from=dependencies /bundle ./asset_bundle/\n", 1)[1]
+    assert not re.findall(r"^(?:RUN|COPY) .*$", after_bundle, re.MULTILINE)
+
+
 def test_the_image_exposes_the_port_and_checks_grpc_health() -> None:
     assert re.search(r"^EXPOSE 45000$", DOCKERFILE, re.MULTILINE)
     assert re.search(r"^EXPOSE 8080$", DOCKERFILE, re.MULTILINE)  # HTTP, with the http extra (docs/http.md)

@@ -209,6 +209,19 @@ def test_the_projects_dockerfile_keeps_the_templates_guarantees() -> None:
     assert "**/tests/" in project_files.DOCKERIGNORE.splitlines()
 
 
+def test_the_projects_image_shares_the_templates_poetry_layer() -> None:
+    """The engine's build cache reuses a RUN layer only for the same text after the same layers: word for word, the
+    project's image takes poetry's installation from any image of the template built before on the machine."""
+
+    def poetry_stage(dockerfile: str) -> list[str]:
+        lines = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
+        return lines[: lines.index("WORKDIR /build")]
+
+    template = poetry_stage((PROJECT_ROOT / "Dockerfile").read_text())
+    assert "pip install poetry==" in "".join(template)
+    assert poetry_stage(project_files.dockerfile()) == template
+
+
 def test_the_wheel_is_the_framework_alone(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert not [name for name in names if name.startswith("model_lib/") or "/tests/" in name]

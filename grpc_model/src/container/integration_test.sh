@@ -50,10 +50,21 @@ cleanup() {
     wait "$server_pid" 2>/dev/null || true
   fi
   for name in ${containers[@]+"${containers[@]}"}; do docker rm -f "$name" >/dev/null 2>&1 || true; done
-  if [ -n "$image" ]; then docker rmi -f "$image" >/dev/null 2>&1 || true; fi
+  if [ -n "$image" ]; then remove_image; fi
   if [ -n "$build_log" ]; then rm -f "$build_log"; fi
 }
 trap cleanup EXIT
+
+# Removes the image but not the untagged layers under it: they are the build cache of its last stage, which makes the
+# next build quick. Docker keeps them with --no-prune; podman's Docker API ignores that flag and removes them, so
+# where the engine is a podman service, podman's own client removes the image.
+remove_image() {
+  if [[ ${DOCKER_HOST:-} == unix://* ]] && command -v podman >/dev/null 2>&1 &&
+    podman --url "$DOCKER_HOST" rmi --force --no-prune "$image" >/dev/null 2>&1; then
+    return
+  fi
+  docker rmi --force --no-prune "$image" >/dev/null 2>&1 || true
+}
 
 # Runs a container of the image; `docker rm -f` removes it on exit.
 start_container() {
@@ -84,6 +95,7 @@ build_image() {
   docker image inspect "$image" >/dev/null 2>&1 ||
     fail "the build left no image $image in the engine (a buildx builder without --load?)"
   log "built in $((SECONDS - started)) s; $(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
+  log "build cache: $(docker image inspect --format '{{.Parent}}' "$image")"
 }
 
 # What the shipped image must be, checked in its first container.
