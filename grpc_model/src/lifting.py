@@ -20,7 +20,7 @@ from typing import cast
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from grpc_model.src.security.wire import MalformedError, read_varint, write_varint
+from grpc_model.src.security.wire import LENGTH_DELIMITED, MalformedError, read_varint, skip_scalar, write_varint
 
 LIFT_FROM_BYTES = 1024 * 1024
 """Smaller requests are parsed as they came: their copies cost little."""
@@ -102,32 +102,25 @@ def _cut(
         if fields_read[0] > MAX_FIELDS_READ:
             raise _GiveUp
         key, position = read_varint(buffer, position)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, position = read_varint(buffer, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            tag_end = position
-            length, position = read_varint(buffer, position)
-            value_end = position + length
-            if value_end > end:
-                raise MalformedError
-            field = descriptor.fields_by_number.get(key >> 3)
-            nested = field.message_type if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE else None
-            replacement: list[bytes | memoryview] | None = None  # None: the field stays as it came
-            if field is not None and field.type == FieldDescriptor.TYPE_BYTES and length >= LIFT_FIELD_BYTES:
-                replacement = [lifted.token(buffer[position:value_end])]
-            elif nested is not None and _may_hold_bytes(nested):
-                replacement = _cut(buffer, position, value_end, nested, lifted, fields_read)
-            if replacement is not None:
-                parts += [buffer[kept:tag_end], write_varint(sum(len(part) for part in replacement)), *replacement]
-                kept = value_end
-            position = value_end
-        else:
-            raise MalformedError  # groups (3, 4) and unknown wire types
+        if key & 7 != LENGTH_DELIMITED:
+            position = skip_scalar(buffer, position, key & 7)
+            continue
+        tag_end = position
+        length, position = read_varint(buffer, position)
+        value_end = position + length
+        if value_end > end:
+            raise MalformedError
+        field = descriptor.fields_by_number.get(key >> 3)
+        nested = field.message_type if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE else None
+        replacement: list[bytes | memoryview] | None = None  # None: the field stays as it came
+        if field is not None and field.type == FieldDescriptor.TYPE_BYTES and length >= LIFT_FIELD_BYTES:
+            replacement = [lifted.token(buffer[position:value_end])]
+        elif nested is not None and _may_hold_bytes(nested):
+            replacement = _cut(buffer, position, value_end, nested, lifted, fields_read)
+        if replacement is not None:
+            parts += [buffer[kept:tag_end], write_varint(sum(len(part) for part in replacement)), *replacement]
+            kept = value_end
+        position = value_end
     if position != end:
         raise MalformedError
     if not parts:

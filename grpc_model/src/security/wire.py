@@ -64,31 +64,40 @@ def _walk(buffer: memoryview, position: int, end: int, descriptor: Descriptor, b
                 f"the request holds more than {MAX_FIELDS_READ} fields around its nested messages"
             )
         key, position = read_varint(buffer, position)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, position = read_varint(buffer, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            length, position = read_varint(buffer, position)
-            field = descriptor.fields_by_number.get(key >> 3)
-            if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
-                budget.messages += 1
-                if budget.messages > MAX_MESSAGES:
-                    raise TooManyMessagesError(
-                        f"the request holds more than {MAX_MESSAGES} nested messages (items, map entries, "
-                        "tensors): send fewer per call"
-                    )
-                nested = field.message_type
-                if nested is not None and _holds_messages(nested):
-                    _walk(buffer, position, min(position + length, end), nested, budget)
-            position += length
-        else:
-            raise MalformedError  # groups (3, 4) and unknown wire types: the parser names them
+        if key & 7 != LENGTH_DELIMITED:
+            position = skip_scalar(buffer, position, key & 7)
+            continue
+        length, position = read_varint(buffer, position)
+        field = descriptor.fields_by_number.get(key >> 3)
+        if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
+            budget.messages += 1
+            if budget.messages > MAX_MESSAGES:
+                raise TooManyMessagesError(
+                    f"the request holds more than {MAX_MESSAGES} nested messages (items, map entries, "
+                    "tensors): send fewer per call"
+                )
+            nested = field.message_type
+            if nested is not None and _holds_messages(nested):
+                _walk(buffer, position, min(position + length, end), nested, budget)
+        position += length
     if position > end:
         raise MalformedError
+
+
+LENGTH_DELIMITED = 2
+"""The wire type of bytes, strings and nested messages: a varint length, then that many bytes."""
+
+
+def skip_scalar(buffer: memoryview, position: int, wire_type: int) -> int:
+    """The position after a value of wire type 0 (varint), 1 (64-bit) or 5 (32-bit); raises MalformedError for
+    groups (3, 4) and unknown wire types, which the parser then names."""
+    if wire_type == 0:
+        return read_varint(buffer, position)[1]
+    if wire_type == 1:
+        return position + 8
+    if wire_type == 5:
+        return position + 4
+    raise MalformedError
 
 
 def read_varint(buffer: memoryview, position: int) -> tuple[int, int]:

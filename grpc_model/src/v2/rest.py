@@ -189,12 +189,12 @@ async def _body(request: Request) -> bytes | bytearray:
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
         return await request.body()
-    body = bytearray()
+    length, body = int(declared), bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > int(declared):
+        if len(body) > length:
             raise V2Error(Problem.INVALID, f"the body is longer than its Content-Length of {declared} bytes")
-    if len(body) != int(declared):
+    if len(body) != length:
         raise V2Error(Problem.INVALID, f"the body ended after {len(body)} of its Content-Length of {declared} bytes")
     return body
 
