@@ -32,6 +32,12 @@ install() {
     "$python" -m venv .tools
     .tools/bin/python -m pip install --quiet "poetry==$POETRY_VERSION"
   fi
+  # Beside it, the plugin that makes `poetry add <package>` choose a release the project's Python can install
+  # (scripts/poetry_plugin/); built with the poetry-core poetry brought, so offline once poetry is there.
+  local plugin=scripts/poetry_plugin/grpc_model_poetry_plugin.py
+  if ! cmp -s "$plugin" .tools/lib/python3*/site-packages/grpc_model_poetry_plugin.py; then
+    .tools/bin/python -m pip install --quiet --no-build-isolation --no-deps ./scripts/poetry_plugin
+  fi
   .tools/bin/poetry check --lock --quiet || {
     echo "error: poetry.lock is out of date with pyproject.toml: run '.tools/bin/poetry lock'" >&2
     exit 1

@@ -4,6 +4,7 @@ Run in a copy of the project with a stand-in poetry that records its calls, so n
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +23,18 @@ exit 0
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy with a stand-in poetry, a stand-in grpc-model, and the groups `scripts/dev.sh test` installed."""
+    """A copy with a stand-in poetry and its plugin, a stand-in grpc-model, and the groups `scripts/dev.sh test`
+    installed."""
     project = copy_project(tmp_path / "project")
     for path, text in ((".tools/bin/poetry", FAKE_POETRY), (".venv/bin/grpc-model", "#!/bin/sh\necho ran $*\n")):
         (project / path).parent.mkdir(parents=True, exist_ok=True)
         (project / path).write_text(text)
         (project / path).chmod(0o755)
     (project / ".venv/.optional-groups").write_text("http,tracing,ray\n")
+    # As if the plugin scripts/dev.sh installs beside poetry were installed already.
+    site_packages = project / f".tools/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    site_packages.mkdir(parents=True)
+    shutil.copy(project / "scripts/poetry_plugin/grpc_model_poetry_plugin.py", site_packages)
     return project
 
 

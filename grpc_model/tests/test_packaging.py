@@ -1,10 +1,16 @@
 """What users run first: the README's serve command, and the Dockerfile's rules as text (they hold even where no
 container engine runs; test_integration.py checks the built image where one does)."""
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
+from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from grpc_model.src.metadata import load_bundle, load_test_cases
 from grpc_model.src.settings import PROJECT_ROOT, Settings, env_var
@@ -81,9 +87,7 @@ def test_the_build_context_leaves_out_tests_and_local_environments() -> None:
 
 def test_the_templates_own_pins_leave_an_authors_common_libraries_unbounded() -> None:
     """`poetry add numpy pandas scikit-learn` in the template resolves beside every extra and group the framework
-    declares only if none bounds those libraries from above (the examples' `numpy <2.5` once made it fail). What
-    Poetry still cannot do, whatever the template says, is choose a release for the project's Python by itself: the
-    README's range (`poetry add "numpy>=2.1"`) is for that."""
+    declares only if none bounds those libraries from above (the examples' `numpy <2.5` once made it fail)."""
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     requirements = [Requirement(text) for text in pyproject["project"]["dependencies"]]
     requirements += [
@@ -99,3 +103,41 @@ def test_the_templates_own_pins_leave_an_authors_common_libraries_unbounded() ->
     assert named  # the examples and the runtimes' extras name some
     for requirement in named:
         assert all(spec.operator in (">=", ">", "!=") for spec in requirement.specifier), str(requirement)
+
+
+def test_poetry_add_of_an_authors_common_libraries_resolves_in_the_template(tmp_path: Path) -> None:
+    """README step 3 in a fresh clone: `.tools/bin/poetry add numpy pandas scikit-learn`. numpy's newest release
+    needs Python 3.12 and the template supports 3.11, which Poetry alone answers with a failed lock (it writes `^` of
+    the newest release whatever that release's Python); the plugin scripts/dev.sh installs beside it
+    (scripts/poetry_plugin/) takes the newest release every supported Python can install. Resolved against the
+    package index, as `scripts/dev.sh install` is."""
+    poetry = PROJECT_ROOT / ".tools/bin/poetry"
+    if not poetry.is_file():
+        pytest.skip("no .tools/bin/poetry: `scripts/dev.sh install` installs it with its plugin")
+    for name in ("pyproject.toml", "poetry.lock", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    added = ("numpy", "pandas", "scikit-learn")
+    done = subprocess.run(
+        [str(poetry), "add", *added, "--lock", "--no-interaction"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "POETRY_VIRTUALENVS_CREATE": "false"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    pyproject = tomllib.loads((tmp_path / "pyproject.toml").read_text())
+    requirements = {Requirement(text).name: Requirement(text) for text in pyproject["project"]["dependencies"]}
+    oldest_python = pyproject["project"]["requires-python"].split(",")[0].removeprefix(">=")  # >=3.11,<4.0
+    locked = tomllib.loads((tmp_path / "poetry.lock").read_text())["package"]
+    for name in added:
+        # Each added with a lower bound that the project's oldest Python can install, and locked for it.
+        installable = [
+            package
+            for package in locked
+            if package["name"] == name
+            and requirements[name].specifier.contains(package["version"])
+            and SpecifierSet(package["python-versions"]).contains(oldest_python)
+        ]
+        assert installable, f"{name}: {requirements[name]} has no locked release for Python {oldest_python}"
