@@ -98,19 +98,20 @@ build_image() {
   log "build cache: $(docker image inspect --format '{{.Parent}}' "$image")"
 }
 
-# What the shipped image must be, checked in its first container.
+# What the shipped image must be, checked in its first container; every rule it breaks is named at once.
 check_image() {
-  local uid bundles version tests tools
+  local uid bundles version tests tools broken=()
   uid=$(in_container 'id -u')
-  [ "$uid" != 0 ] || fail "the container runs as root; the Dockerfile needs a USER"
+  [ "$uid" != 0 ] || broken+=("the container runs as root; the Dockerfile needs a USER")
   version=$("$python" -m grpc_model version)
   bundles=$(in_container 'ls asset_bundle' | tr '\n' ' ')
-  [ "$bundles" = "$version " ] || fail "the image holds asset bundles '$bundles', expected only $version"
+  [ "$bundles" = "$version " ] || broken+=("the image holds asset bundles '$bundles', expected only $version")
   tests=$(in_container 'find . -type d -name tests')
-  [ -z "$tests" ] || fail "the image holds tests: $tests"
+  [ -z "$tests" ] || broken+=("the image holds tests: $tests")
   # shellcheck disable=SC2016  # $tool expands in the container's shell
   tools=$(in_container 'for tool in poetry gcc cc make; do command -v "$tool"; done; true')
-  [ -z "$tools" ] || fail "the image holds build tools: $tools"
+  [ -z "$tools" ] || broken+=("the image holds build tools: $tools")
+  [ ${#broken[@]} = 0 ] || fail "the image breaks ${#broken[@]} of its rules:$(printf '\n  - %s' "${broken[@]}")"
   log "image checks passed: user $uid, bundle $version only, no tests or build tools"
 }
 
