@@ -40,7 +40,7 @@ def grpc_model_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200"},  # rich wraps at the terminal width; keep each message on one line
+        env={**os.environ, "COLUMNS": "200"},  # tables fit the terminal's width: wide enough for whole cells
         check=False,
     )
 
@@ -284,6 +284,28 @@ def test_status_and_call_show_a_running_server(greeter_server: ServerThread, tmp
     assert "Nice to meet you, Ada" in (tmp_path / "o/results.json").read_text()
     assert unknown.returncode == 2
     assert "the model has no input 'image.png'" in unknown.stdout
+
+
+def test_a_calls_json_output_is_one_line_for_a_pipe_whatever_the_width(
+    greeter_server: ServerThread, tmp_path: Path
+) -> None:
+    """`grpc-model call ... | jq` needs the JSON whole: rich would break it at the terminal's width (80 columns in a
+    pipe) inside a string or between a key and its value."""
+    (tmp_path / "hello.txt").write_text("My name is Ada")
+    target = f"127.0.0.1:{greeter_server.running.port}"
+    call = subprocess.run(
+        [sys.executable, "-m", "grpc_model", "call", target, "--input", f"input.txt={tmp_path / 'hello.txt'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "40"},
+        check=False,
+    )
+    assert call.returncode == 0, call.stdout + call.stderr
+    (line,) = [line for line in call.stdout.splitlines() if line.startswith("  results.json: ")]
+    assert len(line) > 40
+    answer = json.loads(line.removeprefix("  results.json: "))
+    assert answer["data"]["result"] == {"greeting": "Hello. Nice to meet you, Ada"}
 
 
 def test_call_after_a_failed_load_names_the_loads_error(serve_wrapper: ServerFactory, tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 from grpc_model.src.cli import app
+from grpc_model.src.cli.author import engine as author_engine
+from grpc_model.src.cli.author import project as author_project
 from grpc_model.src.cli.author import project_files
 from grpc_model.src.cli.author.engine import CONTAINER_SCRIPTS, default_tag
 from grpc_model.src.cli.author.project import ServedFile, create_project, file_specs
@@ -182,6 +184,30 @@ def test_build_and_test_image_find_the_container_scripts_the_template_links() ->
         assert (CONTAINER_SCRIPTS / script).resolve() == (PROJECT_ROOT / "scripts" / script).resolve()
 
 
+def test_build_on_podmans_service_says_where_it_listens_and_how_to_stop_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where build set podman's service up, it is left running for the next build: the author needs its address
+    (to push) and the command that stops it, whole on one line to copy."""
+    (tmp_path / "model_lib").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(author_engine, "engine_environment", lambda: {"DOCKER_HOST": "unix:///run/podman/podman.sock"})
+    builds: list[list[str]] = []
+
+    def docker(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        builds.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", docker)
+    built = CliRunner().invoke(app, ["build", "--tag", "word-stats:0.1.0"], env={"COLUMNS": "40"})
+    assert built.exit_code == 0, built.output
+    assert builds == [["docker", "build", "--tag", "word-stats:0.1.0", "."]]
+    assert "`export DOCKER_HOST=unix:///run/podman/podman.sock` for docker push" in built.output
+    assert f"until `bash {CONTAINER_SCRIPTS / 'container_engine.sh'} --stop`" in built.output
+
+
 def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     refused = CliRunner().invoke(app, ["new", str(tmp_path)], env={"COLUMNS": "200"})
@@ -196,6 +222,25 @@ def test_new_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
     bad_version = CliRunner().invoke(app, ["new", str(tmp_path / "p"), "--version", "1.0"])
     assert bad_version.exit_code == 2
     assert not (tmp_path / "p").exists()
+
+
+def test_new_names_the_poetry_to_install_with_when_it_is_not_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scripts/dev.sh new` finds the template's own poetry in .tools/, which is not on the author's PATH: the next
+    step names it by a path that still holds after the `cd` into the project."""
+    template_poetry = str(tmp_path / "template/.tools/bin/poetry")
+    monkeypatch.setattr(author_project, "find_poetry", lambda: template_poetry)
+    monkeypatch.setattr(author_project, "lock", lambda directory, poetry: poetry == template_poetry)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no poetry on the PATH
+    wheel = tmp_path / "grpc_model-0.1.0-py3-none-any.whl"  # only its name is read before it is copied
+    wheel.write_bytes(b"")
+    made = CliRunner().invoke(
+        app, ["new", str(tmp_path / "word-stats"), "--framework-wheel", str(wheel)], env={"COLUMNS": "40"}
+    )
+    assert made.exit_code == 0, made.output
+    assert f"&& {template_poetry} install, then" in made.output
+    assert "no poetry.lock" not in made.output
 
 
 def test_the_projects_dockerfile_keeps_the_templates_guarantees() -> None:

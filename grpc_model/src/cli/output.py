@@ -9,8 +9,10 @@ from rich.markup import escape
 
 from grpc_model.src.settings import Settings, describe_settings_error
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# Soft wrap: a long line (a call's JSON output, a command to copy, a failure message) stays one line for a pipe,
+# `jq` or `grep`, and a terminal wraps it on screen; tables and rules still fit the terminal's width.
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 USAGE = 2  # exit code for a command that cannot run as asked, as argparse and click use
 

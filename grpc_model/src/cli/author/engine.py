@@ -80,6 +80,8 @@ def build(
         raise fail(f"docker build failed (exit {built.returncode}); its output is above")
     console.print(f"[green]built:[/green] {escape(name)}")
     if env.get("DOCKER_HOST") and env.get("DOCKER_HOST") != os.environ.get("DOCKER_HOST"):
+        stop = f"bash {CONTAINER_SCRIPTS / 'container_engine.sh'} --stop"
         console.print(
-            f"  the engine is podman's service: `export DOCKER_HOST={escape(env['DOCKER_HOST'])}` for docker push"
+            f"  the engine is podman's service: `export DOCKER_HOST={escape(env['DOCKER_HOST'])}` for docker push;"
+            f" it keeps running for the next build until `{escape(stop)}`"
         )

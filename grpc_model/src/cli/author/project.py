@@ -112,14 +112,17 @@ def new(
         raise fail(str(error), USAGE) from None
     for path in written:
         console.print(f"  wrote {escape(shown(path))}")
-    if not lock(directory):
+    poetry = find_poetry()
+    if poetry is None or not lock(directory, poetry):
         errors.print("[yellow]warning:[/yellow] no poetry.lock yet: run `poetry lock` in the project")
     todo = (
         "`grpc-model test`"
         if served
         else f"fill in model_lib/src/model.py and asset_bundle/{escape(version)}/model.yaml and `grpc-model test`"
     )
-    console.print(f"Next: cd {escape(shown(directory))} && poetry install, then {todo} (see its README.md).")
+    # The template's own poetry (.tools/) is not on the PATH: name it by its whole path, which holds after the `cd`.
+    command = "poetry" if poetry is None or poetry == shutil.which("poetry") else poetry
+    console.print(f"Next: cd {escape(shown(directory))} && {escape(command)} install, then {todo} (see its README.md).")
 
 
 def create_project(
@@ -225,12 +228,13 @@ def _served_bundle(bundles: Path, name: str, version: str, author: str, served: 
     return written, RUNTIMES[from_model.detect_kind(served.model_file)].extra
 
 
-def lock(directory: Path) -> bool:
-    """`poetry lock` in the new project with the PATH's poetry, or the template repository's (scripts/dev.sh
-    installs it into .tools/); False where there is none, or it fails."""
+def find_poetry() -> str | None:
+    """The PATH's poetry, or the template repository's (scripts/dev.sh installs it into .tools/)."""
     bundled = PROJECT_ROOT / ".tools/bin/poetry"
-    poetry = shutil.which("poetry") or (str(bundled) if bundled.is_file() else None)
-    if poetry is None:
-        return False
+    return shutil.which("poetry") or (str(bundled) if bundled.is_file() else None)
+
+
+def lock(directory: Path, poetry: str) -> bool:
+    """`poetry lock` in the new project; False if it fails."""
     console.print("  poetry lock (resolves the framework's dependencies; a minute the first time)")
     return subprocess.run([poetry, "lock", "--no-interaction"], cwd=directory, check=False).returncode == 0

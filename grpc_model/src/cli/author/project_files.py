@@ -159,8 +159,9 @@ grpc-model k8s                   # Kubernetes manifests in deploy/kubernetes/
 ```
 
 Add a dependency with `poetry add <package>` (it changes `pyproject.toml` and `poetry.lock`). CI runs `.ci/run`.
-Poetry takes a package's newest release whatever Python it needs: if the lock then fails with "numpy requires Python
->=3.12", give a lower bound that your Python can install (`poetry add "numpy>=2.1"`).
+A plain Poetry takes a package's newest release whatever Python it needs: if the lock then fails with "numpy requires
+Python >=3.12", give a lower bound that your Python can install (`poetry add "numpy>=2.1"`). The template repository's
+Poetry (`.tools/bin/poetry`) has a plugin that picks such a release: `poetry self add` its `scripts/poetry_plugin`.
 A feature of the framework (`http`, `tracing`, `ray`, a runtime's `sklearn`, `xgboost`, `lightgbm`, `onnx`) is
 an extra: name it in the `grpc-model` dependency in `pyproject.toml`, e.g. `"grpc-model[http] (>=...)"`, then
 `poetry lock && poetry install`; the image gets it too.
