@@ -33,14 +33,14 @@ from grpc_model.tests.conftest import (
 AUTHORS_ROOMS = ("model_lib/", "asset_bundle/")
 
 
-def grpc_model_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def grpc_model_cli(project: Path, *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "grpc_model", *args],
         cwd=project,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200"},  # tables fit the terminal's width: wide enough for whole cells
+        env={**os.environ, "COLUMNS": str(columns)},  # tables fit the terminal's width: wide for whole cells
         check=False,
     )
 
@@ -293,14 +293,7 @@ def test_a_calls_json_output_is_one_line_for_a_pipe_whatever_the_width(
     pipe) inside a string or between a key and its value."""
     (tmp_path / "hello.txt").write_text("My name is Ada")
     target = f"127.0.0.1:{greeter_server.running.port}"
-    call = subprocess.run(
-        [sys.executable, "-m", "grpc_model", "call", target, "--input", f"input.txt={tmp_path / 'hello.txt'}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "40"},
-        check=False,
-    )
+    call = grpc_model_cli(tmp_path, "call", target, "--input", f"input.txt={tmp_path / 'hello.txt'}", columns=40)
     assert call.returncode == 0, call.stdout + call.stderr
     (line,) = [line for line in call.stdout.splitlines() if line.startswith("  results.json: ")]
     assert len(line) > 40
